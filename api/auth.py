@@ -1,0 +1,97 @@
+"""Bearer JWT authentication: `sub` is the user id; `exp` is required.
+
+HS256 with `PAYOPS_JWT_SECRET`, or RS256 with `PAYOPS_JWT_PUBLIC_KEY`; `iss` and `aud` are
+checked when configured. Internal services carry the scope `credits:debit` to spend credits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from core.config import Settings
+from core.errors import ConfigError, Forbidden, Unauthorized
+
+DEBIT_SCOPE = "credits:debit"
+MAX_SUB_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    scopes: frozenset[str]
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        if settings.jwt_public_key:
+            self._key: str = settings.jwt_public_key
+            self._algorithms = ["RS256"]
+        elif settings.jwt_secret is not None:
+            self._key = settings.jwt_secret.get_secret_value()
+            self._algorithms = ["HS256"]
+        else:
+            raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+
+    def verify(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization: Bearer <jwt>` header, or `Unauthorized`."""
+        if not authorization:
+            raise Unauthorized("missing bearer token", code="missing_token")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("expected an Authorization: Bearer token", code="invalid_token")
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("the token has expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_LENGTH or not sub.isprintable():
+            raise Unauthorized("the token's sub is not a valid user id", code="invalid_token")
+        scope = claims.get("scope", "")
+        scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        return Principal(sub=sub, scopes=scopes)
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"this token lacks the scope {scope}", code="insufficient_scope")
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    *,
+    ttl: timedelta = timedelta(hours=12),
+    scopes: tuple[str, ...] = (),
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """An HS256 development token (`payops token`)."""
+    issued = now or datetime.now(UTC)
+    claims: dict[str, object] = {"sub": sub, "iat": issued, "exp": issued + ttl}
+    if scopes:
+        claims["scope"] = " ".join(scopes)
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,11 @@
+"""Typed keys for what the aiohttp app carries."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import TokenVerifier
+from core.services import Services
+
+SERVICES = web.AppKey("services", Services)
+TOKENS = web.AppKey("tokens", TokenVerifier)

@@ -1,0 +1,95 @@
+"""Request id, access log, metrics and errors -> JSON, for every route."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from api.http import error_response, json_response
+from api.keys import SERVICES
+from core.errors import PayopsError, Unavailable
+from core.logs import bind
+
+log = logging.getLogger("payops.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+# A dead or restarting database is "try again", never a 500 and never a partial write.
+DATABASE_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def route_name(request: web.Request) -> str:
+    """The runbook's route name (`purchase-intents`, `credits`, ...) for logs and metrics."""
+    name = request.match_info.route.name
+    return name.split(".", 1)[0] if name else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    route = route_name(request)
+    started = time.perf_counter()
+    status = 500
+    with bind(request_id=request_id, route=route):
+        try:
+            response = await _errors_to_json(request, handler)
+            status = response.status
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics = request.app[SERVICES].metrics
+            metrics.http_requests.labels(route, request.method, str(status)).inc()
+            metrics.http_latency.labels(route).observe(elapsed)
+            log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                status,
+                extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )
+
+
+async def _errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PayopsError as exc:
+        if exc.code not in ("missing_token",):
+            log.info("refused: %s", exc.code, extra={"error_code": exc.code})
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = {404: "route_not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+                exc.status, "http_error"
+            )
+            return json_response(
+                {"error": {"code": code, "message": exc.reason}}, status=exc.status
+            )
+        raise
+    except DATABASE_DOWN as exc:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(
+            Unavailable("the database is unavailable; retry shortly", code="database_unavailable")
+        )
+    except Exception:
+        log.exception("unhandled error")
+        return json_response(
+            {"error": {"code": "internal_error", "message": "internal error"}}, status=500
+        )

@@ -1,0 +1,62 @@
+"""`/v1/credits`: the balance, and debits by internal services."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from api.auth import DEBIT_SCOPE, require_scope
+from api.http import json_response, read_json
+from api.keys import SERVICES
+from api.routes_intents import actor_of, principal
+from api.schemas import CreditsBody, DebitBody, DebitRequest, entry_body
+from core import debits, idempotency, ledger_db, logs
+from core.errors import InvalidInput
+
+
+async def get_credits(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = principal(request)
+    balance = await ledger_db.balance(svc.pool, p.sub)
+    entries = await ledger_db.recent_entries(svc.pool, p.sub)
+    return json_response(
+        CreditsBody(user_id=p.sub, balance=balance, entries=[entry_body(e) for e in entries])
+    )
+
+
+async def create_debit(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    p = principal(request)
+    require_scope(p, DEBIT_SCOPE)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        raise InvalidInput("debits need an Idempotency-Key header", code="idempotency_key_required")
+    body = await read_json(request, DebitRequest, svc.settings.max_body_bytes)
+    logs.add(debit_user=body.user_id)
+    actor = actor_of(request, p)
+
+    async def work(conn: asyncpg.Connection) -> idempotency.Response:
+        d = await debits.debit(
+            conn, actor, user_id=body.user_id, credits=body.credits, reason=body.reason, key=key
+        )
+        svc.metrics.credits_applied.labels("debit").inc(d.credits)
+        return idempotency.Response(
+            201,
+            DebitBody(
+                transaction_id=d.transaction_id,
+                user_id=d.user_id,
+                credits=d.credits,
+                balance=d.balance,
+            ).model_dump(mode="json"),
+        )
+
+    result = await idempotency.run_once(
+        svc.pool, scope="debit", principal=p.sub, key=key, request=body.model_dump(), work=work
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return json_response(result.body, status=result.status, headers=headers)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/credits", get_credits, name="credits.get")
+    app.router.add_post("/v1/credits/debits", create_debit, name="credits.debit")

@@ -1,0 +1,152 @@
+"""Request and response bodies of the HTTP API (pydantic at the boundary only).
+
+Requests are strict: unknown fields, wrong types, floats for integers and out-of-range
+numbers are refused with a 400 before any core code runs. Responses are built from core
+types by the `*_body` functions and are what `/openapi.json` documents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.debits import MAX_DEBIT
+from core.intents import Intent, solana_pay_url
+from core.ledger import Entry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CreateIntentRequest(_Strict):
+    credits: int = Field(ge=1, le=10**12, description="How many credits to buy")
+    wallet: str | None = Field(
+        default=None, min_length=32, max_length=44, description="The payer's wallet (optional)"
+    )
+
+
+class VerifyRequest(_Strict):
+    signature: str = Field(min_length=64, max_length=90, description="Base58 transaction signature")
+
+
+class DebitRequest(_Strict):
+    user_id: str = Field(min_length=1, max_length=200)
+    credits: int = Field(ge=1, le=MAX_DEBIT)
+    reason: str = Field(default="", max_length=500)
+
+
+class IntentBody(BaseModel):
+    id: str
+    status: Literal["PENDING", "CONFIRMED", "REJECTED", "EXPIRED"]
+    credits: int
+    amount: str = Field(description="Token amount in integer base units, as a string")
+    mint: str
+    token_program: str
+    recipient: str = Field(description="The treasury wallet")
+    recipient_token_account: str
+    reference: str = Field(description="Solana Pay reference key to add to the transfer")
+    memo: str
+    solana_pay_url: str
+    wallet: str | None
+    tx_signature: str | None
+    reject_code: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class VerifyConfirmedBody(BaseModel):
+    status: Literal["CONFIRMED"]
+    intent_id: str
+    tx_signature: str
+    credited: int
+    balance: int
+    already_credited: bool
+
+
+class VerifyPendingBody(BaseModel):
+    status: Literal["PENDING"]
+    intent_id: str
+    reason: str
+    detail: str
+    retry_after: int
+
+
+class EntryBody(BaseModel):
+    transaction_id: int
+    kind: str
+    amount: int
+    description: str
+    created_at: datetime
+
+
+class CreditsBody(BaseModel):
+    user_id: str
+    balance: int
+    entries: list[EntryBody]
+
+
+class DebitBody(BaseModel):
+    transaction_id: int
+    user_id: str
+    credits: int
+    balance: int
+
+
+class SwitchBody(BaseModel):
+    open: bool
+    reason: str
+    changed_at: datetime
+
+
+class StatusBody(BaseModel):
+    verify: SwitchBody
+    client_retries: SwitchBody
+    retry_verification: bool = Field(description="false: the frontend must stop retrying verifies")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class HealthBody(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+def intent_body(intent: Intent, decimals: int) -> IntentBody:
+    return IntentBody(
+        id=str(intent.id),
+        status=intent.status.value,
+        credits=intent.credits,
+        amount=str(intent.amount),
+        mint=intent.mint,
+        token_program=intent.token_program,
+        recipient=intent.recipient,
+        recipient_token_account=intent.recipient_token_account,
+        reference=intent.reference,
+        memo=intent.memo,
+        solana_pay_url=solana_pay_url(intent, decimals),
+        wallet=intent.wallet,
+        tx_signature=intent.tx_signature,
+        reject_code=intent.reject_code,
+        created_at=intent.created_at,
+        expires_at=intent.expires_at,
+    )
+
+
+def entry_body(entry: Entry) -> EntryBody:
+    return EntryBody(
+        transaction_id=entry.transaction_id,
+        kind=entry.kind.value,
+        amount=entry.amount,
+        description=entry.description,
+        created_at=entry.created_at,
+    )

@@ -1,0 +1,192 @@
+"""Configuration: one `Settings`, built once at start-up and passed down.
+
+Every value comes from the environment (`PAYOPS_` prefix; Slack's own names for its
+secrets) or a `.env` file. Nothing here is read at import time. `load_settings()` turns
+pydantic's validation error into a `ConfigError` that names the offending variable, so a
+bad deployment fails at start with a message an operator can act on — and never echoes a
+secret value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from solders.pubkey import Pubkey
+
+from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
+from core.errors import ConfigError
+
+U64_MAX = 2**64 - 1
+
+Commitment = Literal["processed", "confirmed", "finalized"]
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("payops"))
+
+
+def _pubkey_or_none(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        Pubkey.from_string(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid base58 Solana public key") from exc
+    return value
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting payops reads. Field `x` is the environment variable `PAYOPS_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYOPS_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Database: unset means "start an embedded PostgreSQL in data_dir".
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    db_pool_min_size: int = Field(default=2, ge=1, le=100)
+    db_pool_max_size: int = Field(default=20, ge=1, le=500)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Solana
+    solana_rpc_url: str = "http://127.0.0.1:8899"
+    commitment: Commitment = "finalized"
+    max_supported_transaction_version: int = Field(default=0, ge=0, le=0)
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    rpc_max_retries: int = Field(default=3, ge=0, le=10)
+    rpc_max_concurrency: int = Field(default=32, ge=1, le=1024)
+    token_mint: str | None = None
+    token_program: str = TOKEN_PROGRAM
+    token_decimals: int = Field(default=6, ge=0, le=18)
+    treasury_owner: str | None = None
+    treasury_token_account: str | None = None  # default: the owner's associated token account
+
+    # Pricing and time limits (token base units; seconds)
+    price_per_credit: int = Field(default=10_000, gt=0, le=U64_MAX)
+    max_credits_per_intent: int = Field(default=1_000_000, gt=0, le=10**12)
+    intent_ttl_seconds: int = Field(default=900, ge=30, le=7 * 86400)
+    pending_sla_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    expiry_grace_seconds: int = Field(default=600, ge=0, le=86400)
+
+    # Auth: HS256 with jwt_secret, or RS256 with jwt_public_key (PEM).
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+
+    # Slack
+    slack_api_url: str = "https://slack.com/api/"
+    slack_alerts_channel: str | None = None
+    slack_approvals_channel: str | None = None
+    slack_oncall: tuple[str, ...] = ()
+    slack_managers: tuple[str, ...] = ()
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "PAYOPS_SLACK_BOT_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "PAYOPS_SLACK_SIGNING_SECRET"),
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "PAYOPS_SLACK_APP_TOKEN")
+    )
+
+    _split_lists = field_validator("slack_oncall", "slack_managers", mode="before")(_csv)
+
+    @field_validator("token_mint", "treasury_owner", "treasury_token_account")
+    @classmethod
+    def _check_pubkey(cls, value: str | None, info: Any) -> str | None:
+        return _pubkey_or_none(value, f"PAYOPS_{info.field_name.upper()}")
+
+    @field_validator("token_program")
+    @classmethod
+    def _check_token_program(cls, value: str) -> str:
+        if value not in (TOKEN_PROGRAM, TOKEN_2022_PROGRAM):
+            raise ValueError(f"must be the SPL Token ({TOKEN_PROGRAM}) or Token-2022 program")
+        return value
+
+    @field_validator("solana_rpc_url", "slack_api_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    def payment_config(self) -> PaymentConfig:
+        """The treasury and mint, or a `ConfigError` naming what is missing."""
+        if self.token_mint is None:
+            raise ConfigError("PAYOPS_TOKEN_MINT is not set: the SPL token mint users pay with")
+        if self.treasury_owner is None:
+            raise ConfigError("PAYOPS_TREASURY_OWNER is not set: the wallet that receives payments")
+        token_account = self.treasury_token_account or associated_token_account(
+            self.treasury_owner, self.token_mint, self.token_program
+        )
+        return PaymentConfig(
+            mint=self.token_mint,
+            token_program=self.token_program,
+            decimals=self.token_decimals,
+            treasury_owner=self.treasury_owner,
+            treasury_token_account=token_account,
+            price_per_credit=self.price_per_credit,
+            max_credits_per_intent=self.max_credits_per_intent,
+            intent_ttl_seconds=self.intent_ttl_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentConfig:
+    """The payment side of the settings, checked and complete."""
+
+    mint: str
+    token_program: str
+    decimals: int
+    treasury_owner: str
+    treasury_token_account: str
+    price_per_credit: int
+    max_credits_per_intent: int
+    intent_ttl_seconds: int
+
+
+def associated_token_account(owner: str, mint: str, token_program: str) -> str:
+    """The associated token account of `owner` for `mint` under `token_program`."""
+    from spl.token.instructions import get_associated_token_address
+
+    return str(
+        get_associated_token_address(
+            Pubkey.from_string(owner), Pubkey.from_string(mint), Pubkey.from_string(token_program)
+        )
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, or raise `ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(part) for part in err["loc"]) or "settings"
+            name = field if field.isupper() else f"PAYOPS_{field.upper()}"
+            # err["msg"] never contains the input value; err["input"] might be a secret.
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

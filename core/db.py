@@ -1,0 +1,126 @@
+"""The PostgreSQL pool and the numbered `.sql` migrations.
+
+Migrations are the files `core/migrations/NNNN_name.sql`, applied in order, each in its own
+transaction, and recorded in `schema_migrations`. `migrate()` holds a session advisory lock
+for its whole run, so two processes starting at once apply each migration exactly once: the
+second waits, then finds nothing left to do. The seed (`seed.sql`) runs on every migrate and
+is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+MIGRATE_LOCK_KEY = 7_305_101_001  # pg_advisory_lock key owned by `payops migrate`
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The migrations shipped with payops, in order."""
+    found = []
+    for entry in resources.files("core.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+def latest_version() -> int:
+    return migrations()[-1].version
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with payops' codecs (jsonb as Python values)."""
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+    """The service's pool. Connections speak UTC and decode jsonb to Python values."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"timezone": "UTC", "application_name": "payops"},
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateResult:
+    applied: list[int]
+    current: int
+
+
+async def migrate(dsn: str) -> MigrateResult:
+    """Apply pending migrations and the seed. Idempotent and safe to run concurrently."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        try:
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version    integer PRIMARY KEY,
+                       name       text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
+            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            applied = []
+            for m in migrations():
+                if m.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(m.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        m.version,
+                        m.name,
+                    )
+                applied.append(m.version)
+            seed = resources.files("core.migrations").joinpath("seed.sql").read_text("utf-8")
+            async with conn.transaction():
+                await conn.execute(seed)
+            current = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+            return MigrateResult(applied=applied, current=int(current or 0))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The highest applied migration, or 0 for an empty database."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+def record_to_dict(record: Any) -> dict[str, Any]:
+    return dict(record.items())

@@ -1,0 +1,134 @@
+"""SQL for the ledger: accounts, posting a ledger transaction, balances, totals."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from core.ledger import Entry, LedgerKind, Posting
+
+
+async def account_id(conn: asyncpg.Connection, name: str) -> int:
+    """The id of an account by name, creating a user account on first use."""
+    found = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
+    if found is not None:
+        return int(found)
+    if not name.startswith("user:"):
+        raise LookupError(f"system account {name} is missing: run `payops migrate`")
+    await conn.execute(
+        """INSERT INTO accounts (kind, name, user_id) VALUES ('user', $1, $2)
+           ON CONFLICT (name) DO NOTHING""",
+        name,
+        name.removeprefix("user:"),
+    )
+    return int(await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name))
+
+
+async def post(
+    conn: asyncpg.Connection,
+    *,
+    kind: LedgerKind,
+    postings: list[Posting],
+    created_by: str,
+    description: str = "",
+    intent_id: uuid.UUID | None = None,
+    purchase_signature: str | None = None,
+    idempotency_key: str | None = None,
+    reverses_id: int | None = None,
+) -> int:
+    """Write one ledger transaction with its entries; returns its id.
+
+    Must run inside the caller's database transaction: the zero-sum check runs at commit,
+    and unique constraints (one purchase credit per signature and per intent, one reversal
+    per transaction, one debit per idempotency key) raise `asyncpg.UniqueViolationError`.
+    """
+    tx_id = await conn.fetchval(
+        """INSERT INTO ledger_transactions (kind, intent_id, purchase_signature,
+               idempotency_key, reverses_id, description, created_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+        kind.value,
+        intent_id,
+        purchase_signature,
+        idempotency_key,
+        reverses_id,
+        description,
+        created_by,
+    )
+    ids = [await account_id(conn, p.account) for p in postings]
+    await conn.executemany(
+        "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
+        [(tx_id, acct, p.amount) for acct, p in zip(ids, postings, strict=True)],
+    )
+    return int(tx_id)
+
+
+async def balance(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> int:
+    value = await conn.fetchval("SELECT balance FROM user_balances WHERE user_id = $1", user_id)
+    return int(value or 0)
+
+
+async def lock_balance(conn: asyncpg.Connection, user_id: str) -> int:
+    """The user's balance, row-locked until the end of the caller's transaction."""
+    value = await conn.fetchval(
+        "SELECT balance FROM user_balances WHERE user_id = $1 FOR UPDATE", user_id
+    )
+    return int(value or 0)
+
+
+async def recent_entries(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: str, *, limit: int = 20
+) -> list[Entry]:
+    rows = await conn.fetch(
+        """SELECT e.transaction_id, t.kind, e.amount, t.description, e.created_at
+           FROM ledger_entries e
+           JOIN accounts a ON a.id = e.account_id
+           JOIN ledger_transactions t ON t.id = e.transaction_id
+           WHERE a.name = $1
+           ORDER BY e.id DESC LIMIT $2""",
+        f"user:{user_id}",
+        limit,
+    )
+    return [
+        Entry(
+            r["transaction_id"],
+            LedgerKind(r["kind"]),
+            r["amount"],
+            r["description"],
+            r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHealth:
+    """The ledger's invariants, read back from the database."""
+
+    total: int  # sum of every entry: zero
+    unbalanced_transactions: int
+    balance_mismatches: int  # cached user balances that differ from their entries
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.total == 0 and self.unbalanced_transactions == 0 and self.balance_mismatches == 0
+        )
+
+
+async def health(conn: asyncpg.Connection | asyncpg.Pool) -> LedgerHealth:
+    row = await conn.fetchrow(
+        """SELECT
+             (SELECT coalesce(sum(amount), 0) FROM ledger_entries) AS total,
+             (SELECT count(*) FROM (SELECT transaction_id FROM ledger_entries
+                 GROUP BY transaction_id HAVING sum(amount) <> 0) u) AS unbalanced,
+             (SELECT count(*) FROM accounts a
+                 LEFT JOIN user_balances b ON b.account_id = a.id
+                 LEFT JOIN (SELECT account_id, sum(amount) AS s FROM ledger_entries
+                            GROUP BY account_id) e ON e.account_id = a.id
+                 WHERE a.kind = 'user' AND coalesce(b.balance, 0) <> coalesce(e.s, 0)
+             ) AS mismatches"""
+    )
+    assert row is not None
+    return LedgerHealth(int(row["total"]), int(row["unbalanced"]), int(row["mismatches"]))

@@ -1,0 +1,68 @@
+"""JSON logs with the request's context (request id, route, user, intent, signature).
+
+`bind(...)` puts fields into a context variable for the duration of a block; every log line
+written inside it carries them. Secrets never go through here: settings are `SecretStr`
+and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+# Fields are replaced, never mutated, so the shared empty default is safe.
+_EMPTY: dict[str, Any] = {}
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "payops_log_context",
+    default=_EMPTY,
+)
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+@contextlib.contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def add(**fields: Any) -> None:
+    """Add fields to the current context (e.g. the user once authenticated)."""
+    _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(_context.get())
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

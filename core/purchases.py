@@ -1,0 +1,265 @@
+"""The purchase use cases: create an intent, read it, verify it and credit exactly once.
+
+Verify reads the chain *outside* any database transaction, then credits in one
+transaction that locks the intent row, re-checks its status, inserts the ledger
+transaction (unique per signature and per intent), moves the balance, marks the intent
+CONFIRMED and writes the verification attempt and the audit record. If the connection dies
+in between, nothing is half-written and a retry credits once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from core import audit, intents_db, ledger_db
+from core.audit import Actor
+from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
+from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
+from core.intents import (
+    Intent,
+    IntentStatus,
+    Precheck,
+    expectation,
+    new_intent,
+    parse_signature,
+    precheck,
+    rejection_closes_intent,
+)
+from core.ledger import LedgerKind, purchase_postings
+from core.services import Services
+
+VERIFY_RETRY_AFTER_SECONDS = 5
+
+
+async def create_intent(
+    svc: Services, conn: asyncpg.Connection, actor: Actor, *, credits: int, wallet: str | None
+) -> Intent:
+    """Create and store a PENDING intent for the actor (a user), with its audit record."""
+    intent = new_intent(
+        user_id=actor.id, credits=credits, wallet=wallet, payment=svc.payment, now=svc.clock()
+    )
+    async with conn.transaction():
+        await intents_db.insert(conn, intent)
+        await audit.record(
+            conn,
+            actor,
+            action="intent.create",
+            subject=f"intent:{intent.id}",
+            after={"credits": intent.credits, "amount": str(intent.amount), "status": "PENDING"},
+        )
+    svc.metrics.intents_created.inc()
+    return intent
+
+
+async def get_intent(svc: Services, user_id: str, intent_id: uuid.UUID) -> Intent:
+    """The intent, only for its owner: anyone else gets the same 404 as an unknown id."""
+    intent = await intents_db.get(svc.pool, intent_id)
+    if intent is None or intent.user_id != user_id:
+        raise NotFound("no such purchase intent", code="intent_not_found")
+    return intent
+
+
+@dataclass(frozen=True, slots=True)
+class Credited:
+    intent: Intent
+    credited: int
+    balance: int
+    duplicate: bool  # this call found the intent already credited by the same signature
+
+
+@dataclass(frozen=True, slots=True)
+class StillPending:
+    intent: Intent
+    reason: PendingReason
+    detail: str
+    retry_after: int
+
+
+VerifyResult = Credited | StillPending
+
+
+async def verify_intent(
+    svc: Services, actor: Actor, intent_id: uuid.UUID, raw_signature: object
+) -> VerifyResult:
+    """Verify an intent with the signature of its payment; credit exactly once.
+
+    Raises InvalidInput (bad signature), NotFound, Conflict (signature used elsewhere or
+    intent settled otherwise), Unprocessable (payment rejected: `code` says why) and
+    VerifyPaused (gate closed: nothing is written).
+    """
+    signature = parse_signature(raw_signature)
+    intent = await get_intent(svc, actor.id, intent_id)
+    if not (await svc.gate.state()).verify.is_open:
+        svc.metrics.verify_outcomes.labels("paused", "verify_paused").inc()
+        raise VerifyPaused(
+            "payment verification is paused by the operators; your intent stays pending",
+            retry_after=VERIFY_RETRY_AFTER_SECONDS,
+        )
+
+    try:
+        if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
+            return await _already_credited(svc, actor, intent, signature)
+        owner = await intents_db.intent_of_signature(svc.pool, signature)
+        if owner is not None and owner != intent.id:
+            raise Conflict(
+                "this transaction already paid for another intent", code="signature_already_used"
+            )
+    except Conflict as exc:
+        await _record(svc, actor, intent, signature, "conflict", exc.code, exc.message)
+        raise
+
+    verdict = await svc.verifier.verify(signature, expectation(intent), svc.clock())
+
+    if isinstance(verdict, Pending):
+        await _record(
+            svc, actor, intent, signature, "pending", verdict.reason.value, verdict.detail
+        )
+        return StillPending(intent, verdict.reason, verdict.detail, VERIFY_RETRY_AFTER_SECONDS)
+    if isinstance(verdict, Rejected):
+        await _reject(svc, actor, intent, signature, verdict)
+        raise Unprocessable(verdict.message, code=verdict.code.value)
+    return await _credit(svc, actor, intent, signature, verdict)
+
+
+async def _credit(
+    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
+) -> VerifyResult:
+    try:
+        async with svc.pool.acquire() as conn, conn.transaction():
+            locked = await intents_db.get(conn, intent.id, for_update=True)
+            assert locked is not None
+            if precheck(locked, signature) is Precheck.ALREADY_CREDITED:
+                duplicate = True
+            else:
+                duplicate = False
+                await ledger_db.post(
+                    conn,
+                    kind=LedgerKind.PURCHASE,
+                    postings=purchase_postings(locked.user_id, locked.credits),
+                    created_by=actor.id,
+                    description=f"purchase of {locked.credits} credits, intent {locked.id}",
+                    intent_id=locked.id,
+                    purchase_signature=signature,
+                )
+                await intents_db.mark_confirmed(
+                    conn, locked, signature=signature, received=verdict.received
+                )
+                await audit.record(
+                    conn,
+                    actor,
+                    action="intent.confirm",
+                    subject=f"intent:{locked.id}",
+                    before={"status": locked.status.value},
+                    after=_confirmed_facts(locked, signature, verdict),
+                )
+            flags = ",".join(
+                f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on
+            )
+            await intents_db.record_attempt(
+                conn,
+                intent=locked,
+                signature=signature,
+                source=actor.source,
+                outcome="duplicate" if duplicate else "confirmed",
+                code=flags or None,
+                detail=f"received {verdict.received} at slot {verdict.slot}",
+                request_id=actor.request_id,
+            )
+            balance = await ledger_db.balance(conn, locked.user_id)
+    except asyncpg.UniqueViolationError as exc:
+        # Another intent's credit won the race for this signature between our check and
+        # our insert; the constraint, not the check, is what guarantees exactly once.
+        conflict = Conflict(
+            "this transaction already paid for another intent", code="signature_already_used"
+        )
+        await _record(
+            svc, actor, intent, signature, "conflict", conflict.code, str(exc.constraint_name)
+        )
+        raise conflict from exc
+    outcome = "duplicate" if duplicate else "confirmed"
+    svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
+    if not duplicate:
+        svc.metrics.credits_applied.labels("purchase").inc(intent.credits)
+    confirmed = await get_intent(svc, intent.user_id, intent.id)
+    return Credited(confirmed, confirmed.credits, balance, duplicate)
+
+
+def _confirmed_facts(intent: Intent, signature: str, verdict: Confirmed) -> dict[str, object]:
+    return {
+        "status": IntentStatus.CONFIRMED.value,
+        "tx_signature": signature,
+        "credits": intent.credits,
+        "expected_amount": str(intent.amount),
+        "received_amount": str(verdict.received),
+        "payer": verdict.payer,
+        "slot": verdict.slot,
+        "overpaid": verdict.overpaid,
+        "late": verdict.late,
+    }
+
+
+async def _already_credited(
+    svc: Services, actor: Actor, intent: Intent, signature: str
+) -> Credited:
+    await _record(svc, actor, intent, signature, "duplicate", None, "already credited")
+    svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
+    balance = await ledger_db.balance(svc.pool, intent.user_id)
+    return Credited(intent, intent.credits, balance, duplicate=True)
+
+
+async def _reject(
+    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Rejected
+) -> None:
+    svc.metrics.verify_outcomes.labels("rejected", verdict.code.value).inc()
+    async with svc.pool.acquire() as conn, conn.transaction():
+        await intents_db.record_attempt(
+            conn,
+            intent=intent,
+            signature=signature,
+            source=actor.source,
+            outcome="rejected",
+            code=verdict.code.value,
+            detail=verdict.message[:500],
+            request_id=actor.request_id,
+        )
+        if rejection_closes_intent(verdict.code) and intent.status is not IntentStatus.CONFIRMED:
+            await intents_db.mark_rejected(conn, intent, code=verdict.code.value)
+            await audit.record(
+                conn,
+                actor,
+                action="intent.reject",
+                subject=f"intent:{intent.id}",
+                before={"status": intent.status.value},
+                after={"status": "REJECTED", "code": verdict.code.value, "tx_signature": signature},
+            )
+
+
+async def _record(
+    svc: Services,
+    actor: Actor,
+    intent: Intent,
+    signature: str,
+    outcome: str,
+    code: str | None,
+    detail: str,
+) -> None:
+    if outcome != "duplicate":
+        svc.metrics.verify_outcomes.labels(outcome, code or "none").inc()
+    await intents_db.record_attempt(
+        svc.pool,
+        intent=intent,
+        signature=signature,
+        source=actor.source,
+        outcome=outcome,
+        code=code,
+        detail=detail[:500],
+        request_id=actor.request_id,
+    )
+
+
+def is_expired(intent: Intent, now: datetime) -> bool:
+    return intent.status is IntentStatus.PENDING and now >= intent.expires_at

