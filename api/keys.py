@@ -9,3 +9,4 @@ from core.services import Services
 
 SERVICES = web.AppKey("services", Services)
 TOKENS = web.AppKey("tokens", TokenVerifier)
+REQUEST_ID = web.RequestKey("request_id", str)

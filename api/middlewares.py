@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from api.http import error_response, json_response
-from api.keys import SERVICES
+from api.keys import REQUEST_ID, SERVICES
 from core.errors import PayopsError, Unavailable
 from core.logs import bind
 
@@ -43,7 +43,7 @@ def route_name(request: web.Request) -> str:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     route = route_name(request)
     started = time.perf_counter()
     status = 500

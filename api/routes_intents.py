@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api.auth import Principal
 from api.http import json_response, read_json
-from api.keys import SERVICES, TOKENS
+from api.keys import REQUEST_ID, SERVICES, TOKENS
 from api.schemas import (
     CreateIntentRequest,
     VerifyConfirmedBody,
@@ -30,7 +30,7 @@ def principal(request: web.Request) -> Principal:
 
 
 def actor_of(request: web.Request, p: Principal) -> Actor:
-    return Actor(id=p.sub, source="api", request_id=request.get("request_id"))
+    return Actor(id=p.sub, source="api", request_id=request.get(REQUEST_ID))
 
 
 def intent_id_of(request: web.Request) -> uuid.UUID:
