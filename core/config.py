@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 from solders.pubkey import Pubkey
 
 from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     slack_api_url: str = "https://slack.com/api/"
     slack_alerts_channel: str | None = None
     slack_approvals_channel: str | None = None
-    slack_oncall: tuple[str, ...] = ()
-    slack_managers: tuple[str, ...] = ()
+    slack_oncall: Annotated[tuple[str, ...], NoDecode] = ()
+    slack_managers: Annotated[tuple[str, ...], NoDecode] = ()
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "PAYOPS_SLACK_BOT_TOKEN")
     )
@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_pubkey(cls, value: str | None, info: Any) -> str | None:
         return _pubkey_or_none(value, f"PAYOPS_{info.field_name.upper()}")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (HS256 needs a 256-bit key)")
+        return value
 
     @field_validator("token_program")
     @classmethod
@@ -190,3 +197,5 @@ def load_settings(**overrides: Any) -> Settings:
             # err["msg"] never contains the input value; err["input"] might be a secret.
             problems.append(f"{name}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

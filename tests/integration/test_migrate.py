@@ -1,0 +1,34 @@
+"""`payops migrate`: idempotent, and safe when two processes run it at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from core import db
+
+
+async def test_concurrent_migrations_apply_each_version_once(empty_database_url: str) -> None:
+    results = await asyncio.gather(*(db.migrate(empty_database_url) for _ in range(4)))
+    applied = sorted(v for r in results for v in r.applied)
+    assert applied == list(range(1, db.latest_version() + 1))
+    assert {r.current for r in results} == {db.latest_version()}
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM accounts WHERE kind = 'system'") == 3
+        assert await conn.fetchval("SELECT count(*) FROM gate_switches") == 2
+    finally:
+        await conn.close()
+
+
+async def test_migrate_twice_changes_nothing(empty_database_url: str) -> None:
+    await db.migrate(empty_database_url)
+    again = await db.migrate(empty_database_url)
+    assert again.applied == []
+    assert again.current == db.latest_version()
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    versions = [m.version for m in db.migrations()]
+    assert versions == list(range(1, len(versions) + 1))
