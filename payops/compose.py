@@ -1,0 +1,134 @@
+"""The composition root: settings -> database -> Services -> the aiohttp application.
+
+Nothing else in payops builds clients or reads settings; everything below receives what
+it needs from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from api.app import create_app
+from core import audit, db
+from core.chain.rpc import SolanaRpc
+from core.chain.solana_verifier import SolanaVerifier
+from core.config import Settings
+from core.embedded_db import embedded_database
+from core.errors import ConfigError
+from core.gate import GateReader
+from core.services import Services
+
+log = logging.getLogger("payops")
+
+AUDIT_SEAL_INTERVAL_SECONDS = 1.0
+DEV_SECRET_FILE = "dev-jwt-secret"
+
+
+@contextlib.asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[str]:
+    """The configured database, or an embedded one in the data directory."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with embedded_database(settings.data_dir) as dsn:
+        yield dsn
+
+
+async def check_schema(pool: asyncpg.Pool) -> None:
+    current = await db.schema_version(pool)
+    if current < db.latest_version():
+        raise ConfigError(
+            f"the database schema is at version {current}, this payops needs "
+            f"{db.latest_version()}: run `payops migrate` first"
+        )
+
+
+@dataclass
+class Running:
+    services: Services
+    rpc: SolanaRpc
+
+
+@contextlib.asynccontextmanager
+async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
+    """Build the one `Services` object; close what it opened on exit."""
+    payment = settings.payment_config()
+    pool = await db.create_pool(
+        dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+    )
+    try:
+        await check_schema(pool)
+        rpc = SolanaRpc(
+            settings.solana_rpc_url,
+            commitment=settings.commitment,
+            max_supported_transaction_version=settings.max_supported_transaction_version,
+            timeout_seconds=settings.rpc_timeout_seconds,
+            max_retries=settings.rpc_max_retries,
+            max_concurrency=settings.rpc_max_concurrency,
+        )
+        try:
+            svc = Services(
+                settings=settings,
+                payment=payment,
+                pool=pool,
+                verifier=SolanaVerifier(
+                    rpc, grace=timedelta(seconds=settings.expiry_grace_seconds)
+                ),
+                gate=GateReader(pool),
+                chain_health=rpc.health,
+            )
+            yield Running(svc, rpc)
+        finally:
+            await rpc.close()
+    finally:
+        await pool.close()
+
+
+async def _seal_audit_log(pool: asyncpg.Pool) -> None:
+    """Chain new audit rows every second, so the chain trails the log by about that much."""
+    while True:
+        try:
+            await audit.seal(pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("audit sealing failed, will retry: %s", exc)
+        await asyncio.sleep(AUDIT_SEAL_INTERVAL_SECONDS)
+
+
+def service_app(svc: Services) -> web.Application:
+    """The whole HTTP service: the API plus its background work."""
+    app = create_app(svc)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_seal_audit_log(svc.pool))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        with contextlib.suppress(Exception):
+            await audit.seal(svc.pool)
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def dev_jwt_secret(data_dir: Path) -> str:
+    """A per-machine development secret for `payops up` and `payops token`."""
+    path = data_dir / DEV_SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(secret)
+    return secret

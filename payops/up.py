@@ -1,0 +1,102 @@
+"""`payops up`: the whole stack on embedded defaults, for a laptop or a demo.
+
+An embedded PostgreSQL in the data directory, the local chain (LiteSVM) with a fresh test
+mint, treasury and funded payer, and the service on 127.0.0.1 — then it prints what to do
+next. What it started is written to `<data_dir>/up.json` (the payer's development key
+included) for `payops demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from core import db
+from core.config import Settings
+from localnet.programs import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from localnet.server import LocalnetInfo, start_localnet
+from payops import compose
+from payops.cli import serve_app
+
+STACK_FILE = "up.json"
+
+
+def stack_file(data_dir: Path) -> Path:
+    return data_dir / STACK_FILE
+
+
+def read_stack(data_dir: Path) -> dict[str, Any]:
+    path = stack_file(data_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: start the stack with `payops up` first")
+    return dict(json.loads(path.read_text()))
+
+
+def _next_steps(service_url: str, info: LocalnetInfo, data_dir: Path) -> str:
+    env = f"PAYOPS_DATA_DIR={data_dir}"
+    return f"""
+payops is up.
+  service      {service_url}   (OpenAPI: {service_url}/openapi.json)
+  local chain  {info.rpc_url}   mint {info.mint}, treasury {info.treasury_owner}
+  database     embedded PostgreSQL in {data_dir / "postgres"}
+
+Next, in another shell:
+  export TOKEN=$({env} payops token alice)
+  curl -s -X POST {service_url}/v1/purchase-intents -H "Authorization: Bearer $TOKEN" \\
+       -H 'Content-Type: application/json' -d '{{"credits": 5}}'
+  curl -s {service_url}/v1/credits -H "Authorization: Bearer $TOKEN"
+  {env} payops demo        # a whole purchase, paid on the local chain, end to end
+
+Stop with Ctrl-C.
+"""
+
+
+async def up(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir: Path = (args.data_dir or settings.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before serving)
+    program = TOKEN_2022_PROGRAM_ID if args.token_2022 else TOKEN_PROGRAM_ID
+    runner, info = await start_localnet(
+        "127.0.0.1", args.chain_port, token_program=program, decimals=settings.token_decimals
+    )
+    try:
+        secret = settings.jwt_secret or SecretStr(compose.dev_jwt_secret(data_dir))
+        stack_settings = settings.model_copy(
+            update={
+                "data_dir": data_dir,
+                "http_host": "127.0.0.1",
+                "http_port": args.port,
+                "solana_rpc_url": info.rpc_url,
+                "token_mint": info.mint,
+                "token_program": info.token_program,
+                "treasury_owner": info.treasury_owner,
+                "treasury_token_account": info.treasury_token_account,
+                "jwt_secret": secret,
+            }
+        )
+        async with compose.database(stack_settings) as dsn:
+            await db.migrate(dsn)
+            async with compose.services(stack_settings, dsn) as running:
+                service_url = f"http://127.0.0.1:{args.port}"
+                path = stack_file(data_dir)
+                path.touch(mode=0o600)  # holds the local payer's development key
+                path.write_text(
+                    json.dumps({"service_url": service_url, "localnet": info.to_json()}, indent=2)
+                )
+
+                def started() -> None:
+                    print(_next_steps(service_url, info, data_dir), flush=True)
+
+                await serve_app(
+                    compose.service_app(running.services),
+                    "127.0.0.1",
+                    args.port,
+                    on_started=started,
+                )
+    finally:
+        await runner.cleanup()
+        stack_file(data_dir).unlink(missing_ok=True)
+    return 0
