@@ -195,11 +195,8 @@ async def serve_app(app: web.Application, host: str, port: int, *, on_started: A
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    bound = [s.getsockname() for s in site._server.sockets] if site._server else []  # type: ignore[union-attr]
-    print(
-        json.dumps({"event": "listening", "addresses": [f"http://{a[0]}:{a[1]}" for a in bound]}),
-        flush=True,
-    )
+    addresses = [f"http://{a[0]}:{a[1]}" for a in runner.addresses]
+    print(json.dumps({"event": "listening", "addresses": addresses}), flush=True)
     if on_started is not None:
         on_started()
     try:

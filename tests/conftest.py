@@ -115,9 +115,7 @@ async def database_factory(pg_admin_dsn: str, template_db: str) -> AsyncIterator
 
 
 @pytest.fixture
-async def database_url(
-    pg_admin_dsn: str, database_factory: DatabaseFactory
-) -> AsyncIterator[str]:
+async def database_url(pg_admin_dsn: str, database_factory: DatabaseFactory) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
     name, dsn = await database_factory.take()
     yield dsn
