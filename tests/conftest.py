@@ -65,7 +65,7 @@ async def template_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     await db.migrate(_with_database(pg_admin_dsn, TEMPLATE))
-    yield TEMPLATE
+    return TEMPLATE
 
 
 async def new_database(pg_admin_dsn: str, template: str) -> tuple[str, str]:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
+import pytest
 
 from core import gate
 from core.audit import Actor
 from core.chain.verdict import Pending, PendingReason, RejectCode, Rejected
 from core.gate import SwitchName
+from core.logs import ContextFilter, JsonFormatter
 from tests.support import (
+    JWT_SECRET,
     MINT,
     TREASURY,
     ScriptedVerifier,
@@ -44,7 +49,8 @@ async def test_create_intent_prices_from_config_and_builds_solana_pay_url(
     assert (body["mint"], body["recipient"]) == (MINT, TREASURY)
     assert body["memo"] == body["id"]
     url = urlparse(body["solana_pay_url"])
-    assert url.scheme == "solana" and url.path == TREASURY
+    assert url.scheme == "solana"
+    assert url.path == TREASURY
     query = parse_qs(url.query)
     assert query == {
         "amount": ["4.5"],
@@ -136,7 +142,8 @@ async def test_closed_verify_gate_answers_503_and_changes_nothing(pool: asyncpg.
         assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == before
         assert await pool.fetchval("SELECT status FROM purchase_intents") == "PENDING"
         status = await (await client.get("/v1/status")).json()
-        assert status["verify"]["open"] is False and status["verify"]["reason"] == "dup credits"
+        assert status["verify"]["open"] is False
+        assert status["verify"]["reason"] == "dup credits"
         assert status["retry_verification"] is False
 
         async with pool.acquire() as conn:
@@ -272,3 +279,32 @@ async def test_readyz_reports_an_unhealthy_chain(pool: asyncpg.Pool) -> None:
         ready = await client.get("/readyz")
         assert ready.status == 503
         assert (await ready.json())["checks"]["solana_rpc"].startswith("unavailable")
+
+
+async def test_route_logs_carry_request_id_route_user_and_intent(
+    pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(ContextFilter())
+    caplog.set_level(logging.INFO, logger="payops.http")
+    async with api_client(build_services(pool, ScriptedVerifier())) as client:
+        created = await client.post(
+            "/v1/purchase-intents",
+            json={"credits": 1},
+            headers={**bearer("alice"), "X-Request-Id": "r-1"},
+        )
+        intent = await created.json()
+        await client.get("/v1/credits", headers={**bearer("alice"), "X-Request-Id": "r-2"})
+    lines = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "payops.http"
+    ]
+    create = next(line for line in lines if line.get("request_id") == "r-1")
+    assert (create["route"], create["user"], create["intent_id"], create["status"]) == (
+        "purchase-intents",
+        "alice",
+        intent["id"],
+        201,
+    )
+    credits = next(line for line in lines if line.get("request_id") == "r-2")
+    assert credits["route"] == "credits"
+    assert JWT_SECRET not in caplog.text
+    assert "Bearer" not in caplog.text

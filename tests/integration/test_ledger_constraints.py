@@ -93,12 +93,12 @@ async def test_entries_cannot_be_added_to_a_committed_transaction(pool: asyncpg.
 
 
 async def test_zero_amount_entry_fails(pool: asyncpg.Pool) -> None:
-    with pytest.raises(asyncpg.CheckViolationError):
-        async with pool.acquire() as conn, conn.transaction():
-            tx = await conn.fetchval(
-                "INSERT INTO ledger_transactions (kind, created_by) VALUES ('adjustment','t') RETURNING id"
-            )
-            acct = await ledger_db.account_id(conn, "user:z")
+    async with pool.acquire() as conn, conn.transaction():
+        tx = await conn.fetchval(
+            "INSERT INTO ledger_transactions (kind, created_by) VALUES ('adjustment','t') RETURNING id"
+        )
+        acct = await ledger_db.account_id(conn, "user:z")
+        with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1,$2,0)",
                 tx,
@@ -231,7 +231,8 @@ async def test_audit_log_is_append_only_and_chain_verifies(pool: asyncpg.Pool) -
                 await audit.record(conn, SYSTEM, action="test", subject=f"s{i}", after={"i": i})
         assert await audit.seal(conn) == 5
         report = await audit.verify_chain(conn)
-        assert report.ok and report.sealed == 5
+        assert report.ok
+        assert report.sealed == 5
         with pytest.raises(asyncpg.RestrictViolationError):
             await conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE subject = 's2'")
         with pytest.raises(asyncpg.RestrictViolationError):

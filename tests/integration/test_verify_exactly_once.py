@@ -144,7 +144,8 @@ async def test_credit_matches_intent_and_balance_equals_entries(
             headers=bearer("carol"),
         )
         body = await resp.json()
-        assert body["credited"] == credits and body["balance"] == credits
+        assert body["credited"] == credits
+        assert body["balance"] == credits
         credits_resp = await client.get("/v1/credits", headers=bearer("carol"))
         listed = await credits_resp.json()
     assert listed["balance"] == credits

@@ -61,7 +61,9 @@ def test_rs256_with_a_public_key_and_no_algorithm_confusion() -> None:
     token = jwt.encode({"sub": "alice", "exp": exp}, key, algorithm="RS256")
     assert v.verify(f"Bearer {token}").sub == "alice"
     # An HS256 token signed with the public key as secret must not pass.
-    forged = jwt.encode({"sub": "mallory", "exp": exp}, "public-key-used-as-an-hmac-secret!!", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "mallory", "exp": exp}, "public-key-used-as-an-hmac-secret!!", algorithm="HS256"
+    )
     with pytest.raises(Unauthorized):
         v.verify(f"Bearer {forged}")
 
