@@ -20,9 +20,10 @@ from aiohttp import web
 
 from api.app import create_app
 from core import audit, db
-from core.chain.rpc import SolanaRpc
+from core.chain.accounts import check_accounts
+from core.chain.rpc import RpcUnavailable, SolanaRpc
 from core.chain.solana_verifier import SolanaVerifier
-from core.config import Settings
+from core.config import PaymentConfig, Settings
 from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
@@ -62,7 +63,10 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
-    """Build the one `Services` object; close what it opened on exit."""
+    """Build the one `Services` object; close what it opened on exit.
+
+    Fails (ConfigError) when the configured mint or treasury is wrong on chain, before the
+    service accepts any request."""
     payment = settings.payment_config()
     pool = await db.create_pool(
         dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
@@ -78,6 +82,7 @@ async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
             max_concurrency=settings.rpc_max_concurrency,
         )
         try:
+            payment = await _payment_on_chain(settings, payment, rpc)
             svc = Services(
                 settings=settings,
                 payment=payment,
@@ -93,6 +98,27 @@ async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
             await rpc.close()
     finally:
         await pool.close()
+
+
+async def _payment_on_chain(
+    settings: Settings, payment: PaymentConfig, rpc: SolanaRpc
+) -> PaymentConfig:
+    try:
+        checked, check = await check_accounts(
+            rpc, payment, explicit_token_account=settings.treasury_token_account
+        )
+    except RpcUnavailable as exc:
+        raise ConfigError(
+            f"cannot read PAYOPS_TOKEN_MINT from PAYOPS_SOLANA_RPC_URL "
+            f"({settings.solana_rpc_url}): {exc}"
+        ) from exc
+    for note in check.notes:
+        log.warning("payment configuration: %s", note)
+    if not check.ok:
+        raise ConfigError(
+            "the payment configuration does not match the chain: " + "; ".join(check.problems)
+        )
+    return checked
 
 
 async def _seal_audit_log(pool: asyncpg.Pool) -> None:
