@@ -85,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     localnet.add_argument("args", nargs=argparse.REMAINDER)
 
+    demo = sub.add_parser(
+        "demo",
+        help="a whole purchase on the local chain: pay, verify, duplicate, replay",
+        description="Against the stack `payops up` runs (PAYOPS_DATA_DIR/up.json), or a "
+        "throwaway one: create an intent, pay it with a real SPL transfer carrying its "
+        "reference key, verify, then show a duplicate verify and a replayed signature.",
+    )
+    demo.add_argument("--own-stack", action="store_true", help="always start a throwaway stack")
+    demo.add_argument("--user", default="demo-user", help="the user id to buy as (demo-user)")
+
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_sub.add_parser("verify", help="seal pending rows and verify the whole hash chain")
@@ -110,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from payops.up import up
 
             return asyncio.run(up(settings, args))
+        if args.command == "demo":
+            from payops.demo import DemoFailed, demo
+
+            try:
+                return asyncio.run(demo(settings, own_stack=args.own_stack, user=args.user))
+            except DemoFailed as exc:
+                print(f"demo failed: {exc}", file=sys.stderr)
+                return 1
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
     except ConfigError as exc:
@@ -190,19 +208,24 @@ async def serve_app(app: web.Application, host: str, port: int, *, on_started: A
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
     addresses = [f"http://{a[0]}:{a[1]}" for a in runner.addresses]
     print(json.dumps({"event": "listening", "addresses": addresses}), flush=True)
     if on_started is not None:
         on_started()
     try:
-        await stop.wait()
+        await wait_for_signal()
     finally:
         await runner.cleanup()
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 if __name__ == "__main__":

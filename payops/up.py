@@ -9,10 +9,14 @@ included) for `payops demo`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from pydantic import SecretStr
 
 from core import db
@@ -20,7 +24,7 @@ from core.config import Settings
 from localnet.programs import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from localnet.server import LocalnetInfo, start_localnet
 from payops import compose
-from payops.cli import serve_app
+from payops.cli import SHUTDOWN_TIMEOUT_SECONDS, wait_for_signal
 
 STACK_FILE = "up.json"
 
@@ -55,20 +59,28 @@ Stop with Ctrl-C.
 """
 
 
-async def up(settings: Settings, args: argparse.Namespace) -> int:
-    data_dir: Path = (args.data_dir or settings.data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before serving)
-    program = TOKEN_2022_PROGRAM_ID if args.token_2022 else TOKEN_PROGRAM_ID
+@dataclass(frozen=True)
+class Stack:
+    service_url: str
+    localnet: LocalnetInfo
+    data_dir: Path
+    jwt_secret: str
+
+
+@contextlib.asynccontextmanager
+async def local_stack(
+    settings: Settings, data_dir: Path, *, port: int, chain_port: int, token_2022: bool = False
+) -> AsyncIterator[Stack]:
+    """Embedded PostgreSQL, the local chain and the service, all on 127.0.0.1 (0 = any port)."""
+    program = TOKEN_2022_PROGRAM_ID if token_2022 else TOKEN_PROGRAM_ID
     runner, info = await start_localnet(
-        "127.0.0.1", args.chain_port, token_program=program, decimals=settings.token_decimals
+        "127.0.0.1", chain_port, token_program=program, decimals=settings.token_decimals
     )
     try:
         secret = settings.jwt_secret or SecretStr(compose.dev_jwt_secret(data_dir))
         stack_settings = settings.model_copy(
             update={
                 "data_dir": data_dir,
-                "http_host": "127.0.0.1",
-                "http_port": args.port,
                 "solana_rpc_url": info.rpc_url,
                 "token_mint": info.mint,
                 "token_program": info.token_program,
@@ -80,23 +92,41 @@ async def up(settings: Settings, args: argparse.Namespace) -> int:
         async with compose.database(stack_settings) as dsn:
             await db.migrate(dsn)
             async with compose.services(stack_settings, dsn) as running:
-                service_url = f"http://127.0.0.1:{args.port}"
-                path = stack_file(data_dir)
-                path.touch(mode=0o600)  # holds the local payer's development key
-                path.write_text(
-                    json.dumps({"service_url": service_url, "localnet": info.to_json()}, indent=2)
-                )
-
-                def started() -> None:
-                    print(_next_steps(service_url, info, data_dir), flush=True)
-
-                await serve_app(
+                app_runner = web.AppRunner(
                     compose.service_app(running.services),
-                    "127.0.0.1",
-                    args.port,
-                    on_started=started,
+                    handle_signals=False,
+                    access_log=None,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
                 )
+                await app_runner.setup()
+                try:
+                    await web.TCPSite(app_runner, "127.0.0.1", port).start()
+                    bound = app_runner.addresses[0][1]
+                    yield Stack(
+                        f"http://127.0.0.1:{bound}", info, data_dir, secret.get_secret_value()
+                    )
+                finally:
+                    await app_runner.cleanup()
     finally:
         await runner.cleanup()
-        stack_file(data_dir).unlink(missing_ok=True)
+
+
+async def up(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir: Path = (args.data_dir or settings.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before serving)
+    async with local_stack(
+        settings, data_dir, port=args.port, chain_port=args.chain_port, token_2022=args.token_2022
+    ) as stack:
+        path = stack_file(data_dir)
+        path.touch(mode=0o600)  # holds the local payer's development key
+        path.write_text(
+            json.dumps(
+                {"service_url": stack.service_url, "localnet": stack.localnet.to_json()}, indent=2
+            )
+        )
+        try:
+            print(_next_steps(stack.service_url, stack.localnet, data_dir), flush=True)
+            await wait_for_signal()
+        finally:
+            path.unlink(missing_ok=True)
     return 0

@@ -7,8 +7,11 @@
 2. Binding. The intent's `reference` is one of ALL account keys (static or loaded), or a memo
    contains the intent id -> else Rejected UNBOUND_PAYMENT. Signatures are public: without
    this anyone could claim someone else's payment.
-3. Creation. A block time before the intent was created -> Rejected BEFORE_INTENT. An unknown
-   block time (None) never rejects on time.
+3. Creation. A block time more than `BLOCK_TIME_SKEW` before the intent was created -> Rejected
+   BEFORE_INTENT. Block times are whole seconds and a stake-weighted estimate of validators'
+   clocks, so a payment made right after creation can carry an earlier second; the
+   reference key and intent id are fresh at creation, so no real payment can predate it by
+   more. An unknown block time (None) never rejects on time.
 4. Ownership. The treasury token account appearing with an owner other than the treasury
    wallet -> Rejected TOKEN_ACCOUNT_NOT_OWNED: money there is not the treasury's.
 5. Amount. `received` = the net change of the treasury token account in the expected mint
@@ -61,7 +64,9 @@ from core.chain.verdict import (
     Verdict,
 )
 
-__all__ = ["decide", "decide_raw"]
+__all__ = ["BLOCK_TIME_SKEW", "decide", "decide_raw"]
+
+BLOCK_TIME_SKEW = timedelta(seconds=60)
 
 
 def decide_raw(
@@ -110,7 +115,7 @@ def decide(
             f"and no memo carries intent id {expected.intent_id!r}",
         )
     paid_at = None if tx.block_time is None else datetime.fromtimestamp(tx.block_time, tz=UTC)
-    if paid_at is not None and paid_at < expected.created_at:
+    if paid_at is not None and paid_at < expected.created_at - BLOCK_TIME_SKEW:
         return Rejected(
             RejectCode.BEFORE_INTENT,
             f"paid at {paid_at.isoformat()}, before the intent was created at "

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.chain.rules import decide, decide_raw
+from core.chain.rules import BLOCK_TIME_SKEW, decide, decide_raw
 from core.chain.transfers import MEMO_PROGRAM_V2, MalformedTransaction, parse_transaction
 from core.chain.verdict import (
     TOKEN_2022_PROGRAM,
@@ -241,9 +241,14 @@ FIXTURE_DECISIONS: list[tuple[str, FixtureCase, Any]] = [
         lambda: RejectCode.UNBOUND_PAYMENT,
     ),
     (
-        "keyapp paid before the intent",
-        replace(KEYAPP, created=timedelta(seconds=1)),
+        "keyapp paid beyond the clock skew before the intent",
+        replace(KEYAPP, created=BLOCK_TIME_SKEW + timedelta(seconds=1)),
         lambda: RejectCode.BEFORE_INTENT,
+    ),
+    (
+        "keyapp block time a few seconds before creation is clock skew",
+        replace(KEYAPP, created=timedelta(seconds=2)),
+        lambda: confirmed(KEYAPP, 1000, KEYAPP_SENDER),
     ),
     (
         "keyapp paid the second the intent was created",
@@ -602,7 +607,7 @@ SYNTHETIC: list[tuple[str, Tx, PaymentExpectation, Want]] = [
     (
         "before the intent is checked before the amount",
         Tx((Bal(TREASURY_ATA, TREASURY, 0, 1),)),
-        expect(created_at=T0 + timedelta(seconds=1)),
+        expect(created_at=T0 + BLOCK_TIME_SKEW + timedelta(seconds=1)),
         RejectCode.BEFORE_INTENT,
     ),
     (
