@@ -125,51 +125,60 @@ async def verify_intent(
     return await _credit(svc, actor, intent, signature, verdict)
 
 
+async def credit_in(
+    conn: asyncpg.Connection, actor: Actor, intent_id: uuid.UUID, signature: str, verdict: Confirmed
+) -> tuple[Intent, int, bool]:
+    """The credit, on `conn` inside the caller's database transaction.
+
+    Locks the intent row, re-checks it, posts the purchase (unique per signature and per
+    intent), marks the intent CONFIRMED, records the attempt and the audit record. Returns
+    (intent as locked, balance after, duplicate). Raises asyncpg.UniqueViolationError when
+    another intent already holds the signature."""
+    locked = await intents_db.get(conn, intent_id, for_update=True)
+    if locked is None:
+        raise NotFound("no such purchase intent", code="intent_not_found")
+    duplicate = precheck(locked, signature) is Precheck.ALREADY_CREDITED
+    if not duplicate:
+        await ledger_db.post(
+            conn,
+            kind=LedgerKind.PURCHASE,
+            postings=purchase_postings(locked.user_id, locked.credits),
+            created_by=actor.id,
+            description=f"purchase of {locked.credits} credits, intent {locked.id}",
+            intent_id=locked.id,
+            purchase_signature=signature,
+        )
+        await intents_db.mark_confirmed(
+            conn, locked, signature=signature, received=verdict.received
+        )
+        await audit.record(
+            conn,
+            actor,
+            action="intent.confirm",
+            subject=f"intent:{locked.id}",
+            before={"status": locked.status.value},
+            after=_confirmed_facts(locked, signature, verdict),
+        )
+    flags = ",".join(f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on)
+    await intents_db.record_attempt(
+        conn,
+        intent=locked,
+        signature=signature,
+        source=actor.source,
+        outcome="duplicate" if duplicate else "confirmed",
+        code=flags or None,
+        detail=f"received {verdict.received} at slot {verdict.slot}",
+        request_id=actor.request_id,
+    )
+    return locked, await ledger_db.balance(conn, locked.user_id), duplicate
+
+
 async def _credit(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> VerifyResult:
     try:
         async with svc.pool.acquire() as conn, conn.transaction():
-            locked = await intents_db.get(conn, intent.id, for_update=True)
-            assert locked is not None
-            if precheck(locked, signature) is Precheck.ALREADY_CREDITED:
-                duplicate = True
-            else:
-                duplicate = False
-                await ledger_db.post(
-                    conn,
-                    kind=LedgerKind.PURCHASE,
-                    postings=purchase_postings(locked.user_id, locked.credits),
-                    created_by=actor.id,
-                    description=f"purchase of {locked.credits} credits, intent {locked.id}",
-                    intent_id=locked.id,
-                    purchase_signature=signature,
-                )
-                await intents_db.mark_confirmed(
-                    conn, locked, signature=signature, received=verdict.received
-                )
-                await audit.record(
-                    conn,
-                    actor,
-                    action="intent.confirm",
-                    subject=f"intent:{locked.id}",
-                    before={"status": locked.status.value},
-                    after=_confirmed_facts(locked, signature, verdict),
-                )
-            flags = ",".join(
-                f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on
-            )
-            await intents_db.record_attempt(
-                conn,
-                intent=locked,
-                signature=signature,
-                source=actor.source,
-                outcome="duplicate" if duplicate else "confirmed",
-                code=flags or None,
-                detail=f"received {verdict.received} at slot {verdict.slot}",
-                request_id=actor.request_id,
-            )
-            balance = await ledger_db.balance(conn, locked.user_id)
+            _, balance, duplicate = await credit_in(conn, actor, intent.id, signature, verdict)
     except asyncpg.UniqueViolationError as exc:
         # Another intent's credit won the race for this signature between our check and
         # our insert; the constraint, not the check, is what guarantees exactly once.
