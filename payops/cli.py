@@ -5,6 +5,8 @@ payops serve     the service (HTTP API) against the configured database and RPC
 payops migrate   apply migrations and the seed (idempotent)
 payops token     print a development JWT for a user
 payops localnet  serve a local Solana chain
+payops demo      a whole purchase on the local chain, end to end
+payops ops       the runbook commands (triage, gate, smoke, adjust, recon, incident)
 payops audit verify   check the audit log's hash chain
 """
 
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -95,6 +98,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--own-stack", action="store_true", help="always start a throwaway stack")
     demo.add_argument("--user", default="demo-user", help="the user id to buy as (demo-user)")
 
+    ops_p = sub.add_parser(
+        "ops",
+        help="the Slack commands on the command line (for when Slack is down)",
+        description="Run a runbook command as a named operator: triage, gate, smoke, adjust, "
+        "recon, incident. The operator must be listed in PAYOPS_SLACK_ONCALL or "
+        "PAYOPS_SLACK_MANAGERS (user ids; groups cannot be read without Slack). "
+        "`payops ops <command> help` shows a command's usage.",
+    )
+    ops_p.add_argument(
+        "--as",
+        dest="operator",
+        default=os.environ.get("PAYOPS_OPERATOR"),
+        help="your operator id, e.g. your Slack user id (PAYOPS_OPERATOR)",
+    )
+    ops_p.add_argument(
+        "ops_command", choices=["triage", "gate", "smoke", "adjust", "recon", "incident"]
+    )
+    ops_p.add_argument("ops_args", nargs=argparse.REMAINDER, help="the command's arguments")
+
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_sub.add_parser("verify", help="seal pending rows and verify the whole hash chain")
@@ -128,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except DemoFailed as exc:
                 print(f"demo failed: {exc}", file=sys.stderr)
                 return 1
+        if args.command == "ops":
+            from payops.ops_cli import run_ops
+
+            return asyncio.run(run_ops(settings, args.operator, args.ops_command, args.ops_args))
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
     except ConfigError as exc:
@@ -194,9 +220,7 @@ async def _serve(settings: Settings) -> int:
         raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
     settings.payment_config()  # fail before starting anything when the treasury is unset
     async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
-        await serve_app(
-            compose.service_app(running.services), settings.http_host, settings.http_port
-        )
+        await serve_app(compose.service_app(running), settings.http_host, settings.http_port)
     return 0
 
 

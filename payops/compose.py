@@ -62,7 +62,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
+async def services(
+    settings: Settings, dsn: str, *, check_chain: bool = True
+) -> AsyncIterator[Running]:
     """Build the one `Services` object; close what it opened on exit.
 
     Fails (ConfigError) when the configured mint or treasury is wrong on chain, before the
@@ -82,7 +84,8 @@ async def services(settings: Settings, dsn: str) -> AsyncIterator[Running]:
             max_concurrency=settings.rpc_max_concurrency,
         )
         try:
-            payment = await _payment_on_chain(settings, payment, rpc)
+            if check_chain:
+                payment = await _payment_on_chain(settings, payment, rpc)
             svc = Services(
                 settings=settings,
                 payment=payment,
@@ -131,9 +134,14 @@ async def _seal_audit_log(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(AUDIT_SEAL_INTERVAL_SECONDS)
 
 
-def service_app(svc: Services) -> web.Application:
-    """The whole HTTP service: the API plus its background work."""
+def service_app(running: Running) -> web.Application:
+    """The whole HTTP service: the API, Slack (when configured) and background work."""
+    svc = running.services
     app = create_app(svc)
+    if svc.settings.slack_bot_token is not None or svc.settings.slack_signing_secret is not None:
+        from bot.slack_app import add_slack
+
+        add_slack(app, svc, running.rpc)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(_seal_audit_log(svc.pool))

@@ -93,7 +93,7 @@ async def local_stack(
             await db.migrate(dsn)
             async with compose.services(stack_settings, dsn) as running:
                 app_runner = web.AppRunner(
-                    compose.service_app(running.services),
+                    compose.service_app(running),
                     handle_signals=False,
                     access_log=None,
                     shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,

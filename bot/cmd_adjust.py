@@ -1,0 +1,175 @@
+"""`/pay-adjust`: audited credit adjustments, approved by managers in a thread."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+from bot import blocks as b
+from bot.context import OpsContext
+from bot.replies import Reply
+from core import adjustments_db
+from core.adjustments import Adjustment, AdjustmentPolicy, DecisionKind, new_request
+from core.errors import InvalidInput
+
+HELP = """*/pay-adjust* — audited credit corrections (runbook: Recover, Reconciliation step 3)
+• `/pay-adjust <user> <±credits> "<reason>" [refs]` — request a correction; refs are tx
+  signatures, intent ids and `ticket:<id>`; managers approve it in the approvals channel
+• `/pay-adjust reverse <ledger tx id> "<reason>"` — reverse a duplicate credit
+• `/pay-adjust approve <id>` / `/pay-adjust reject <id> [note]` — decide (managers; CLI)
+• `/pay-adjust show <id>` — a request and its decisions
+Never applied without a manager who is not the requester; large ones need two."""
+
+_BASE58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{64,90}$")
+
+
+def policy(ctx: OpsContext, managers: frozenset[str]) -> AdjustmentPolicy:
+    s = ctx.services.settings
+    return AdjustmentPolicy(
+        managers=managers,
+        two_approvals_above=s.adjust_two_approvals_above,
+        ttl=timedelta(seconds=s.adjust_ttl_seconds),
+    )
+
+
+def _is_ref(token: str) -> bool:
+    if token.lower().startswith("ticket:") or _BASE58.match(token):
+        return True
+    try:
+        uuid.UUID(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _credits(text: str) -> int:
+    if not re.fullmatch(r"[+-]?\d{1,13}", text):
+        raise InvalidInput(
+            f"credits must be a signed integer like +50 or -20, not {text!r}",
+            code="invalid_credits",
+        )
+    return int(text)
+
+
+def adjustment_blocks(adj: Adjustment, warnings: list[str], *, buttons: bool) -> list[b.Block]:
+    sign = "+" if adj.credits > 0 else ""
+    refs = [*adj.refs.tx_signatures, *adj.refs.intent_ids] + (
+        [f"ticket:{adj.refs.ticket}"] if adj.refs.ticket else []
+    )
+    out = [
+        b.header(f"Adjustment #{adj.id}: {sign}{adj.credits} credits for {adj.user_id}"),
+        b.fields(
+            [
+                ("Status", adj.status.value),
+                ("Kind", adj.kind.value),
+                (
+                    "Requested by",
+                    f"<@{adj.requester}>" if adj.requester_source == "slack" else adj.requester,
+                ),
+                ("Approvals needed", str(adj.approvals_required)),
+                ("Expires", f"{adj.expires_at:%Y-%m-%d %H:%M} UTC"),
+                ("Reverses ledger tx", str(adj.reverses_ledger_tx or "—")),
+            ]
+        ),
+        b.section(f"*Reason:* {adj.reason}\n*Refs:* {', '.join(refs) or '—'}"),
+    ]
+    if warnings:
+        out.append(b.section("\n".join(f":warning: {w}" for w in warnings)))
+    if buttons:
+        value = str(adj.id)
+        out.append(
+            b.actions(
+                f"adjustment:{adj.id}",
+                b.button("Approve", "adjust_approve", value, "primary"),
+                b.button("Reject", "adjust_reject", value, "danger"),
+            )
+        )
+    return out
+
+
+def adjustment_text(adj: Adjustment, warnings: list[str]) -> str:
+    lines = [
+        f"Adjustment #{adj.id}: {adj.credits:+d} credits for {adj.user_id} — {adj.status.value}",
+        f"kind {adj.kind.value}; requested by {adj.requester}; "
+        f"needs {adj.approvals_required} approval(s)",
+        f"reason: {adj.reason}",
+    ]
+    return "\n".join(lines + [f"WARNING: {w}" for w in warnings])
+
+
+async def run(ctx: OpsContext, args: list[str]) -> Reply:
+    svc = ctx.services
+    now = svc.clock()
+    if not args:
+        raise InvalidInput(HELP, code="invalid_arguments")
+    head = args[0]
+    async with svc.pool.acquire() as conn:
+        if head == "reverse":
+            if len(args) < 3 or not args[1].isdigit():
+                raise InvalidInput(
+                    'usage: /pay-adjust reverse <ledger tx id> "<reason>"', code="invalid_arguments"
+                )
+            adj = await adjustments_db.reverse_request(
+                conn,
+                ctx.actor,
+                int(args[1]),
+                " ".join(args[2:]),
+                policy=policy(ctx, frozenset()),
+                now=now,
+            )
+        elif head in ("approve", "reject"):
+            if len(args) < 2 or not args[1].isdigit():
+                raise InvalidInput(
+                    f"usage: /pay-adjust {head} <id> [note]", code="invalid_arguments"
+                )
+            result = await adjustments_db.decide(
+                conn,
+                ctx.actor,
+                int(args[1]),
+                DecisionKind.APPROVE if head == "approve" else DecisionKind.REJECT,
+                policy(ctx, await ctx.roles.managers()),
+                now,
+                note=" ".join(args[2:]) or None,
+            )
+            warns = await adjustments_db.current_warnings(conn, result.adjustment)
+            return Reply(
+                text=adjustment_text(result.adjustment, warns)
+                + f"\n{ctx.actor.id} decided: {result.decision.decision.value} "
+                f"({result.resolution.value})",
+                blocks=adjustment_blocks(result.adjustment, warns, buttons=False),
+            )
+        elif head == "show":
+            if len(args) != 2 or not args[1].isdigit():
+                raise InvalidInput("usage: /pay-adjust show <id>", code="invalid_arguments")
+            found = await adjustments_db.get(conn, int(args[1]))
+            if found is None:
+                raise InvalidInput(f"no adjustment {args[1]}", code="adjustment_not_found")
+            warns = await adjustments_db.current_warnings(conn, found)
+            decisions = await adjustments_db.decisions(conn, found.id)
+            text = adjustment_text(found, warns) + "".join(
+                f"\n{d.approver}: {d.decision.value} {d.note or ''}" for d in decisions
+            )
+            return Reply(text=text, blocks=adjustment_blocks(found, warns, buttons=False))
+        else:
+            if len(args) < 3:
+                raise InvalidInput(HELP, code="invalid_arguments")
+            rest = args[2:]
+            refs: list[str] = []
+            while rest and _is_ref(rest[-1]):
+                refs.insert(0, rest.pop())
+            request = new_request(
+                user_id=head,
+                credits=_credits(args[1]),
+                reason=" ".join(rest),
+                policy=policy(ctx, frozenset()),
+                now=now,
+                refs=refs,
+            )
+            adj = await adjustments_db.create(conn, ctx.actor, request)
+        warns = await adjustments_db.current_warnings(conn, adj)
+    return Reply(
+        text=adjustment_text(adj, warns) + "\nPosted for approval.",
+        blocks=adjustment_blocks(adj, warns, buttons=False),
+        approval_request=adj.id,
+    )

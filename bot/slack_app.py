@@ -1,0 +1,141 @@
+"""The Slack Bolt app: slash commands, approval buttons, the incident closeout modal.
+
+HTTP mode: `POST /slack/events` on the service's aiohttp app, verified with the signing
+secret. Socket Mode when SLACK_APP_TOKEN is set, connected in the aiohttp start-up. Every
+command acks at once (Slack's 3 seconds) and answers afterwards through `respond`; errors
+reach the user as a private (ephemeral) message, never a silent failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import interactions, ops
+from bot.authz import Roles
+from bot.context import OpsContext
+from bot.replies import Reply
+from core.audit import Actor
+from core.chain.rpc import SolanaRpc
+from core.errors import ConfigError, PayopsError
+from core.services import Services
+
+log = logging.getLogger("payops.bot")
+
+COMMANDS = tuple(ops.COMMANDS)
+BOLT_APP = web.AppKey("bolt_app", AsyncApp)
+
+
+def web_client(services: Services) -> AsyncWebClient:
+    """The one Slack Web API client: base URL from settings, 429s retried."""
+    token = services.settings.slack_bot_token
+    return AsyncWebClient(
+        token=token.get_secret_value() if token else None,
+        base_url=services.settings.slack_api_url,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=3)],
+    )
+
+
+def create_bolt_app(services: Services, rpc: SolanaRpc | None) -> AsyncApp:
+    settings = services.settings
+    if settings.slack_signing_secret is None or settings.slack_bot_token is None:
+        raise ConfigError("Slack needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")
+    client = web_client(services)
+    app = AsyncApp(
+        client=client,
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        process_before_response=False,
+    )
+
+    async def read_group(group: str) -> list[str]:
+        answer = await client.usergroups_users_list(usergroup=group)
+        return list(answer.get("users") or [])
+
+    roles = Roles(settings.slack_oncall, settings.slack_managers, read_group)
+
+    def context_for(user: str) -> OpsContext:
+        return OpsContext(services, rpc, Actor(user, "slack", uuid.uuid4().hex), roles)
+
+    for name in COMMANDS:
+        app.command(f"/pay-{name}")(_command_handler(name, roles, context_for))
+    interactions.register(app, services, roles, context_for)
+    return app
+
+
+def _command_handler(name: str, roles: Roles, context_for: Any) -> Any:
+    async def handle(
+        ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user = command.get("user_id", "")
+        ctx: OpsContext = context_for(user)
+        try:
+            text = (command.get("text") or "").strip()
+            if text != "help":
+                await roles.require_oncall(user)
+            if name == "incident" and text == "close":
+                # The closeout is a form: root cause, affected users, corrective and
+                # prevention action (the runbook's closeout); see interactions.closeout_submitted.
+                await client.views_open(
+                    trigger_id=command.get("trigger_id"), view=interactions.closeout_modal()
+                )
+                return
+            reply = await ops.run(ctx, name, text)
+        except PayopsError as exc:
+            await respond(text=f":no_entry: {exc.message}", response_type="ephemeral")
+            return
+        except Exception:
+            log.exception("/pay-%s failed", name, extra={"request_id": ctx.actor.request_id})
+            await respond(
+                text=f":boom: /pay-{name} failed unexpectedly (request id {ctx.actor.request_id}); "
+                "see the service logs",
+                response_type="ephemeral",
+            )
+            return
+        await respond(text=reply.text[:3000], blocks=reply.blocks, response_type="ephemeral")
+        await interactions.publish(ctx, client, reply, command)
+
+    handle.__name__ = f"pay_{name}"
+    return handle
+
+
+async def slack_events(request: web.Request) -> web.Response:
+    bolt = request.app[BOLT_APP]
+    return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+
+def add_slack(app: web.Application, services: Services, rpc: SolanaRpc | None) -> None:
+    """Mount `/slack/events`, and start Socket Mode with the app when SLACK_APP_TOKEN is set."""
+    bolt = create_bolt_app(services, rpc)
+    app[BOLT_APP] = bolt
+    app.router.add_post("/slack/events", slack_events, name="slack")
+    app_token = services.settings.slack_app_token
+    if app_token is None:
+        return
+
+    async def socket_mode(app: web.Application) -> AsyncIterator[None]:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(bolt, app_token.get_secret_value())
+        # connect, not start: start would block the aiohttp start-up forever.
+        connect = asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+        yield
+        connect.cancel()
+        with contextlib.suppress(Exception):
+            await handler.close_async()  # type: ignore[no-untyped-call]
+
+    app.cleanup_ctx.append(socket_mode)
+
+
+def reply_payload(reply: Reply) -> dict[str, Any]:
+    return {"text": reply.text[:3000], "blocks": reply.blocks}

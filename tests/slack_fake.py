@@ -1,0 +1,138 @@
+"""A local fake of the Slack Web API that records every call, and Slack-style signing.
+
+The bot's `AsyncWebClient` is pointed at `<fake>/api/`; slash-command payloads carry a
+`response_url` on the fake too, so every message the bot sends is recorded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from slack_sdk.signature import SignatureVerifier
+
+SIGNING_SECRET = "slack-signing-secret-for-tests-0123456789"
+BOT_TOKEN = "xoxb-test-token"
+
+
+@dataclass
+class Call:
+    method: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class FakeSlack:
+    calls: list[Call] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    rate_limit_next: int = 0  # answer this many calls with 429 first
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    server: TestServer | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_post("/response/{id}", self._response)
+        return app
+
+    async def start(self) -> str:
+        self.server = TestServer(self.app())
+        await self.server.start_server()
+        return str(self.server.make_url("/"))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/"))
+
+    def api_url(self) -> str:
+        return self.url + "api/"
+
+    async def _payload(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.text()
+        if request.content_type == "application/json":
+            return dict(json.loads(raw or "{}"))
+        return dict(parse_qsl(raw))
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        payload = await self._payload(request)
+        if self.rate_limit_next > 0:
+            self.rate_limit_next -= 1
+            self.calls.append(Call(f"{method}:429", payload))
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "0"})
+        self.calls.append(Call(method, payload))
+        self.changed.set()
+        if method == "auth.test":
+            return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"})
+        if method == "usergroups.users.list":
+            return web.json_response({"ok": True, "users": self.groups.get(payload.get("usergroup", ""), [])})
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+            ts = payload.get("ts") or f"{int(time.time())}.{next(self._ts):06d}"
+            return web.json_response({"ok": True, "channel": payload.get("channel"), "ts": ts})
+        if method == "views.open":
+            return web.json_response({"ok": True, "view": {"id": "V1"}})
+        return web.json_response({"ok": True})
+
+    async def _response(self, request: web.Request) -> web.Response:
+        payload = await self._payload(request)
+        self.calls.append(Call(f"response:{request.match_info['id']}", payload))
+        self.changed.set()
+        return web.json_response({"ok": True})
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        return [c.payload for c in self.calls if c.method == method]
+
+    def responses(self) -> list[dict[str, Any]]:
+        return [c.payload for c in self.calls if c.method.startswith("response:")]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def command_body(fake: FakeSlack, command: str, text: str, user: str, response_id: str = "r") -> str:
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "team_domain": "acme",
+            "channel_id": "C_OPS",
+            "channel_name": "payments-ops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": f"{fake.url}response/{response_id}",
+            "trigger_id": "1337.42.abcd",
+        }
+    )
+
+
+def action_body(payload: dict[str, Any]) -> str:
+    return urlencode({"payload": json.dumps(payload)})
