@@ -1,0 +1,410 @@
+"""SQL for adjustments: requests, reversals, decisions that apply exactly once, expiry.
+
+A decision is one database transaction: lock the adjustment row, load its decisions, judge
+with the pure `core.adjustments.decide`, record the decision and — when it applies — post
+the ledger transaction (idempotency key `adjustment:<id>`), mark the request APPLIED and
+write the audit note. Two managers clicking at once, or one clicking twice, queue on the
+row lock; the second sees the first's result. The unique ledger key, the unique
+`applied_ledger_tx` and the status guard in migration 0002 hold even if this code did not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core import audit, ledger_db
+from core.adjustments import (
+    Adjustment,
+    AdjustmentKind,
+    AdjustmentPolicy,
+    AdjustmentRequest,
+    AdjustmentStatus,
+    Decision,
+    DecisionKind,
+    Outcome,
+    Refs,
+    Resolution,
+    ReversibleTx,
+    reversal_request,
+    warnings,
+)
+from core.adjustments import decide as judge
+from core.audit import Actor
+from core.errors import Conflict, InvalidInput, NotFound
+from core.ledger import LedgerKind, adjustment_postings
+
+_COLUMNS = """id, user_id, credits, kind, tx_signatures, intent_ids, ticket, reason, requester,
+    requester_source, status, approvals_required, created_at, expires_at, decided_at,
+    reverses_ledger_tx, applied_ledger_tx, slack_channel, slack_thread_ts"""
+_SELECT = f"SELECT {_COLUMNS} FROM adjustments"  # noqa: S608 (constants only)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    adjustment: Adjustment  # as it stands after the decision
+    decision: Decision
+    resolution: Resolution
+    approvers: tuple[str, ...]
+    approvals_required: int
+    ledger_tx: int | None  # the ledger transaction posted, when applied
+    balance: int | None  # the user's balance after applying
+
+
+def adjustment_from_row(row: Any) -> Adjustment:
+    return Adjustment(
+        id=row["id"],
+        user_id=row["user_id"],
+        credits=row["credits"],
+        kind=AdjustmentKind(row["kind"]),
+        refs=Refs(tuple(row["tx_signatures"]), tuple(row["intent_ids"]), row["ticket"]),
+        reason=row["reason"],
+        requester=row["requester"],
+        requester_source=row["requester_source"],
+        status=AdjustmentStatus(row["status"]),
+        approvals_required=row["approvals_required"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        decided_at=row["decided_at"],
+        reverses_ledger_tx=row["reverses_ledger_tx"],
+        applied_ledger_tx=row["applied_ledger_tx"],
+        slack_channel=row["slack_channel"],
+        slack_thread_ts=row["slack_thread_ts"],
+    )
+
+
+def _decision_from_row(row: Any) -> Decision:
+    return Decision(
+        adjustment_id=row["adjustment_id"],
+        approver=row["approver"],
+        decision=DecisionKind(row["decision"]),
+        note=row["note"],
+        created_at=row["created_at"],
+    )
+
+
+def _facts(adj: Adjustment) -> dict[str, Any]:
+    """The request as the audit log keeps it."""
+    return {
+        "user_id": adj.user_id,
+        "credits": adj.credits,
+        "kind": adj.kind.value,
+        "reason": adj.reason,
+        "tx_signatures": list(adj.refs.tx_signatures),
+        "intent_ids": list(adj.refs.intent_ids),
+        "ticket": adj.refs.ticket,
+        "reverses_ledger_tx": adj.reverses_ledger_tx,
+        "requester": adj.requester,
+        "approvals_required": adj.approvals_required,
+        "status": adj.status.value,
+    }
+
+
+async def create(conn: asyncpg.Connection, actor: Actor, request: AdjustmentRequest) -> Adjustment:
+    """Store a request as PENDING_APPROVAL, requested by `actor`, with its audit record."""
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                f"""INSERT INTO adjustments (user_id, credits, kind, tx_signatures, intent_ids,
+                       ticket, reason, requester, requester_source, approvals_required,
+                       created_at, expires_at, reverses_ledger_tx)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
+                request.user_id,
+                request.credits,
+                request.kind.value,
+                list(request.refs.tx_signatures),
+                list(request.refs.intent_ids),
+                request.refs.ticket,
+                request.reason,
+                actor.id,
+                actor.source,
+                request.approvals_required,
+                request.created_at,
+                request.expires_at,
+                request.reverses_ledger_tx,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            # only the one-live-reversal-per-transaction index can clash here
+            raise Conflict(
+                f"ledger transaction {request.reverses_ledger_tx} already has a reversal "
+                "request waiting or applied",
+                code="reversal_pending",
+            ) from exc
+        adj = adjustment_from_row(row)
+        await audit.record(
+            conn, actor, action="adjustment.request", subject=_subject(adj), after=_facts(adj)
+        )
+    return adj
+
+
+async def reversible_tx(conn: asyncpg.Connection | asyncpg.Pool, ledger_tx_id: int) -> ReversibleTx:
+    """The facts of a ledger transaction as a reversal needs them, or `NotFound`."""
+    row = await conn.fetchrow(
+        """SELECT t.id, t.kind, t.intent_id, t.purchase_signature, a.user_id, e.amount,
+                  (SELECT r.id FROM ledger_transactions r WHERE r.reverses_id = t.id) AS reversed_by
+           FROM ledger_transactions t
+           JOIN ledger_entries e ON e.transaction_id = t.id
+           JOIN accounts a ON a.id = e.account_id AND a.kind = 'user'
+           WHERE t.id = $1""",
+        ledger_tx_id,
+    )
+    if row is None:
+        raise NotFound(f"no ledger transaction {ledger_tx_id}", code="ledger_tx_not_found")
+    return ReversibleTx(
+        id=row["id"],
+        kind=LedgerKind(row["kind"]),
+        user_id=row["user_id"],
+        user_amount=row["amount"],
+        reversed_by=row["reversed_by"],
+        intent_id=None if row["intent_id"] is None else str(row["intent_id"]),
+        purchase_signature=row["purchase_signature"],
+    )
+
+
+async def reverse_request(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    ledger_tx_id: int,
+    reason: str,
+    *,
+    policy: AdjustmentPolicy,
+    now: datetime,
+) -> Adjustment:
+    """Request the reversal of a duplicate credit (`/pay-adjust reverse <ledger tx> <reason>`).
+
+    Refuses a debit, a reversal, a negative adjustment, an already reversed transaction and
+    one with a reversal request already waiting, each with its own error code.
+    """
+    original = await reversible_tx(conn, ledger_tx_id)
+    request = reversal_request(original, reason=reason, policy=policy, now=now)
+    return await create(conn, actor, request)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int) -> Adjustment | None:
+    row = await conn.fetchrow(_SELECT + " WHERE id = $1", adjustment_id)
+    return None if row is None else adjustment_from_row(row)
+
+
+async def decisions(conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int) -> list[Decision]:
+    """The decisions taken on a request, oldest first."""
+    rows = await conn.fetch(
+        """SELECT adjustment_id, approver, decision, note, created_at
+           FROM adjustment_decisions WHERE adjustment_id = $1 ORDER BY id""",
+        adjustment_id,
+    )
+    return [_decision_from_row(r) for r in rows]
+
+
+async def list_pending(
+    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 100
+) -> list[Adjustment]:
+    """Requests waiting for approval, oldest first (including any due to expire)."""
+    rows = await conn.fetch(
+        _SELECT + " WHERE status = 'PENDING_APPROVAL' ORDER BY id LIMIT $1", limit
+    )
+    return [adjustment_from_row(r) for r in rows]
+
+
+async def set_thread(
+    conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int, channel: str, ts: str
+) -> None:
+    """Remember the Slack message that asks for approval, so the bot can update it later."""
+    done = await conn.execute(
+        "UPDATE adjustments SET slack_channel = $2, slack_thread_ts = $3 WHERE id = $1",
+        adjustment_id,
+        channel,
+        ts,
+    )
+    if done == "UPDATE 0":
+        raise NotFound(f"no adjustment {adjustment_id}", code="adjustment_not_found")
+
+
+async def current_warnings(conn: asyncpg.Connection | asyncpg.Pool, adj: Adjustment) -> list[str]:
+    """`warnings` against the user's balance right now, for the approval message."""
+    return warnings(adj, await ledger_db.balance(conn, adj.user_id))
+
+
+async def decide(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    adjustment_id: int,
+    decision: DecisionKind,
+    policy: AdjustmentPolicy,
+    now: datetime,
+    *,
+    note: str | None = None,
+) -> DecisionResult:
+    """Record one manager's decision; apply or reject the request when it is settled.
+
+    Everything happens in one database transaction, exactly once per request. A request
+    found past its expiry is marked EXPIRED (and audited) before `adjustment_expired` is
+    raised, so the refusal and the state agree.
+    """
+    if note is not None and len(note) > 500:
+        raise InvalidInput("the note is at most 500 characters", code="invalid_note")
+    refused: Conflict | None = None
+    async with conn.transaction():
+        row = await conn.fetchrow(_SELECT + " WHERE id = $1 FOR UPDATE", adjustment_id)
+        if row is None:
+            raise NotFound(f"no adjustment {adjustment_id}", code="adjustment_not_found")
+        adj = adjustment_from_row(row)
+        try:
+            outcome = judge(
+                adj, await decisions(conn, adjustment_id), actor.id, decision, policy, now, note
+            )
+        except Conflict as exc:
+            if exc.code != "adjustment_expired":
+                raise
+            # commit the expiry, then refuse: raising here would roll it back
+            await _close(conn, actor, adj, AdjustmentStatus.EXPIRED, now)
+            refused = exc
+        else:
+            return await _settle(conn, actor, adj, outcome, now)
+    assert refused is not None
+    raise refused
+
+
+async def _settle(
+    conn: asyncpg.Connection, actor: Actor, adj: Adjustment, outcome: Outcome, now: datetime
+) -> DecisionResult:
+    decision = outcome.decision
+    await conn.execute(
+        """INSERT INTO adjustment_decisions (adjustment_id, approver, decision, note, created_at)
+           VALUES ($1, $2, $3, $4, $5)""",
+        decision.adjustment_id,
+        decision.approver,
+        decision.decision.value,
+        decision.note,
+        decision.created_at,
+    )
+    await audit.record(
+        conn,
+        actor,
+        action="adjustment.decision",
+        subject=_subject(adj),
+        after={"decision": decision.decision.value, "note": decision.note},
+    )
+    ledger_tx = balance = None
+    if outcome.resolution is Resolution.APPLY:
+        adj, ledger_tx, balance = await _apply(conn, actor, adj, outcome.approvers, now)
+    elif outcome.resolution is Resolution.REJECT:
+        adj = await _close(conn, actor, adj, AdjustmentStatus.REJECTED, now, note=decision.note)
+    return DecisionResult(
+        adjustment=adj,
+        decision=decision,
+        resolution=outcome.resolution,
+        approvers=outcome.approvers,
+        approvals_required=outcome.approvals_required,
+        ledger_tx=ledger_tx,
+        balance=balance,
+    )
+
+
+async def _apply(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    adj: Adjustment,
+    approvers: tuple[str, ...],
+    now: datetime,
+) -> tuple[Adjustment, int, int]:
+    before = await ledger_db.lock_balance(conn, adj.user_id)
+    try:
+        ledger_tx = await ledger_db.post(
+            conn,
+            kind=adj.ledger_kind,
+            postings=adjustment_postings(adj.user_id, adj.credits),
+            created_by=actor.id,
+            description=f"adjustment {adj.id} ({adj.kind.value}): {adj.reason}",
+            idempotency_key=f"adjustment:{adj.id}",
+            reverses_id=adj.reverses_ledger_tx,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        # the row lock makes a second apply of this request impossible; what is left is a
+        # reversal of a transaction that something else reversed meanwhile
+        raise Conflict(
+            f"ledger transaction {adj.reverses_ledger_tx} is already reversed",
+            code="already_reversed",
+        ) from exc
+    row = await conn.fetchrow(
+        f"""UPDATE adjustments SET status = 'APPLIED', applied_ledger_tx = $2, decided_at = $3
+           WHERE id = $1 RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
+        adj.id,
+        ledger_tx,
+        now,
+    )
+    applied = adjustment_from_row(row)
+    after = before + adj.credits
+    await audit.record(
+        conn,
+        actor,
+        action="adjustment.apply",
+        subject=_subject(adj),
+        before={"status": adj.status.value, "balance": before},
+        after={
+            **_facts(applied),
+            "balance": after,
+            "ledger_tx": ledger_tx,
+            "approvers": list(approvers),
+        },
+    )
+    return applied, ledger_tx, after
+
+
+async def _close(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    adj: Adjustment,
+    status: AdjustmentStatus,
+    now: datetime,
+    **extra: Any,
+) -> Adjustment:
+    """REJECTED or EXPIRED, with its audit record."""
+    row = await conn.fetchrow(
+        f"""UPDATE adjustments SET status = $2, decided_at = $3
+           WHERE id = $1 RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
+        adj.id,
+        status.value,
+        now,
+    )
+    closed = adjustment_from_row(row)
+    action = {AdjustmentStatus.REJECTED: "reject", AdjustmentStatus.EXPIRED: "expire"}[status]
+    await audit.record(
+        conn,
+        actor,
+        action=f"adjustment.{action}",
+        subject=_subject(adj),
+        before={"status": adj.status.value},
+        after={**_facts(closed), **extra},
+    )
+    return closed
+
+
+async def expire_due(
+    conn: asyncpg.Connection, now: datetime, *, actor: Actor | None = None
+) -> list[Adjustment]:
+    """Mark every pending request past its expiry EXPIRED (audited); returns them.
+
+    Requests being decided right now are skipped (their row is locked): the decision expires
+    them itself if due, or the next run does.
+    """
+    actor = actor or Actor("scheduler", "scheduler")
+    expired: list[Adjustment] = []
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _SELECT
+            + """ WHERE status = 'PENDING_APPROVAL' AND expires_at <= $1
+                          ORDER BY id FOR UPDATE SKIP LOCKED""",
+            now,
+        )
+        for row in rows:
+            adj = adjustment_from_row(row)
+            expired.append(await _close(conn, actor, adj, AdjustmentStatus.EXPIRED, now))
+    return expired
+
+
+def _subject(adj: Adjustment) -> str:
+    return f"adjustment:{adj.id}"
