@@ -123,7 +123,8 @@ def register(
             # pointing at another adjustment is refused.
             message_ts = (body.get("message") or {}).get("ts")
             known = await adjustments_db.get(services.pool, adjustment_id)
-            if known is None or (known.slack_thread_ts and message_ts != known.slack_thread_ts):
+            thread = None if known is None else known.slack_thread_ts
+            if thread is None or message_ts != thread:
                 raise PayopsError(
                     "this button does not belong to that adjustment", code="invalid_action"
                 )

@@ -66,7 +66,8 @@ def judge(totals: ReconTotals) -> list[Finding]:
             Finding(
                 "verified intents vs credit transactions",
                 abs(t.confirmed_intents - t.purchase_transactions),
-                f"{t.confirmed_intents} confirmed intents, {t.purchase_transactions} purchase credits",
+                f"{t.confirmed_intents} confirmed intents, "
+                f"{t.purchase_transactions} purchase credits",
             )
         )
     if t.expected_credits != t.applied_credits:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,16 +34,21 @@ def _with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     external = os.environ.get("PAYOPS_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", delete_on_stop=True)
+    # Not under pytest's tmp_path: pytest prunes old base dirs, which would pull the data
+    # directory from under a server started by a concurrent session.
+    base = Path(tempfile.mkdtemp(prefix="payops-test-pg-"))
+    base.chmod(0o755)  # the server runs as its own system user when tests run as root
+    server = EmbeddedPostgres(base / "data", delete_on_stop=True)
     dsn = server.start_sync()
     asyncio.run(_fast_and_loose(dsn))
     yield dsn
     server.stop_sync()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 async def _fast_and_loose(dsn: str) -> None:

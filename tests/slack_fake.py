@@ -40,6 +40,7 @@ class FakeSlack:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response)
         return app
 
@@ -61,6 +62,8 @@ class FakeSlack:
         return self.url + "api/"
 
     async def _payload(self, request: web.Request) -> dict[str, Any]:
+        if request.method == "GET":
+            return dict(request.query)
         raw = await request.text()
         if request.content_type == "application/json":
             return dict(json.loads(raw or "{}"))
@@ -72,13 +75,19 @@ class FakeSlack:
         if self.rate_limit_next > 0:
             self.rate_limit_next -= 1
             self.calls.append(Call(f"{method}:429", payload))
-            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "0"})
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "0"}
+            )
         self.calls.append(Call(method, payload))
         self.changed.set()
         if method == "auth.test":
-            return web.json_response({"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"})
+            return web.json_response(
+                {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1"}
+            )
         if method == "usergroups.users.list":
-            return web.json_response({"ok": True, "users": self.groups.get(payload.get("usergroup", ""), [])})
+            return web.json_response(
+                {"ok": True, "users": self.groups.get(payload.get("usergroup", ""), [])}
+            )
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             ts = payload.get("ts") or f"{int(time.time())}.{next(self._ts):06d}"
             return web.json_response({"ok": True, "channel": payload.get("channel"), "ts": ts})
@@ -98,14 +107,16 @@ class FakeSlack:
     def responses(self) -> list[dict[str, Any]]:
         return [c.payload for c in self.calls if c.method.startswith("response:")]
 
-    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Any, within: float = 10.0) -> None:
+        async with asyncio.timeout(within):
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
 
 
-def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(
+    body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
     return {
@@ -115,7 +126,9 @@ def signed_headers(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | 
     }
 
 
-def command_body(fake: FakeSlack, command: str, text: str, user: str, response_id: str = "r") -> str:
+def command_body(
+    fake: FakeSlack, command: str, text: str, user: str, response_id: str = "r"
+) -> str:
     return urlencode(
         {
             "token": "legacy",
