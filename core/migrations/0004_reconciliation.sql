@@ -1,0 +1,2 @@
+-- Reconciliation runs, findings and tickets (filled by the reconciliation engine).
+SELECT 1;

@@ -1,0 +1,2 @@
+-- Scheduled job runs and alert bookkeeping.
+SELECT 1;
