@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
         if args.command == "ops":
             from payops.ops_cli import run_ops
+            from payops.up import with_stack_settings
 
+            settings = with_stack_settings(settings)
             return asyncio.run(run_ops(settings, args.operator, args.ops_command, args.ops_args))
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))

@@ -21,6 +21,7 @@ from solders.keypair import Keypair
 
 from api.auth import mint_token
 from core.config import Settings
+from localnet.server import LocalnetInfo
 from localnet.wallet import Wallet
 from payops import compose
 from payops.up import Stack, local_stack, read_stack
@@ -37,20 +38,24 @@ def _say(step: str, detail: Any = "") -> None:
 
 @contextlib.asynccontextmanager
 async def _stack(settings: Settings, own: bool) -> AsyncIterator[Stack]:
+    found = None
     if not own:
         with contextlib.suppress(FileNotFoundError):
             found = read_stack(settings.data_dir)
-            secret = (
-                settings.jwt_secret.get_secret_value()
-                if settings.jwt_secret
-                else compose.dev_jwt_secret(settings.data_dir)
-            )
-            from localnet.server import LocalnetInfo
-
-            yield Stack(
-                found["service_url"], LocalnetInfo(**found["localnet"]), settings.data_dir, secret
-            )
-            return
+    if found is not None:
+        secret = (
+            settings.jwt_secret.get_secret_value()
+            if settings.jwt_secret
+            else compose.dev_jwt_secret(settings.data_dir)
+        )
+        yield Stack(
+            found["service_url"],
+            LocalnetInfo(**found["localnet"]),
+            settings.data_dir,
+            secret,
+            found.get("settings", {}),
+        )
+        return
     _say("no `payops up` stack found: starting a throwaway one")
     with tempfile.TemporaryDirectory(prefix="payops-demo-") as tmp:
         own_settings = settings.model_copy(update={"database_url": None})

@@ -18,11 +18,16 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
 from core import db
 from core.config import Settings
+from localnet.chain import LocalChain
 from localnet.programs import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from localnet.rpc import CHAIN_KEY
 from localnet.server import LocalnetInfo, start_localnet
+from localnet.tokens import build_payment
 from payops import compose
 from payops.cli import SHUTDOWN_TIMEOUT_SECONDS, wait_for_signal
 
@@ -40,6 +45,18 @@ def read_stack(data_dir: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+def with_stack_settings(settings: Settings) -> Settings:
+    """Settings completed from a running `payops up` stack in the same data directory, when
+    the mint is not configured: lets `payops ops` and friends talk to the local stack."""
+    if settings.token_mint is not None:
+        return settings
+    try:
+        found = read_stack(settings.data_dir)
+    except FileNotFoundError:
+        return settings
+    return settings.model_copy(update=found.get("settings", {}))
+
+
 def _next_steps(service_url: str, info: LocalnetInfo, data_dir: Path) -> str:
     env = f"PAYOPS_DATA_DIR={data_dir}"
     return f"""
@@ -54,9 +71,36 @@ Next, in another shell:
        -H 'Content-Type: application/json' -d '{{"credits": 5}}'
   curl -s {service_url}/v1/credits -H "Authorization: Bearer $TOKEN"
   {env} payops demo        # a whole purchase, paid on the local chain, end to end
+  {env} PAYOPS_SLACK_ONCALL=me payops ops --as me smoke     # the runbook on the CLI
 
 Stop with Ctrl-C.
 """
+
+
+SMOKE_AMOUNT = 10_000  # base units of the known-valid smoke payment
+
+
+def _smoke_payment(chain: LocalChain, info: LocalnetInfo) -> dict[str, Any]:
+    """Pay the treasury once with a reference of its own: the known-valid transaction the
+    smoke test (/pay-smoke) verifies against. It is never credited to anyone."""
+    reference = Keypair().pubkey()
+    blockhash, _ = chain.latest_blockhash()
+    tx = build_payment(
+        info.payer_keypair(),
+        blockhash,
+        mint=Pubkey.from_string(info.mint),
+        recipient_owner=Pubkey.from_string(info.treasury_owner),
+        amount=SMOKE_AMOUNT,
+        decimals=info.decimals,
+        token_program=Pubkey.from_string(info.token_program),
+        references=[reference],
+    )
+    chain.process(tx)
+    return {
+        "smoke_signature": str(tx.signatures[0]),
+        "smoke_reference": str(reference),
+        "smoke_amount": SMOKE_AMOUNT,
+    }
 
 
 @dataclass(frozen=True)
@@ -65,6 +109,7 @@ class Stack:
     localnet: LocalnetInfo
     data_dir: Path
     jwt_secret: str
+    chain_settings: dict[str, Any]  # what the stack set: mint, treasury, RPC, smoke payment
 
 
 @contextlib.asynccontextmanager
@@ -78,16 +123,17 @@ async def local_stack(
     )
     try:
         secret = settings.jwt_secret or SecretStr(compose.dev_jwt_secret(data_dir))
+        smoke = _smoke_payment(runner.app[CHAIN_KEY], info)
+        chain_settings = {
+            **smoke,
+            "solana_rpc_url": info.rpc_url,
+            "token_mint": info.mint,
+            "token_program": info.token_program,
+            "treasury_owner": info.treasury_owner,
+            "treasury_token_account": info.treasury_token_account,
+        }
         stack_settings = settings.model_copy(
-            update={
-                "data_dir": data_dir,
-                "solana_rpc_url": info.rpc_url,
-                "token_mint": info.mint,
-                "token_program": info.token_program,
-                "treasury_owner": info.treasury_owner,
-                "treasury_token_account": info.treasury_token_account,
-                "jwt_secret": secret,
-            }
+            update={**chain_settings, "data_dir": data_dir, "jwt_secret": secret}
         )
         async with compose.database(stack_settings) as dsn:
             await db.migrate(dsn)
@@ -103,7 +149,11 @@ async def local_stack(
                     await web.TCPSite(app_runner, "127.0.0.1", port).start()
                     bound = app_runner.addresses[0][1]
                     yield Stack(
-                        f"http://127.0.0.1:{bound}", info, data_dir, secret.get_secret_value()
+                        f"http://127.0.0.1:{bound}",
+                        info,
+                        data_dir,
+                        secret.get_secret_value(),
+                        chain_settings,
                     )
                 finally:
                     await app_runner.cleanup()
@@ -121,7 +171,12 @@ async def up(settings: Settings, args: argparse.Namespace) -> int:
         path.touch(mode=0o600)  # holds the local payer's development key
         path.write_text(
             json.dumps(
-                {"service_url": stack.service_url, "localnet": stack.localnet.to_json()}, indent=2
+                {
+                    "service_url": stack.service_url,
+                    "localnet": stack.localnet.to_json(),
+                    "settings": stack.chain_settings,
+                },
+                indent=2,
             )
         )
         try:
