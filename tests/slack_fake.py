@@ -35,6 +35,7 @@ class FakeSlack:
     rate_limit_next: int = 0  # answer this many calls with 429 first
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     server: TestServer | None = None
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
@@ -42,6 +43,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response)
+        app.router.add_get("/socket", self._socket)
         return app
 
     async def start(self) -> str:
@@ -91,9 +93,26 @@ class FakeSlack:
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             ts = payload.get("ts") or f"{int(time.time())}.{next(self._ts):06d}"
             return web.json_response({"ok": True, "channel": payload.get("channel"), "ts": ts})
+        if method == "apps.connections.open":
+            return web.json_response(
+                {"ok": True, "url": self.url.replace("http", "ws", 1) + "socket"}
+            )
         if method == "views.open":
             return web.json_response({"ok": True, "view": {"id": "V1"}})
         return web.json_response({"ok": True})
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Socket Mode: say hello, then relay envelopes the test sends and record acks."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {}})
+        self.changed.set()
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                self.calls.append(Call("socket:ack", json.loads(message.data)))
+                self.changed.set()
+        return ws
 
     async def _response(self, request: web.Request) -> web.Response:
         payload = await self._payload(request)

@@ -482,3 +482,48 @@ async def test_web_api_rate_limit_is_retried(rig: SlackRig) -> None:
     assert len(limited) == 1
     # The same call went through on the retry.
     assert rig.fake.of(limited[0])
+
+
+async def test_socket_mode_connects_at_start_and_runs_commands(pool: asyncpg.Pool) -> None:
+    fake = FakeSlack()
+    await fake.start()
+    svc = build_services(
+        pool,
+        ScriptedVerifier(),
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_app_token="xapp-test-token",
+        slack_api_url=fake.api_url(),
+        slack_oncall=ONCALL,
+    )
+    app = create_app(svc)
+    add_slack(app, svc, rpc=None)
+    try:
+        async with TestClient(TestServer(app)):
+            await fake.wait_for(lambda: bool(fake.sockets))
+            payload = {
+                "command": "/pay-gate",
+                "text": "status",
+                "user_id": ONCALL,
+                "team_id": "T1",
+                "channel_id": "C_OPS",
+                "response_url": f"{fake.url}response/socket",
+                "trigger_id": "t",
+                "api_app_id": "A1",
+            }
+            await fake.sockets[0].send_json(
+                {
+                    "envelope_id": "env-1",
+                    "type": "slash_commands",
+                    "payload": payload,
+                    "accepts_response_payload": True,
+                }
+            )
+            await fake.wait_for(
+                lambda: bool(fake.of("socket:ack")) and bool(fake.of("response:socket"))
+            )
+            assert fake.of("socket:ack")[0]["envelope_id"] == "env-1"
+            assert "Verify gate" in fake.of("response:socket")[-1]["text"]
+            assert fake.of("apps.connections.open")
+    finally:
+        await fake.close()

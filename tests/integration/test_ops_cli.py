@@ -1,0 +1,89 @@
+"""`payops ops`: the Slack commands on the command line, as a named operator."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import Settings
+from payops.ops_cli import run_ops
+from tests.support import make_settings
+
+
+def _settings(database_url: str) -> Settings:
+    return make_settings(
+        database_url=database_url,
+        slack_oncall="U_ONCALL",
+        slack_managers="U_MGR,U_MGR2",
+        solana_rpc_url="http://127.0.0.1:9",  # the CLI must work while the RPC is down
+    )
+
+
+async def test_gate_through_the_cli_is_audited_as_the_operator(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(database_url)
+    assert (
+        await run_ops(settings, "U_ONCALL", "gate", ["close", "slack is down, duplicates seen"])
+        == 0
+    )
+    assert "Verify CLOSED by U_ONCALL" in capsys.readouterr().out
+    assert await run_ops(settings, "U_ONCALL", "gate", ["open"]) == 1
+    assert "smoke test" in capsys.readouterr().err
+    assert await run_ops(settings, "U_ONCALL", "gate", ["status"]) == 0
+    assert "verify: CLOSED" in capsys.readouterr().out
+
+
+async def test_unknown_operator_is_refused(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_ops(_settings(database_url), "U_NOBODY", "gate", ["close", "x"]) == 1
+    assert "not on call" in capsys.readouterr().err
+
+
+async def test_adjustment_requested_and_approved_on_the_cli(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(database_url)
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["alice", "+12", "missing credit"]) == 0
+    out = capsys.readouterr().out
+    assert "Adjustment #1: +12 credits for alice" in out
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["approve", "1"]) == 1
+    assert "manager" in capsys.readouterr().err
+    assert await run_ops(settings, "U_MGR", "adjust", ["approve", "1"]) == 0
+    assert "APPLIED" in capsys.readouterr().out
+    assert await run_ops(settings, "U_ONCALL", "triage", ["alice"]) == 0
+    assert "ledger tx" in capsys.readouterr().out
+
+
+async def test_incident_closeout_on_the_cli(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(database_url)
+    assert await run_ops(settings, "U_ONCALL", "incident", ["open", "missing", "credits"]) == 0
+    assert await run_ops(settings, "U_ONCALL", "incident", ["close"]) == 1
+    assert "closeout" in capsys.readouterr().err
+    closed = await run_ops(
+        settings,
+        "U_ONCALL",
+        "incident",
+        [
+            "close",
+            "--root-cause",
+            "rpc",
+            "--affected-users",
+            "alice",
+            "--corrective-action",
+            "adjusted",
+            "--prevention-action",
+            "alert",
+        ],
+    )
+    assert closed == 0
+    assert "root cause: rpc" in capsys.readouterr().out
+
+
+async def test_help_needs_no_authorization(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_ops(_settings(database_url), "U_NOBODY", "recon", ["help"]) == 0
+    assert "/pay-recon" in capsys.readouterr().out
