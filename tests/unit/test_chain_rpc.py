@@ -4,116 +4,25 @@ real node (rate limits, 5xx, slowness, garbage, errors, refusal)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from core.chain.rpc import RpcUnavailable, SolanaRpc
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "solana"
-SPL_FIXTURE = "keyapp_validGetSendSPLTransactionResponse_jsonParsed.json"
-SIG = "2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E"
-OTHER_SIG = (
-    "5QMfuqThWSMMpLCRe3tk7qn7iSwWKfJV8EvD1ZPvyqAWa7Z2JftZ4rPq8YCxCwzSykX7dMkDB8RrovQMoL9ZZWKY"
+from tests.fake_node import (
+    FIXTURES,
+    OTHER_SIG,
+    SIG,
+    SPL_FIXTURE,
+    TX,
+    FakeNode,
+    Reply,
+    load_fixture_result,
+    refused_url,
+    running_node,
 )
-_UNSET: Any = object()
-TX: dict[str, Any] = {"slot": 5, "transaction": {"signatures": [SIG]}, "meta": {"err": None}}
-
-
-def load_fixture_result(name: str) -> dict[str, Any]:
-    """The `result` of a captured getTransaction response; skips the test if it is absent."""
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"captured Solana responses not found at {path}")
-    data = json.loads(path.read_text())
-    return data["result"] if "jsonrpc" in data else data  # type: ignore[no-any-return]
-
-
-@dataclass
-class Reply:
-    """One scripted answer: a JSON-RPC result or error, or a raw HTTP status/body."""
-
-    result: Any = _UNSET
-    error: dict[str, Any] | None = None
-    status: int = 200
-    raw: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-@dataclass
-class FakeNode:
-    """Answers from `script` in order, then from `results` by method."""
-
-    url: str = ""
-    script: list[Reply] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-
-    def methods(self) -> list[str]:
-        return [r["method"] for r in self.requests]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.arrivals.append(time.monotonic())
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            payload = await request.json()
-            self.requests.append(payload)
-            if self.script:
-                reply = self.script.pop(0)
-            elif payload["method"] in self.results:
-                reply = Reply(result=self.results[payload["method"]])
-            else:
-                reply = Reply(error={"code": -32601, "message": "Method not found"})
-            if reply.delay:
-                await asyncio.sleep(reply.delay)
-            if reply.raw is not None:
-                return web.Response(status=reply.status, body=reply.raw, headers=reply.headers)
-            envelope: dict[str, Any] = {"jsonrpc": "2.0", "id": payload["id"]}
-            if reply.error is not None:
-                envelope["error"] = reply.error
-            else:
-                envelope["result"] = None if reply.result is _UNSET else reply.result
-            return web.json_response(envelope, status=reply.status, headers=reply.headers)
-        finally:
-            self.in_flight -= 1
-
-
-@asynccontextmanager
-async def running_node() -> AsyncIterator[FakeNode]:
-    """A FakeNode served over HTTP on an ephemeral loopback port (its `url`)."""
-    node = FakeNode()
-    app = web.Application()
-    app.router.add_post("/", node.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    node.url = str(server.make_url("/"))
-    try:
-        yield node
-    finally:
-        await server.close()
-
-
-def refused_url() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
 
 MakeRpc = Callable[..., SolanaRpc]
 FAST: dict[str, Any] = {

@@ -23,8 +23,7 @@ from core.chain.verdict import (
     Rejected,
     Verdict,
 )
-from tests.unit.test_chain_rpc import (
-    FAST,
+from tests.fake_node import (
     SIG,
     SPL_FIXTURE,
     FakeNode,
@@ -33,6 +32,7 @@ from tests.unit.test_chain_rpc import (
     refused_url,
     running_node,
 )
+from tests.unit.test_chain_rpc import FAST
 
 GRACE = timedelta(minutes=10)
 BLOCK_TIME = datetime.fromtimestamp(1679899845, tz=UTC)  # the SPL fixture's blockTime
