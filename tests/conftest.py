@@ -64,7 +64,7 @@ async def _fast_and_loose(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-async def template_db(pg_admin_dsn: str) -> AsyncIterator[str]:
+async def template_db(pg_admin_dsn: str) -> str:
     admin = await asyncpg.connect(pg_admin_dsn)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
@@ -103,10 +103,11 @@ class DatabaseFactory:
         self._next: asyncio.Task[tuple[str, str]] | None = None
 
     async def take(self) -> tuple[str, str]:
+        # Swap in the next prefetch before awaiting this one, so concurrent takers never
+        # share a database.
         task = self._next or asyncio.ensure_future(new_database(self.admin_dsn, self.template))
-        made = await task
         self._next = asyncio.ensure_future(new_database(self.admin_dsn, self.template))
-        return made
+        return await task
 
     async def close(self) -> None:
         if self._next is not None:

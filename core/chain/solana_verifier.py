@@ -8,6 +8,7 @@ a rejection — it is Pending(RPC_UNAVAILABLE), and the frontend tries again lat
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -26,6 +27,8 @@ from core.chain.verdict import (
 )
 
 __all__ = ["SolanaVerifier", "is_valid_signature"]
+
+log = logging.getLogger("payops.chain")
 
 # base58 of 64 bytes is at most 88 characters; refusing longer input before decoding keeps
 # base58's quadratic decode away from hostile input.
@@ -64,6 +67,8 @@ class SolanaVerifier:
         try:
             result = await self._rpc.get_transaction(signature)
         except RpcUnavailable as exc:
+            # The one place an RPC outage surfaces: say so in the logs, not only in metrics.
+            log.warning("Solana RPC unavailable: %s", exc, extra={"tx_signature": signature})
             return Pending(PendingReason.RPC_UNAVAILABLE, str(exc))
         if result is None:
             not_final = await self._seen_below_commitment(signature)
