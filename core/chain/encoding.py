@@ -14,7 +14,6 @@ leaves is `MalformedTransaction` (re-exported by `core.chain.transfers`, its pub
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -219,7 +218,7 @@ def _decode_base64(transaction: Sequence[object]) -> DecodedMessage:
         raise MalformedTransaction(f"transaction[0]: {len(text)} chars is too long")
     try:
         wire = base64.b64decode(text, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
         raise MalformedTransaction(f"transaction[0]: bad base64 ({exc})") from exc
     try:
         tx = VersionedTransaction.from_bytes(wire)

@@ -300,7 +300,7 @@ async def test_a_signature_that_paid_one_intent_is_refused_for_any_other(
 @pytest.mark.parametrize(
     ("signature", "code"),
     [
-        ("not-a-signature", "invalid_request"),  # refused by the request schema
+        ("not-a-signature", "invalid_signature"),
         (12345, "invalid_request"),
         ("1" * 88, "invalid_signature"),  # base58, but 88 bytes, not 64
         ("0OIl" * 22, "invalid_signature"),  # not base58

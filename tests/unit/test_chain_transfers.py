@@ -837,3 +837,10 @@ def test_parse_rejects_what_is_not_a_transaction_object(response: object) -> Non
 def test_parse_rejects_an_envelope_without_result(envelope: dict[str, Any]) -> None:
     with pytest.raises(MalformedTransaction, match="envelope without result"):
         parse_transaction(envelope)
+
+
+def test_non_ascii_base64_transaction_is_malformed_not_a_crash() -> None:
+    # base64.b64decode raises a plain ValueError (not binascii.Error) for non-ASCII text.
+    result = {"slot": 1, "meta": {"err": None}, "transaction": ["é" * 12, "base64"]}
+    with pytest.raises(MalformedTransaction, match="base64"):
+        parse_transaction(result)
