@@ -79,8 +79,10 @@ async def _errors_to_json(request: web.Request, handler: Handler) -> web.StreamR
             code = {404: "route_not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
                 exc.status, "http_error"
             )
+            # Keep what HTTP requires of the answer, e.g. `Allow` on a 405 (RFC 9110).
+            kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             return json_response(
-                {"error": {"code": code, "message": exc.reason}}, status=exc.status
+                {"error": {"code": code, "message": exc.reason}}, status=exc.status, headers=kept
             )
         raise
     except DATABASE_DOWN as exc:

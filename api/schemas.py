@@ -24,7 +24,11 @@ class _Strict(BaseModel):
 class CreateIntentRequest(_Strict):
     credits: int = Field(ge=1, le=10**12, description="How many credits to buy")
     wallet: str | None = Field(
-        default=None, min_length=32, max_length=44, description="The payer's wallet (optional)"
+        default=None,
+        min_length=32,
+        max_length=44,
+        pattern=r"^[1-9A-HJ-NP-Za-km-z]+$",
+        description="The payer's wallet (optional): a base58 public key",
     )
 
 
