@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import schemathesis
-from schemathesis import checks
 from aiohttp import web
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from api.app import create_app
 from api.openapi import openapi_document
