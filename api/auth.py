@@ -2,10 +2,16 @@
 
 HS256 with `PAYOPS_JWT_SECRET`, or RS256 with `PAYOPS_JWT_PUBLIC_KEY`; `iss` and `aud` are
 checked when configured. Internal services carry the scope `credits:debit` to spend credits.
+
+A client sends the same token with every request until it expires, so a verified token is
+remembered (bounded, least recently used first out) and only its expiry is checked again:
+the signature and the claims of a given token string cannot change.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +22,8 @@ from core.errors import ConfigError, Forbidden, Unauthorized
 
 DEBIT_SCOPE = "credits:debit"
 MAX_SUB_LENGTH = 200
+LEEWAY_SECONDS = 5
+VERIFIED_TOKENS = 10_000  # remembered verified tokens (a few MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,17 +44,27 @@ class TokenVerifier:
             raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        # token -> (principal, exp): tokens verified before, still to be checked for expiry
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def verify(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization: Bearer <jwt>` header, or `Unauthorized`."""
         if not authorization:
             raise Unauthorized("missing bearer token", code="missing_token")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthorized("expected an Authorization: Bearer token", code="invalid_token")
+        known = self._verified.get(token)
+        if known is not None:
+            principal, exp = known
+            if time.time() < exp + LEEWAY_SECONDS:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]  # expired: decoding it again says so
         try:
             claims = jwt.decode(
-                token.strip(),
+                token,
                 self._key,
                 algorithms=self._algorithms,
                 issuer=self._issuer,
@@ -56,7 +74,7 @@ class TokenVerifier:
                     "verify_aud": self._audience is not None,
                     "verify_iss": self._issuer is not None,
                 },
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the token has expired", code="token_expired") from exc
@@ -67,7 +85,13 @@ class TokenVerifier:
             raise Unauthorized("the token's sub is not a valid user id", code="invalid_token")
         scope = claims.get("scope", "")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-        return Principal(sub=sub, scopes=scopes)
+        principal = Principal(sub=sub, scopes=scopes)
+        # A token with `nbf` is not remembered: its validity also starts at a time.
+        if "nbf" not in claims:
+            self._verified[token] = (principal, float(claims["exp"]))
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        return principal
 
 
 def require_scope(principal: Principal, scope: str) -> None:

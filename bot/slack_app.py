@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import interactions, ops
+from bot.alerts import register_alert_actions
 from bot.authz import Roles
 from bot.context import OpsContext
 from bot.replies import Reply
@@ -69,6 +70,7 @@ def create_bolt_app(services: Services, rpc: SolanaRpc | None) -> AsyncApp:
     for name in COMMANDS:
         app.command(f"/pay-{name}")(_command_handler(name, roles, context_for))
     interactions.register(app, services, roles, context_for)
+    register_alert_actions(app, services, roles, context_for)
     return app
 
 

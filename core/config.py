@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    # Rate limits on the public API (per replica; 0 turns one off)
+    rate_limit_per_ip_per_second: float = Field(default=50.0, ge=0, le=100_000)
+    rate_limit_per_ip_burst: int = Field(default=100, ge=1, le=1_000_000)
+    rate_limit_per_user_per_second: float = Field(default=10.0, ge=0, le=100_000)
+    rate_limit_per_user_burst: int = Field(default=30, ge=1, le=1_000_000)
+    trust_forwarded_for: bool = False  # behind a load balancer that sets X-Forwarded-For
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Solana
@@ -91,6 +97,22 @@ class Settings(BaseSettings):
     # Adjustments: above this many credits (either way) two distinct managers must approve
     adjust_two_approvals_above: int = Field(default=1000, ge=0, le=10**12)
     adjust_ttl_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+
+    # Scheduled jobs (bot/scheduler.py): every replica runs the scheduler; each tick of each
+    # job runs on one of them. Intervals in seconds, ticks aligned to multiples of them.
+    scheduler_enabled: bool = True
+    reconcile_interval_seconds: float = Field(default=300.0, ge=0.2, le=86400)
+    reconcile_full_every_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    recovery_interval_seconds: float = Field(default=60.0, ge=0.2, le=86400)
+    recovery_batch_size: int = Field(default=100, ge=1, le=10_000)
+    recovery_min_age_seconds: int = Field(default=60, ge=0, le=86400)
+    expire_interval_seconds: float = Field(default=60.0, ge=0.2, le=86400)
+    audit_seal_interval_seconds: float = Field(default=2.0, ge=0.2, le=3600)
+    summary_interval_seconds: float = Field(default=86400.0, ge=0.2, le=7 * 86400)
+    housekeeping_interval_seconds: float = Field(default=3600.0, ge=0.2, le=86400)
+    job_runs_retention_days: int = Field(default=7, ge=1, le=3650)
+    # A finding still open this long after its alert is posted once more, to the managers.
+    alert_escalate_after_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
 
     # Smoke test: a known-valid payment to the treasury, kept for /pay-smoke (never credited)
     smoke_signature: str | None = None

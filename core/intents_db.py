@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 
+from core.audit import Actor
 from core.intents import Intent, IntentStatus
 
 _COLUMNS = """id, user_id, credits, amount, mint, token_program, recipient,
@@ -15,6 +17,11 @@ _COLUMNS = """id, user_id, credits, amount, mint, token_program, recipient,
 
 _SELECT = f"SELECT {_COLUMNS} FROM purchase_intents WHERE id = $1"  # noqa: S608 (constants only)
 _SELECT_FOR_UPDATE = _SELECT + " FOR UPDATE"
+# The intent, and the intent its would-be signature already paid for (the verify pre-check).
+_SELECT_FOR_VERIFY = f"""SELECT {_COLUMNS},
+        (SELECT intent_id FROM ledger_transactions WHERE purchase_signature = $2)
+            AS signature_owner
+    FROM purchase_intents WHERE id = $1"""  # noqa: S608 (constants only)
 
 
 def intent_from_row(row: Any) -> Intent:
@@ -68,6 +75,16 @@ async def get(
 ) -> Intent | None:
     row = await conn.fetchrow(_SELECT_FOR_UPDATE if for_update else _SELECT, intent_id)
     return None if row is None else intent_from_row(row)
+
+
+async def get_for_verify(
+    conn: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID, signature: str
+) -> tuple[Intent | None, uuid.UUID | None]:
+    """The intent, and the intent `signature` already credited (if any), in one query."""
+    row = await conn.fetchrow(_SELECT_FOR_VERIFY, intent_id, signature)
+    if row is None:
+        return None, None
+    return intent_from_row(row), row["signature_owner"]
 
 
 async def intent_of_signature(
@@ -126,3 +143,101 @@ async def record_attempt(
         detail,
         request_id,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A verification attempt to record (see `record_attempt`)."""
+
+    signature: str
+    source: str
+    outcome: str
+    code: str | None
+    detail: str | None
+    request_id: str | None
+
+
+# One statement: the intent CONFIRMED, its attempt, its audit record (the row
+# `audit.record` writes) and the user's balance after the credit posted earlier in the
+# same transaction.
+CONFIRM_SQL = """
+    WITH confirmed AS (
+        UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = $2,
+            received_amount = $3, confirmed_at = now(), updated_at = now()
+        WHERE id = $1 RETURNING confirmed_at
+    ), attempt AS (
+        INSERT INTO verification_attempts
+            (intent_id, user_id, signature, source, outcome, code, detail, request_id)
+        VALUES ($1, $4, $2, $5, $6, $7, $8, $9)
+    ), audit AS (
+        INSERT INTO audit_log (actor, source, action, subject, before, after, request_id)
+        VALUES ($10, $11, 'intent.confirm', 'intent:' || $1::text, $12, $13, $9)
+    )
+    SELECT (SELECT confirmed_at FROM confirmed) AS confirmed_at,
+           coalesce((SELECT balance FROM user_balances WHERE user_id = $4), 0) AS balance"""
+
+
+async def confirm(
+    conn: asyncpg.Connection,
+    intent: Intent,
+    *,
+    received: int,
+    attempt: Attempt,
+    actor: Actor,
+    facts: dict[str, Any],
+) -> tuple[Intent, int]:
+    """Mark the (locked) intent CONFIRMED by `attempt.signature`, record the attempt and the
+    `intent.confirm` audit record with `facts`, in the caller's transaction, in one round
+    trip. Returns the intent as confirmed and the user's balance."""
+    row = await conn.fetchrow(
+        CONFIRM_SQL,
+        intent.id,
+        attempt.signature,
+        received,
+        intent.user_id,
+        attempt.source,
+        attempt.outcome,
+        attempt.code,
+        attempt.detail,
+        attempt.request_id,
+        actor.id,
+        actor.source,
+        {"status": intent.status.value},
+        facts,
+    )
+    assert row is not None
+    confirmed = replace(
+        intent,
+        status=IntentStatus.CONFIRMED,
+        tx_signature=attempt.signature,
+        received_amount=received,
+        confirmed_at=row["confirmed_at"],
+    )
+    return confirmed, int(row["balance"])
+
+
+_ATTEMPT_AND_BALANCE = """
+    WITH attempt AS (
+        INSERT INTO verification_attempts
+            (intent_id, user_id, signature, source, outcome, code, detail, request_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    )
+    SELECT coalesce((SELECT balance FROM user_balances WHERE user_id = $2), 0)"""
+
+
+async def record_attempt_and_balance(
+    conn: asyncpg.Connection | asyncpg.Pool, intent: Intent, attempt: Attempt
+) -> int:
+    """Record `attempt` and read the intent's user's balance, in one round trip."""
+    value = await conn.fetchval(
+        _ATTEMPT_AND_BALANCE,
+        intent.id,
+        intent.user_id,
+        attempt.signature,
+        attempt.source,
+        attempt.outcome,
+        attempt.code,
+        attempt.detail,
+        attempt.request_id,
+    )
+    return int(value)

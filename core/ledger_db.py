@@ -43,11 +43,13 @@ async def post(
     Must run inside the caller's database transaction: the zero-sum check runs at commit,
     and unique constraints (one purchase credit per signature and per intent, one reversal
     per transaction, one debit per idempotency key) raise `asyncpg.UniqueViolationError`.
+
+    One statement (one round trip on the credit path) writes the transaction and the
+    entries of every account that exists; a first posting to a user creates the account
+    and adds its entry after (the entry trigger allows it: same database transaction).
     """
-    tx_id = await conn.fetchval(
-        """INSERT INTO ledger_transactions (kind, intent_id, purchase_signature,
-               idempotency_key, reverses_id, description, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
+    row = await conn.fetchrow(
+        POST_SQL,
         kind.value,
         intent_id,
         purchase_signature,
@@ -55,13 +57,44 @@ async def post(
         reverses_id,
         description,
         created_by,
+        [p.account for p in postings],
+        [p.amount for p in postings],
     )
-    ids = [await account_id(conn, p.account) for p in postings]
-    await conn.executemany(
-        "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
-        [(tx_id, acct, p.amount) for acct, p in zip(ids, postings, strict=True)],
+    assert row is not None
+    tx_id = int(row["id"])
+    for ordinal in row["missing"]:
+        posting = postings[ordinal - 1]
+        await conn.execute(
+            "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
+            tx_id,
+            await account_id(conn, posting.account),
+            posting.amount,
+        )
+    return tx_id
+
+
+# The ledger transaction and its entries in one statement. Entries are inserted in posting
+# order; `missing` lists (1-based) the postings whose account does not exist yet. The entry
+# trigger and the foreign keys run at the end of the statement, when the transaction row is
+# visible to them.
+POST_SQL = """
+    WITH tx AS (
+        INSERT INTO ledger_transactions (kind, intent_id, purchase_signature,
+            idempotency_key, reverses_id, description, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+    ), postings AS (
+        SELECT p.ordinal, p.amount, a.id AS account_id
+        FROM unnest($8::text[], $9::bigint[]) WITH ORDINALITY AS p(name, amount, ordinal)
+        LEFT JOIN accounts a ON a.name = p.name
+    ), entries AS (
+        INSERT INTO ledger_entries (transaction_id, account_id, amount)
+        SELECT tx.id, postings.account_id, postings.amount
+        FROM tx, postings WHERE postings.account_id IS NOT NULL
+        ORDER BY postings.ordinal
     )
-    return int(tx_id)
+    SELECT (SELECT id FROM tx) AS id,
+           array(SELECT ordinal FROM postings WHERE account_id IS NULL ORDER BY ordinal)
+               AS missing"""
 
 
 async def balance(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> int:

@@ -39,3 +39,53 @@ class Metrics:
         self.gate_open = Gauge(
             "payops_gate_open", "1 when a gate switch is open", ["switch"], registry=self.registry
         )
+        # Reconciliation (set after every scheduled run) and the scheduled jobs.
+        self.recon_drift = Gauge(
+            "payops_recon_drift",
+            "Drift of the latest reconciliation run (expected minus applied)",
+            ["unit"],
+            registry=self.registry,
+        )
+        self.recon_open_findings = Gauge(
+            "payops_recon_open_findings",
+            "Open findings of the latest reconciliation run, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.recon_last_run = Gauge(
+            "payops_recon_last_run_timestamp_seconds",
+            "When the latest reconciliation run finished (Unix time)",
+            registry=self.registry,
+        )
+        self.job_runs = Counter(
+            "payops_job_runs_total",
+            "Scheduled job ticks on this replica by job and outcome (skipped: another "
+            "replica ran the tick, or holds the job)",
+            ["job", "outcome"],
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "payops_job_run_seconds",
+            "Duration of scheduled job runs",
+            ["job"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900),
+            registry=self.registry,
+        )
+        self.recovery_outcomes = Counter(
+            "payops_recovery_outcomes_total",
+            "Intents looked up by the recovery sweep, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._finding_kinds: set[str] = set()
+
+    def set_recon(
+        self, *, drift_credits: int, drift_tokens: int, open_by_kind: dict[str, int], at: float
+    ) -> None:
+        """Publish a reconciliation run; kinds no longer open drop to 0 (not vanish)."""
+        self.recon_drift.labels("credits").set(drift_credits)
+        self.recon_drift.labels("tokens").set(drift_tokens)
+        self._finding_kinds |= set(open_by_kind)
+        for kind in self._finding_kinds:
+            self.recon_open_findings.labels(kind).set(open_by_kind.get(kind, 0))
+        self.recon_last_run.set(at)

@@ -93,6 +93,24 @@ async def verify_intent(
     """
     signature = parse_signature(raw_signature)
     intent = await get_intent(svc, actor.id, intent_id)
+    await _require_gate_open(svc)
+    return await _verify_checked(svc, actor, intent, signature)
+
+
+async def verify_for_recovery(
+    svc: Services, actor: Actor, intent: Intent, signature: str
+) -> VerifyResult:
+    """The system-side verify (the recovery sweep): `verify_intent` without the owner check.
+
+    The same rules, the same attempt records (source 'recovery' for a scheduler actor) and
+    the same exactly-once `credit_in`; raises what `verify_intent` raises (Conflict,
+    Unprocessable, VerifyPaused when the operators closed the gate)."""
+    signature = parse_signature(signature)
+    await _require_gate_open(svc)
+    return await _verify_checked(svc, actor, intent, signature)
+
+
+async def _require_gate_open(svc: Services) -> None:
     if not (await svc.gate.state()).verify.is_open:
         svc.metrics.verify_outcomes.labels("paused", "verify_paused").inc()
         raise VerifyPaused(
@@ -100,6 +118,10 @@ async def verify_intent(
             retry_after=VERIFY_RETRY_AFTER_SECONDS,
         )
 
+
+async def _verify_checked(
+    svc: Services, actor: Actor, intent: Intent, signature: str
+) -> VerifyResult:
     try:
         if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
             return await _already_credited(svc, actor, intent, signature)
@@ -164,7 +186,7 @@ async def credit_in(
         conn,
         intent=locked,
         signature=signature,
-        source=actor.source,
+        source=attempt_source(actor),
         outcome="duplicate" if duplicate else "confirmed",
         code=flags or None,
         detail=f"received {verdict.received} at slot {verdict.slot}",
@@ -229,7 +251,7 @@ async def _reject(
             conn,
             intent=intent,
             signature=signature,
-            source=actor.source,
+            source=attempt_source(actor),
             outcome="rejected",
             code=verdict.code.value,
             detail=verdict.message[:500],
@@ -262,12 +284,17 @@ async def _record(
         svc.pool,
         intent=intent,
         signature=signature,
-        source=actor.source,
+        source=attempt_source(actor),
         outcome=outcome,
         code=code,
         detail=detail[:500],
         request_id=actor.request_id,
     )
+
+
+def attempt_source(actor: Actor) -> str:
+    """Where an attempt came from: the scheduler's re-checks are the recovery sweep's."""
+    return "recovery" if actor.source == "scheduler" else actor.source
 
 
 def is_expired(intent: Intent, now: datetime) -> bool:

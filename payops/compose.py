@@ -28,6 +28,7 @@ from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
 from core.services import Services
+from payops.preflight_checks import public_url
 
 log = logging.getLogger("payops")
 
@@ -113,7 +114,7 @@ async def _payment_on_chain(
     except RpcUnavailable as exc:
         raise ConfigError(
             f"cannot read PAYOPS_TOKEN_MINT from PAYOPS_SOLANA_RPC_URL "
-            f"({settings.solana_rpc_url}): {exc}"
+            f"({public_url(settings.solana_rpc_url)}): {exc}"
         ) from exc
     for note in check.notes:
         log.warning("payment configuration: %s", note)
@@ -144,15 +145,26 @@ def service_app(running: Running) -> web.Application:
         add_slack(app, svc, running.rpc)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_seal_audit_log(svc.pool))
+        # Without the scheduler (PAYOPS_SCHEDULER_ENABLED=false) this replica still seals
+        # the audit log; sealing is serialized in the database, so replicas never clash.
+        task = None
+        if not svc.settings.scheduler_enabled:
+            task = asyncio.create_task(_seal_audit_log(svc.pool))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(Exception):
             await audit.seal(svc.pool)
 
     app.cleanup_ctx.append(background)
+    if svc.settings.scheduler_enabled:
+        from bot.scheduler import scheduler_context
+
+        # After `background`: cleanup runs in reverse, so the scheduler stops first and
+        # the final seal chains whatever its last runs wrote.
+        app.cleanup_ctx.append(scheduler_context(svc, running.rpc))
     return app
 
 

@@ -2,8 +2,9 @@
 
 `SolanaRpc` answers the few calls payops needs and hides the unreliable parts of talking to a
 node: a timeout per attempt, bounded retries with exponential backoff and jitter (honouring a
-429's `Retry-After`), a bound on requests in flight, and an LRU cache of finalized
-transactions. Every answer is the node's own JSON `result`, as plain Python values.
+429's `Retry-After`), a bound on requests in flight, an LRU cache of finalized transactions,
+and one request for concurrent `getTransaction` calls of one signature. Every answer is the
+node's own JSON `result`, as plain Python values.
 
 Exceptions:
 
@@ -13,15 +14,16 @@ Exceptions:
                      Callers turn it into Pending(RPC_UNAVAILABLE); it never means "rejected".
     ValueError       a programming error in the arguments (checked before any request).
 
-Why raw JSON through the AsyncClient's session rather than its typed methods:
-solana-py's `AsyncClient` stays the base — it owns the endpoint, the HTTP session (httpx2,
-its pool and timeouts) and its lifecycle — but its typed methods parse every answer into solders
-objects and its provider calls `raise_for_status()` before we can see the response. The pure
-verification rules need the node's exact jsonParsed JSON (solders drops fields it does not model,
-and rejects shapes it does not know, which would turn a real answer into an outage), and
-honouring `Retry-After` needs the 429's headers. So requests are posted through
-`AsyncClient._provider.session` with our own JSON-RPC body, and the provider's own transport
-retries are turned off so that retrying has one owner: this module.
+Why aiohttp, and raw JSON, rather than solana-py's `AsyncClient`: its typed methods parse
+every answer into solders objects, and its provider calls `raise_for_status()` before we can
+see the response. The pure verification rules need the node's exact jsonParsed JSON (solders
+drops fields it does not model, and rejects shapes it does not know, which would turn a real
+answer into an outage), and honouring `Retry-After` needs the 429's headers. So this module
+posts its own JSON-RPC body. It does so on an aiohttp session (DESIGN: aiohttp is payops' HTTP
+client) rather than on the AsyncClient's httpx2 session: on the verify path, httpx2's layers
+(httpx, httpcore, anyio) cost about 1.3 ms of CPU per call against 0.1 ms for aiohttp, with
+two socket writes per request instead of one (docs/PERFORMANCE.md). solana-py still provides
+the commitment levels. Retrying has one owner: this module.
 
 Worst case, one call takes about (max_retries + 1) * timeout + max_retries * backoff_cap
 seconds, plus any wait for a free concurrency slot: every single wait, a `Retry-After`
@@ -32,18 +34,18 @@ RpcUnavailable instead of a stuck verify.
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import json
 import random
+import urllib.request
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
-import httpx2
-from solana.rpc.async_api import AsyncClient
+import aiohttp
 from solana.rpc.commitment import Commitment
 
 __all__ = ["RpcStats", "RpcUnavailable", "SolanaRpc"]
@@ -73,6 +75,7 @@ class RpcStats:
     failures: Counter[str] = field(default_factory=Counter)  # calls ending in RpcUnavailable
     retries: int = 0
     cache_hits: int = 0
+    coalesced: int = 0  # getTransaction calls answered by one already in flight
     waited_seconds: float = 0.0  # total backoff slept, Retry-After included
 
     @property
@@ -90,8 +93,8 @@ class _Retryable(Exception):
 
 
 class SolanaRpc:
-    """Solana JSON-RPC over solana-py's `AsyncClient`, with retries, a concurrency bound and a
-    cache of finalized transactions. Use as an async context manager or call `close()`."""
+    """Solana JSON-RPC over HTTP, with retries, a concurrency bound and a cache of finalized
+    transactions. Use as an async context manager or call `close()`."""
 
     def __init__(
         self,
@@ -122,18 +125,20 @@ class SolanaRpc:
         self._max_retries = max_retries
         self._backoff_base = backoff_base_seconds
         self._backoff_cap = backoff_cap_seconds
+        self._url = url
+        self._max_concurrency = max_concurrency
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # The node's answer as it came (bytes): parsing it anew on every hit hands each caller
+        # its own objects, several times cheaper than deep-copying a parsed one.
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._ids = itertools.count(1)
         self.stats = RpcStats()
-        self._client = AsyncClient(
-            url,
-            commitment=self.commitment,
-            timeout=timeout_seconds,
-            max_connections=max_concurrency,
-            max_transport_retries=0,
-        )
+        self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
+        self._proxy = _proxy_for(url)
+        # getTransaction calls on the wire, by signature: a burst of verifies of one payment
+        # (a client retrying, duplicate requests) costs the node one request.
+        self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -148,26 +153,65 @@ class SolanaRpc:
 
     async def close(self) -> None:
         """Close the underlying HTTP session."""
-        await self._client.close()
+        for fetch in list(self._in_flight.values()):
+            fetch.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_concurrency),
+                headers=_HEADERS,
+                # Each exchange is bounded by `_attempt`'s own timeout.
+                timeout=aiohttp.ClientTimeout(total=None),
+                # The proxy comes from the environment once (`_proxy_for`): aiohttp's
+                # trust_env would read it, and ~/.netrc, in a thread on every request.
+                trust_env=False,
+            )
+        return self._session
 
     # --- the calls payops makes -------------------------------------------------------------
 
     async def get_transaction(self, signature: str) -> dict[str, Any] | None:
         """`getTransaction` (jsonParsed, configured commitment): the node's `result`, or None
-        when the node does not have the transaction at that commitment."""
-        cached = self._cache.get(signature)
-        if cached is not None:
+        when the node does not have the transaction at that commitment.
+
+        Concurrent calls for one signature share one request; each caller gets its own copy
+        of the answer (parsed from the response body), so none can corrupt another's."""
+        raw = self._cache.get(signature)
+        if raw is not None:
             self._cache.move_to_end(signature)
             self.stats.cache_hits += 1
-            # A copy, so a caller that mutates its answer cannot corrupt the next one.
-            return copy.deepcopy(cached)
+        else:
+            fetch = self._in_flight.get(signature)
+            if fetch is None:
+                fetch = asyncio.ensure_future(self._fetch_transaction(signature))
+                self._in_flight[signature] = fetch
+                fetch.add_done_callback(lambda done: self._fetched(signature, done))
+            else:
+                self.stats.coalesced += 1
+            # Shielded: a caller that gives up does not cancel the others' request.
+            raw = await asyncio.shield(fetch)
+            if raw is None:
+                return None
+        return self._expect_dict("getTransaction", json.loads(raw)["result"])
+
+    def _fetched(self, signature: str, fetch: asyncio.Future[bytes | None]) -> None:
+        self._in_flight.pop(signature, None)
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved here too: every waiter may have gone
+
+    async def _fetch_transaction(self, signature: str) -> bytes | None:
+        """The response body of a found transaction (cached when final), or None."""
         config = {
             "encoding": "jsonParsed",
             "commitment": self.commitment.value,
             "maxSupportedTransactionVersion": self.max_supported_transaction_version,
         }
         method = "getTransaction"
-        result = await self._call(method, [signature, config])
+        result, raw = await self._call_raw(method, [signature, config])
         if result is None:
             return None  # not found yet: never cached, it may appear any moment
         tx = self._expect_dict(method, result)
@@ -177,10 +221,10 @@ class SolanaRpc:
             raise self._failed(method, f"unexpected result shape: {_describe(tx)}")
         # Only a finalized answer is immutable; a confirmed one can still be rolled back.
         if self.commitment is Commitment.FINALIZED and self._cache_size > 0:
-            self._cache[signature] = copy.deepcopy(tx)
+            self._cache[signature] = raw
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return tx
+        return raw
 
     async def get_signatures_for_address(
         self,
@@ -258,6 +302,13 @@ class SolanaRpc:
     # --- one JSON-RPC call: retries around single attempts --------------------------------
 
     async def _call(self, method: str, params: list[Any] | None, *, retry: bool = True) -> Any:
+        result, _ = await self._call_raw(method, params, retry=retry)
+        return result
+
+    async def _call_raw(
+        self, method: str, params: list[Any] | None, *, retry: bool = True
+    ) -> tuple[Any, bytes]:
+        """The call's `result` and the response body it came in."""
         attempts = 1 + (self._max_retries if retry else 0)
         attempt = 0
         while True:
@@ -287,40 +338,43 @@ class SolanaRpc:
         # Never earlier than the node asked; the caller has checked it is within the cap.
         return delay if retry_after is None else max(delay, retry_after)
 
-    async def _attempt(self, method: str, params: list[Any] | None) -> Any:
+    async def _attempt(self, method: str, params: list[Any] | None) -> tuple[Any, bytes]:
         request: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         if params is not None:
             request["params"] = params
-        provider = self._client._provider
+        body = json.dumps(request, separators=(",", ":")).encode()
         # The slot is held only while the request is on the wire, not during backoff sleeps,
         # so one struggling call cannot starve the others.
         async with self._semaphore:
             self.stats.requests[method] += 1
             try:
-                # httpx2's own timeout is per network operation; this bounds the whole exchange.
-                async with asyncio.timeout(self._timeout):
-                    response = await provider.session.post(
-                        provider.endpoint_uri, content=json.dumps(request), headers=_HEADERS
-                    )
-            except (TimeoutError, httpx2.TimeoutException) as exc:
+                # One bound on the whole exchange: connect, send, headers and body.
+                async with (
+                    asyncio.timeout(self._timeout),
+                    self._http().post(
+                        self._url, data=body, allow_redirects=False, proxy=self._proxy
+                    ) as response,
+                ):
+                    status = response.status
+                    retry_after = response.headers.get("Retry-After")
+                    content = await response.read()
+            except TimeoutError as exc:
                 raise _Retryable(f"no answer within {self._timeout:g}s") from exc
-            except httpx2.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        return self._unwrap(method, response)
+        return self._unwrap(method, status, retry_after, content), content
 
-    def _unwrap(self, method: str, response: httpx2.Response) -> Any:
-        status = response.status_code
+    def _unwrap(self, method: str, status: int, retry_after: str | None, content: bytes) -> Any:
         if status == 429 or status >= 500:
-            retry_after = _parse_retry_after(response.headers.get("retry-after"))
             reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
-            raise _Retryable(reason, retry_after)
+            raise _Retryable(reason, _parse_retry_after(retry_after))
         if not 200 <= status < 300:
             # A wrong URL, path or API key does not fix itself: fail fast.
             raise self._failed(method, f"HTTP {status}")
         try:
-            envelope = json.loads(response.content)
+            envelope = json.loads(content)
         except ValueError:
-            raise self._failed(method, f"response is not JSON: {response.content[:80]!r}") from None
+            raise self._failed(method, f"response is not JSON: {content[:80]!r}") from None
         if not isinstance(envelope, dict):
             raise self._failed(method, f"response is not a JSON-RPC object: {_describe(envelope)}")
         error = envelope.get("error")
@@ -351,6 +405,14 @@ class SolanaRpc:
         if not isinstance(result, dict) or "value" not in result:
             raise self._failed(method, f"unexpected result shape: {_describe(result)}")
         return result["value"]
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as httpx honoured them."""
+    parts = urlsplit(url)
+    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def _parse_retry_after(header: str | None) -> float | None:

@@ -306,6 +306,8 @@ def service_env(
         "PAYOPS_RPC_MAX_RETRIES": "1",
         "PAYOPS_DB_POOL_MIN_SIZE": "1",
         "PAYOPS_LOG_LEVEL": "INFO",
+        # The scheduler (recovery sweeps, reconciles) would act on other tests' intents.
+        "PAYOPS_SCHEDULER_ENABLED": "false",
     }
     settings.update(extra)
     return child_env(**settings)

@@ -103,10 +103,11 @@ BAD_CREATE = [
     ("unknown field", b'{"credits": 1, "price": 1}', "invalid_request"),
     ("missing credits", b"{}", "invalid_request"),
     (
-        "bad wallet",
+        "wallet not base58",
         b'{"credits": 1, "wallet": "0OIl0OIl0OIl0OIl0OIl0OIl0OIl0OIl"}',
-        "invalid_wallet",
+        "invalid_request",
     ),
+    ("wallet not 32 bytes", b'{"credits": 1, "wallet": "' + b"z" * 44 + b'"}', "invalid_wallet"),
     ("null body", b"null", "invalid_json"),
     ("deep nesting", b"[" * 100000 + b"]" * 100000, "body_too_large"),
 ]

@@ -1,0 +1,70 @@
+"""The HTTP ceiling: a bare aiohttp + asyncpg server that runs only the credit's SQL.
+
+    python -m bench.perf_ceiling DSN MIRROR
+
+`POST /credit/{n}` credits synthetic intent `n` with the credit's SQL (`MIRROR`, one of
+`bench.perf_sql.MIRRORS`) in one transaction on a pool sized like the service's, and
+answers `{"balance": ...}`. No auth, no
+JSON body, no chain, no logging, no metrics: what is left is what any HTTP service doing this
+credit on this stack must pay. Prints `{"port": ...}` once listening on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import asyncpg
+from aiohttp import web
+
+from bench.perf_sql import MIRRORS, Mirror, json_body
+from core import db
+from core.config import Settings
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+MIRROR: web.AppKey[Mirror] = web.AppKey("mirror", Mirror)
+
+
+async def credit(request: web.Request) -> web.Response:
+    n = int(request.match_info["n"])
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        balance = await request.app[MIRROR].credit(conn, n)
+    return web.Response(body=json_body({"balance": balance}), content_type="application/json")
+
+
+async def serve(dsn: str, mirror: Mirror) -> None:
+    defaults = Settings.model_fields
+    pool = await db.create_pool(
+        dsn,
+        min_size=defaults["db_pool_min_size"].default,
+        max_size=defaults["db_pool_max_size"].default,
+    )
+    app = web.Application()
+    app[POOL] = pool
+    app[MIRROR] = mirror
+    app.router.add_post("/credit/{n}", credit)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    print(json.dumps({"port": runner.addresses[0][1]}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    asyncio.run(serve(args[0], MIRRORS[args[1]]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

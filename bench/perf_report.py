@@ -1,0 +1,220 @@
+"""The perf run's ratios, targets, Markdown table and chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.perf_stats import ratio
+
+MODES = ("pgbench", "ceiling", "core", "e2e")
+LABELS = {
+    "pgbench": "pgbench (PostgreSQL's limit)",
+    "ceiling": "HTTP ceiling (bare aiohttp + asyncpg)",
+    "core": "core credit path (credit_in)",
+    "e2e": "end-to-end verify over HTTP",
+}
+
+
+def add_ratios(level: dict[str, Any]) -> None:
+    tps = {m: float(level[m]["throughput"]) for m in MODES}
+    level["ratios"] = {
+        "core_vs_pgbench": ratio(tps["core"], tps["pgbench"]),
+        "ceiling_vs_pgbench": ratio(tps["ceiling"], tps["pgbench"]),
+        "e2e_vs_pgbench": ratio(tps["e2e"], tps["pgbench"]),
+        "e2e_vs_ceiling": ratio(tps["e2e"], tps["ceiling"]),
+    }
+
+
+def one_line(level: dict[str, Any]) -> str:
+    parts = [f"{m} {level[m]['throughput']:.0f}/s p99 {level[m]['p99_ms']:.1f} ms" for m in MODES]
+    return "; ".join(parts)
+
+
+def _target(value: float | None, limit: float, *, at_least: bool) -> dict[str, Any]:
+    met = None if value is None else (value >= limit if at_least else value <= limit)
+    return {"value": value, "limit": limit, "at_least" if at_least else "at_most": True, "met": met}
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    levels = result.get("levels", {})
+    found: dict[str, Any] = {}
+
+    def level_value(clients: str, *path: str) -> float | None:
+        value: Any = levels.get(clients)
+        for key in path:
+            value = None if value is None else value.get(key)
+        return None if value is None else float(value)
+
+    for clients in ("16", "64"):
+        found[f"core_vs_pgbench_at_{clients}"] = _target(
+            level_value(clients, "ratios", "core_vs_pgbench"), 0.6, at_least=True
+        )
+    found["e2e_vs_ceiling_at_64"] = _target(
+        level_value("64", "ratios", "e2e_vs_ceiling"), 0.6, at_least=True
+    )
+    found["e2e_vs_pgbench_at_64"] = _target(
+        level_value("64", "ratios", "e2e_vs_pgbench"), 0.25, at_least=True
+    )
+    found["e2e_p99_ms_at_16"] = _target(level_value("16", "e2e", "p99_ms"), 30, at_least=False)
+    dup = result.get("duplicates")
+    if dup is not None:
+        found["duplicates_never_reach_rpc_or_ledger"] = {
+            "value": dup["after_credit_never_reached_rpc_or_ledger"],
+            "met": bool(dup["after_credit_never_reached_rpc_or_ledger"])
+            and bool(dup["exactly_one_credit"]),
+        }
+        found["duplicates_p99_ms"] = _target(dup["after_credit"]["p99_ms"], 20, at_least=False)
+    triage = result.get("triage")
+    if triage is not None:
+        found["triage_p99_ms_at_1m"] = _target(triage["p99_ms"], 50, at_least=False) | {
+            "intents": triage["intents"]
+        }
+    memory = result.get("service_memory")
+    if memory is not None:
+        found["service_peak_rss_mb"] = _target(memory["peak_rss_mb"], 250, at_least=False)
+    return found
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"Run {result['started_at']} — `{result['command']}` — {result['elapsed_s']} s",
+        "",
+        "| clients | mode | throughput (/s) | p50 ms | p95 ms | p99 ms | errors | "
+        "x pgbench | x ceiling |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for clients, level in result.get("levels", {}).items():
+        r = level["ratios"]
+        vs_pg = {"ceiling": r["ceiling_vs_pgbench"], "core": r["core_vs_pgbench"]}
+        vs_pg["e2e"] = r["e2e_vs_pgbench"]
+        for mode in MODES:
+            s = level[mode]
+            lines.append(
+                f"| {clients} | {mode} | {_fmt(s['throughput'])} | {_fmt(s['p50_ms'], 1)} | "
+                f"{_fmt(s['p95_ms'], 1)} | {_fmt(s['p99_ms'], 1)} | {s['errors']} | "
+                f"{_fmt(vs_pg.get(mode), 2)} | "
+                f"{_fmt(r['e2e_vs_ceiling'] if mode == 'e2e' else None, 2)} |"
+            )
+    sides = (
+        "clients",
+        "bench_process",
+        "service",
+        "service_kernel",
+        "ceiling",
+        "ceiling_kernel",
+        "postgres",
+    )
+    lines += [
+        "",
+        "CPU milliseconds per transaction, by process (clients: pgbench or the load "
+        "generator; bench_process: the core-path runner and the local chain; *_kernel: the "
+        "part spent in the kernel).",
+        "",
+        "| clients | mode | " + " | ".join(sides) + " |",
+        "|---:|---|" + "---:|" * len(sides),
+    ]
+    for clients, level in result.get("levels", {}).items():
+        for mode in MODES:
+            cpu = level[mode].get("cpu_ms_per_tx", {})
+            cells = " | ".join(_fmt(cpu.get(side), 2) for side in sides)
+            lines.append(f"| {clients} | {mode} | {cells} |")
+    dup = result.get("duplicates")
+    if dup is not None:
+        lines += [
+            "",
+            f"Duplicates: {dup['concurrent']} concurrent verifies of one intent.",
+            "",
+            "| phase | statuses | p50 ms | p99 ms | max ms | RPC requests | reached credit_in "
+            "| credits of the intent |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for phase in ("race", "after_credit"):
+            d = dup[phase]
+            lines.append(
+                f"| {phase} | {d['statuses']} | {_fmt(d['p50_ms'], 1)} | {_fmt(d['p99_ms'], 1)} "
+                f"| {_fmt(d['max_ms'], 1)} | {d['rpc_requests']} | "
+                f"{d['reached_ledger_write_path']} | {d['ledger_credits_of_intent']} |"
+            )
+        steady = dup.get("steady")
+        if steady is not None:
+            lines += [
+                "",
+                f"Duplicates at a steady {steady['clients']} clients (every verify of the "
+                f"{steady['clients']}-client run, again): {_fmt(steady['throughput'])}/s, p50 "
+                f"{_fmt(steady['p50_ms'], 1)} ms, p99 {_fmt(steady['p99_ms'], 1)} ms, RPC "
+                f"requests {steady['rpc_requests']}.",
+            ]
+    triage = result.get("triage")
+    if triage is not None:
+        lines += [
+            "",
+            f"Triage over {triage['intents']:,} intents: {triage['lookups']} lookups, p50 "
+            f"{_fmt(triage['p50_ms'], 1)} ms, p95 {_fmt(triage['p95_ms'], 1)} ms, p99 "
+            f"{_fmt(triage['p99_ms'], 1)} ms, max {_fmt(triage['max_ms'], 1)} ms "
+            f"(window `last 2h`: p99 {_fmt(triage['window_last_2h']['p99_ms'], 1)} ms).",
+        ]
+    memory = result.get("service_memory")
+    if memory is not None:
+        lines += [
+            "",
+            f"Service memory: peak RSS {_fmt(memory['peak_rss_mb'], 1)} MB "
+            f"(max sampled under load {_fmt(memory['max_sampled_rss_under_load_mb'], 1)} MB).",
+        ]
+    lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|"]
+    for name, t in result.get("targets", {}).items():
+        value = t["value"]
+        shown = _fmt(value, 2) if isinstance(value, float) else str(value)
+        limit = t.get("limit")
+        lines.append(f"| {name} | {shown} | {'-' if limit is None else limit} | {t['met']} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict[str, Any], path: Path) -> str:
+    """Throughput and p99 against concurrency, one line per mode; a message either way."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install matplotlib)"
+    levels = result.get("levels", {})
+    clients = [int(c) for c in levels]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    styles = {"pgbench": "k--", "ceiling": "b--", "core": "g-o", "e2e": "r-o"}
+    for mode in MODES:
+        tps = [levels[str(c)][mode]["throughput"] for c in clients]
+        p99 = [levels[str(c)][mode]["p99_ms"] for c in clients]
+        left.plot(clients, tps, styles[mode], label=LABELS[mode])
+        right.plot(clients, p99, styles[mode], label=LABELS[mode])
+    for axis, title, unit in (
+        (left, "credits per second", "/s"),
+        (right, "p99 latency", "ms"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(clients, [str(c) for c in clients])
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    machine = result.get("machine", {})
+    fig.suptitle(
+        f"payops verify vs PostgreSQL — {machine.get('cpus')} CPUs, {machine.get('cpu')} — "
+        f"{result.get('started_at')}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written to {path}"

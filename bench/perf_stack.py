@@ -1,0 +1,354 @@
+"""What a benchmark run starts: the embedded PostgreSQL, the local chain (in this process),
+and the service and the HTTP ceiling as processes of their own.
+
+The PostgreSQL server keeps the service's durability defaults (fsync, synchronous_commit and
+full_page_writes on, as `payops up` runs it); only max_connections is raised, so pgbench's 64
+connections fit beside the two HTTP servers' pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from api.auth import mint_token
+from core.embedded_db import EmbeddedPostgres
+from localnet.chain import LocalChain
+from localnet.rpc import create_app
+from localnet.server import LocalnetInfo, seed_chain
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MAX_CONNECTIONS = 250
+START_SECONDS = 60.0
+JWT_SECRET = "payops-bench-only-" + "0123456789abcdef" * 2
+
+
+def with_database(dsn: str, name: str) -> str:
+    """`dsn` pointed at database `name` (host and unix-socket DSNs alike)."""
+    base, _, query = dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
+def socket_dir(dsn: str) -> str:
+    """The unix-socket directory of an embedded server's DSN (`...?host=/dir`)."""
+    _, _, query = dsn.partition("?")
+    params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    return params["host"]
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@dataclass
+class Database:
+    server: EmbeddedPostgres
+    admin_dsn: str
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.server.bin_dir
+
+    @property
+    def pgdata(self) -> Path:
+        return self.server.pgdata
+
+    async def settings(self) -> dict[str, str]:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            names = (
+                "server_version",
+                "fsync",
+                "synchronous_commit",
+                "full_page_writes",
+                "wal_sync_method",
+                "shared_buffers",
+                "max_connections",
+            )
+            rows = await conn.fetch(
+                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])",
+                list(names),
+            )
+        finally:
+            await conn.close()
+        return {r["name"]: r["setting"] + (r["unit"] or "") for r in rows}
+
+    async def create(self, name: str) -> str:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return with_database(self.admin_dsn, name)
+
+
+@contextlib.asynccontextmanager
+async def database(work_dir: Path) -> AsyncIterator[Database]:
+    """An embedded server in `work_dir/pg`, with room for pgbench's connections."""
+    pgdata = work_dir / "pg"
+    first = EmbeddedPostgres(pgdata)
+    admin = await asyncio.to_thread(first.start_sync)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS}")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(first.stop_sync)  # max_connections needs a restart
+    server = EmbeddedPostgres(pgdata, delete_on_stop=True)
+    admin = await asyncio.to_thread(server.start_sync)
+    try:
+        yield Database(server, admin)
+    finally:
+        await asyncio.to_thread(server.stop_sync)
+
+
+# --- the local chain -------------------------------------------------------------------------
+
+
+@dataclass
+class Chain:
+    chain: LocalChain
+    info: LocalnetInfo
+    requests: list[int]  # [count]: JSON-RPC HTTP requests the chain has answered
+
+
+@contextlib.asynccontextmanager
+async def local_chain() -> AsyncIterator[Chain]:
+    """The local chain on 127.0.0.1, in this process, counting the requests it answers.
+
+    (What `localnet.server.start_localnet` does, plus the counter: every RPC request the
+    service makes is one HTTP request here, so the count is the service's RPC traffic.)"""
+    chain = LocalChain()
+    seeded = seed_chain(chain)
+    counter = [0]
+
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        counter[0] += 1
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = create_app(chain)
+    app.middlewares.append(count)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        info = LocalnetInfo(**{**seeded.to_json(), "rpc_url": f"http://127.0.0.1:{port}"})
+        yield Chain(chain, info, counter)
+    finally:
+        await runner.cleanup()
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    stdout: Path
+    stderr: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def tail(self, chars: int = 3000) -> str:
+        text = self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+        return f"--- {self.name} stderr (last {chars} chars) ---\n{text[-chars:]}"
+
+    async def first_json(self, within: float = START_SECONDS) -> dict[str, Any]:
+        """The first JSON object the child prints on a line of its own."""
+        async with asyncio.timeout(within):
+            while True:
+                for line in self.stdout.read_text(errors="replace").splitlines():
+                    if line.startswith("{"):
+                        with contextlib.suppress(ValueError):
+                            return dict(json.loads(line))
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"{self.name} exited early\n{self.tail()}")
+                await asyncio.sleep(0.05)
+
+    async def stop(self, within: float = 20.0) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(within):
+                return await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()
+
+
+async def spawn(name: str, args: Sequence[str], work_dir: Path, env: Mapping[str, str]) -> Child:
+    out, err = work_dir / f"{name}.stdout", work_dir / f"{name}.stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=dict(env)
+        )
+    return Child(name, process, out, err)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without the developer's PAYOPS_/SLACK_ settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYOPS_", "SLACK_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def service(
+    dsn: str, chain: LocalnetInfo, work_dir: Path, *, log_level: str = "INFO"
+) -> AsyncIterator[tuple[Child, str]]:
+    """`payops serve` (the real service: its app, pool, RPC client, verifier, logs) against
+    the bench database and the local chain; yields it and its base URL once /readyz is 200.
+    The scheduler is off so that no recovery sweep verifies the prepared intents first."""
+    env = child_env(
+        PAYOPS_DATABASE_URL=dsn,
+        PAYOPS_DATA_DIR=str(work_dir / "service-data"),
+        PAYOPS_HTTP_HOST="127.0.0.1",
+        PAYOPS_HTTP_PORT="0",
+        PAYOPS_LOG_LEVEL=log_level,
+        PAYOPS_SOLANA_RPC_URL=chain.rpc_url,
+        PAYOPS_TOKEN_MINT=chain.mint,
+        PAYOPS_TOKEN_PROGRAM=chain.token_program,
+        PAYOPS_TOKEN_DECIMALS=str(chain.decimals),
+        PAYOPS_TREASURY_OWNER=chain.treasury_owner,
+        PAYOPS_TREASURY_TOKEN_ACCOUNT=chain.treasury_token_account,
+        PAYOPS_JWT_SECRET=JWT_SECRET,
+        PAYOPS_INTENT_TTL_SECONDS=str(6 * 3600),
+        PAYOPS_SCHEDULER_ENABLED="false",
+    )
+    child = await spawn("service", [sys.executable, "-m", "payops.cli", "serve"], work_dir, env)
+    try:
+        listening = await child.first_json()
+        url = str(listening["addresses"][0])
+        await _wait_ready(url + "/readyz", child)
+        yield child, url
+    finally:
+        code = await child.stop()
+        if code != 0:
+            print(f"warning: the service exited with {code}\n{child.tail()}", file=sys.stderr)
+
+
+@contextlib.asynccontextmanager
+async def ceiling(dsn: str, mirror: str, work_dir: Path) -> AsyncIterator[tuple[Child, int]]:
+    """`bench.perf_ceiling` on 127.0.0.1, crediting with `mirror`; yields it and its port."""
+    args = [sys.executable, "-m", "bench.perf_ceiling", dsn, mirror]
+    child = await spawn("ceiling", args, work_dir, child_env())
+    try:
+        port = int((await child.first_json())["port"])
+        yield child, port
+    finally:
+        await child.stop()
+
+
+async def _wait_ready(url: str, child: Child) -> None:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(START_SECONDS):
+        while True:
+            if child.process.returncode is not None:
+                raise RuntimeError(f"the service exited early\n{child.tail()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+
+
+def bearer(user: str) -> str:
+    return mint_token(JWT_SECRET, user)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak RSS since start) of a process, in KiB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+# --- CPU accounting --------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, *, children: bool = False, system_only: bool = False) -> float:
+    """User + system CPU of a process (and of its reaped children), in seconds."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    # after the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    used = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[14]) if system_only else int(fields[13]) + int(fields[14])
+    return used / _TICK
+
+
+def postgres_cpu_seconds(pgdata: Path) -> float:
+    """CPU of the whole PostgreSQL server: the postmaster with its reaped children (exited
+    backends) and every live child (backends, WAL writer, checkpointer, autovacuum)."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+            total += _cpu_seconds(int(entry.name))
+    return total
+
+
+@dataclass
+class CpuMeter:
+    """CPU used during a run by each side: this process (the core-path runner and the local
+    chain), the client processes it started and reaped (pgbench, the load generator), the
+    service, the ceiling (and the part of theirs spent in the kernel) and PostgreSQL."""
+
+    pgdata: Path
+    pids: dict[str, int]
+
+    def snapshot(self) -> dict[str, float]:
+        me = os.times()
+        snap = {
+            "bench_process": me.user + me.system,
+            "clients": me.children_user + me.children_system,
+            "postgres": postgres_cpu_seconds(self.pgdata),
+        }
+        for name, pid in self.pids.items():
+            snap[name] = _cpu_seconds(pid)
+            snap[f"{name}_kernel"] = _cpu_seconds(pid, system_only=True)
+        return snap
+
+    @staticmethod
+    def per_transaction(
+        before: dict[str, float], after: dict[str, float], transactions: int
+    ) -> dict[str, float]:
+        """CPU milliseconds per transaction, by side."""
+        n = max(transactions, 1)
+        return {k: round((after[k] - before[k]) * 1000 / n, 3) for k in before}

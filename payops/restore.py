@@ -1,0 +1,320 @@
+"""`payops restore`: the runbook's "Restore DB snapshot if mismatch cannot be safely repaired
+forward" (Rollback Safety, step 3).
+
+1. The dump's sha256 and size are checked against its manifest before anything else: a
+   dump that changed after it was taken is refused.
+2. Unless --yes, the operator types the target database's name to confirm.
+3. The restore replaces every payops object of the target in ONE transaction: psql gets
+   `BEGIN`, a preamble (take the migration lock, drop what a newer schema may have added),
+   pg_restore's script (`--clean --if-exists --no-owner`), and `COMMIT` only once pg_restore
+   has finished cleanly. A failure anywhere — a replica holding a lock for more than the lock
+   timeout, a truncated dump, a full disk — rolls everything back.
+4. The ledger totals are recomputed and compared with the manifest; any difference, or a
+   broken ledger invariant, exits non-zero. The restore itself is then audited.
+
+`--new-database NAME` restores into a new database on the same server instead, leaving the
+configured one untouched (no confirmation needed): compare, then point
+PAYOPS_DATABASE_URL at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import asyncpg
+
+from core import audit, db, ledger_db
+from core.audit import Actor
+from core.ledger_db import LedgerHealth
+from payops.pgtools import (
+    SnapshotError,
+    Target,
+    child_env,
+    dsn_with_database,
+    libpq_target,
+    pg_tool,
+    run_tool,
+    tail,
+)
+from payops.snapshot import (
+    DUMP_SUFFIX,
+    MANIFEST_SUFFIX,
+    Difference,
+    Manifest,
+    compare,
+    ledger_totals,
+    sha256_file,
+    totals_summary,
+)
+
+_CHUNK: Final = 1 << 16
+
+# Runs first inside the restore transaction. The advisory lock keeps `payops migrate` out;
+# the lock timeout turns "a replica still uses the tables" into a quick, clean failure. The
+# loop drops every table, view, sequence and routine of the public schema that no extension
+# owns, so what a newer migration added does not survive the restore of an older snapshot
+# (pg_restore --clean drops only what the dump contains); extensions are left alone.
+RESTORE_PREAMBLE: Final = f"""
+SET client_min_messages = warning;
+SET lock_timeout = '30s';
+SELECT pg_advisory_xact_lock({db.MIGRATE_LOCK_KEY});
+DO $payops_restore$
+DECLARE
+    stmt text;
+BEGIN
+    FOREACH stmt IN ARRAY coalesce((
+        SELECT array_agg(s ORDER BY o) FROM (
+            SELECT 1 AS o, format('DROP %s IF EXISTS %s CASCADE',
+                       CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                      WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                      ELSE 'TABLE' END,
+                       c.oid::regclass) AS s
+              FROM pg_class c
+             WHERE c.relnamespace = 'public'::regnamespace
+               AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                  AND d.objid = c.oid AND d.deptype = 'e')
+            UNION ALL
+            SELECT 2, format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)
+              FROM pg_proc p
+             WHERE p.pronamespace = 'public'::regnamespace AND p.prokind IN ('f', 'p')
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                  AND d.objid = p.oid AND d.deptype = 'e')
+        ) todo), '{{}}')
+    LOOP
+        EXECUTE stmt;
+    END LOOP;
+END
+$payops_restore$;
+"""  # noqa: S608 (only a constant integer is interpolated)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot on disk whose dump matches its manifest."""
+
+    dump: Path
+    manifest_path: Path
+    manifest: Manifest
+
+
+def open_snapshot(path: Path) -> Snapshot:
+    """The snapshot at `path` (its .dump or its .manifest.json), its sha256 checked.
+
+    Raises SnapshotError when a file is missing, the manifest is malformed, or the dump is
+    not byte for byte the one the manifest describes."""
+    if path.name.endswith(MANIFEST_SUFFIX):
+        manifest_path = path
+    elif path.name.endswith(DUMP_SUFFIX):
+        manifest_path = path.with_name(path.name.removesuffix(DUMP_SUFFIX) + MANIFEST_SUFFIX)
+    else:
+        raise SnapshotError(f"{path}: expected a {DUMP_SUFFIX} or {MANIFEST_SUFFIX} file")
+    try:
+        manifest = Manifest.from_json(json.loads(manifest_path.read_text()))
+    except FileNotFoundError:
+        raise SnapshotError(f"{manifest_path} is missing: no manifest, no restore") from None
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{manifest_path} is not JSON: {exc}") from None
+    dump = manifest_path.with_name(manifest.dump_file)
+    if not dump.is_file():
+        raise SnapshotError(f"{dump} is missing")
+    digest, size = sha256_file(dump)
+    if digest != manifest.dump_sha256 or size != manifest.dump_bytes:
+        raise SnapshotError(
+            f"{dump} does not match its manifest (sha256 {digest}, {size} bytes; the manifest "
+            f"says {manifest.dump_sha256}, {manifest.dump_bytes} bytes): it changed after the "
+            "snapshot was taken — refusing to restore it"
+        )
+    return Snapshot(dump, manifest_path, manifest)
+
+
+async def create_database(dsn: str, name: str) -> None:
+    """CREATE DATABASE `name` on the server of `dsn`; refuses an existing one."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise SnapshotError("a new database's name is lower-case letters, digits and _")
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            raise SnapshotError(f"database {name} already exists: choose a new name")
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def restore_dump(target: Target, dump: Path, *, bin_dir: Path | None = None) -> None:
+    """Replace the payops objects of `target` with those of `dump`, all or nothing."""
+    pg_restore, psql = pg_tool("pg_restore", bin_dir), pg_tool("psql", bin_dir)
+    # Reading the table of contents first also proves the dump is a readable archive.
+    toc = await run_tool([str(pg_restore), "--list", str(dump)], target, "pg_restore --list")
+    if re.search(r"^\d+;\s+\d+\s+\d+\s+(BLOB|LARGE OBJECT)\b", toc, re.MULTILINE):
+        # pg_restore wraps large objects in its own BEGIN/COMMIT, which would break atomicity.
+        raise SnapshotError("the dump holds large objects, which payops never writes")
+    env = child_env(target)
+    producer = await asyncio.create_subprocess_exec(
+        str(pg_restore), "--clean", "--if-exists", "--no-owner", "--file=-", str(dump),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    consumer = await asyncio.create_subprocess_exec(
+        str(psql), "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--dbname={target.uri}",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert producer.stderr is not None
+    assert consumer.stderr is not None
+    errors = asyncio.gather(producer.stderr.read(), consumer.stderr.read())
+    try:
+        committed = await _pump(producer, consumer)
+        produced, consumed = await producer.wait(), await consumer.wait()
+    finally:
+        for proc in (producer, consumer):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        p_err, c_err = await errors
+    if consumed != 0:
+        raise SnapshotError(f"the restore was rolled back: psql: {tail(c_err)}")
+    if produced != 0 or not committed:
+        raise SnapshotError(f"the restore was rolled back: pg_restore: {tail(p_err)}")
+
+
+async def _pump(producer: asyncio.subprocess.Process, consumer: asyncio.subprocess.Process) -> bool:
+    """Feed psql `BEGIN`, the preamble and pg_restore's script, and `COMMIT` only when
+    pg_restore exited 0: without it psql's session ends and PostgreSQL rolls all back."""
+    assert producer.stdout is not None
+    assert consumer.stdin is not None
+    sink = consumer.stdin
+    try:
+        sink.write(b"BEGIN;\n" + RESTORE_PREAMBLE.encode())
+        while chunk := await producer.stdout.read(_CHUNK):
+            sink.write(chunk)
+            await sink.drain()
+        if await producer.wait() != 0:
+            return False
+        sink.write(b"\nCOMMIT;\n")
+        await sink.drain()
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False  # psql stopped at an error; its stderr says which
+    finally:
+        sink.close()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await sink.wait_closed()
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def render_comparison(diffs: list[Difference], health: LedgerHealth) -> str:
+    """The totals side by side (✓/✗), the ledger's invariants, and the verdict."""
+    width = max(len(d.label) for d in diffs)
+    lines = [f"{'Ledger totals'.ljust(width + 2)}{'snapshot':>12}{'restored':>12}"]
+    for d in diffs:
+        mark = "✓" if d.ok else "✗"
+        want = "-" if d.expected is None else str(d.expected)
+        got = "-" if d.actual is None else str(d.actual)
+        lines.append(f"  {d.label.ljust(width)}{want:>12}{got:>12}  {mark}")
+    if health.ok:
+        lines.append("Ledger invariants: ✓ entries sum to 0, transactions balance, balances match")
+    else:
+        lines.append(
+            f"Ledger invariants: ✗ entries sum to {health.total}, "
+            f"{health.unbalanced_transactions} unbalanced transaction(s), "
+            f"{health.balance_mismatches} cached balance(s) off"
+        )
+    bad = [d for d in diffs if not d.ok]
+    if bad or not health.ok:
+        lines.append(
+            f"MISMATCH: {len(bad)} total(s) differ from the snapshot"
+            + ("" if health.ok else " and the ledger breaks its invariants")
+            + " — keep the payment flow closed (docs/OPERATIONS.md, Rollback Safety)."
+        )
+    else:
+        lines.append("RESTORED: every total matches the snapshot.")
+    return "\n".join(lines)
+
+
+async def _schema_version_or_none(dsn: str) -> int | None:
+    try:
+        conn = await db.connect(dsn)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        return await db.schema_version(conn)
+    finally:
+        await conn.close()
+
+
+async def restore_command(
+    dsn: str,
+    snapshot_path: Path,
+    *,
+    yes: bool,
+    operator: str,
+    new_database: str | None = None,
+    bin_dir: Path | None = None,
+    ask: Callable[[str], str] = input,
+) -> int:
+    """`payops restore`: check, confirm, restore, compare. 0 only when every total matches."""
+    snap = await asyncio.to_thread(open_snapshot, snapshot_path)
+    m = snap.manifest
+    print(f"Snapshot  {snap.dump}")
+    print(f"  taken   {m.created_at:%Y-%m-%d %H:%M:%S} UTC from database {m.database}")
+    print(f"  sha256  {m.dump_sha256} (matches the manifest)")
+    print(f"  holds   {totals_summary(m.totals)}")
+    target = libpq_target(dsn)
+    if new_database is not None:
+        await create_database(dsn, new_database)
+        dsn, target = dsn_with_database(dsn, new_database), target.with_database(new_database)
+        print(f"Target    new database {new_database} on {target.where}")
+    else:
+        current = await _schema_version_or_none(dsn)
+        now = "unreachable" if current is None else f"schema version {current}"
+        print(f"Target    database {target.database} on {target.where} ({now})")
+        print("This REPLACES every payops table, function and row in it with the snapshot's.")
+        if not yes:
+            prompt = (
+                f"Type the database name ({target.database}) to restore, anything else to stop: "
+            )
+            try:
+                answer = await asyncio.to_thread(ask, prompt)
+            except EOFError:
+                answer = ""
+            if answer.strip() != target.database:
+                print("Not confirmed: nothing was changed.", file=sys.stderr)
+                return 1
+    print("Restoring...", flush=True)
+    await restore_dump(target, snap.dump, bin_dir=bin_dir)
+    conn = await db.connect(dsn)
+    try:
+        totals = await ledger_totals(conn)
+        health = await ledger_db.health(conn)
+        diffs = compare(m.totals, totals)
+        ok = health.ok and all(d.ok for d in diffs)
+        # After the comparison, so the audit row of the restore is not counted in it.
+        await audit.record(
+            conn,
+            Actor(operator, "cli"),
+            action="database.restored",
+            subject=f"snapshot:{m.dump_sha256[:16]}",
+            after={"dump": snap.dump.name, "sha256": m.dump_sha256, "totals_match": ok},
+        )
+    finally:
+        await conn.close()
+    print(render_comparison(diffs, health))
+    if totals.schema_version < db.latest_version():
+        print(
+            f"Next: this payops needs schema version {db.latest_version()}; run `payops "
+            "migrate` before it serves (not needed to run the image that took the snapshot)."
+        )
+    if new_database is not None:
+        print(f"Next: point PAYOPS_DATABASE_URL at database {new_database} to use it.")
+    return 0 if ok else 1
