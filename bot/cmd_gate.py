@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import gate, smoke
+from core import gate, recon, smoke
 from core.errors import InvalidInput
 from core.gate import GateState, Switch, SwitchName
 
@@ -15,7 +17,10 @@ HELP = """*/pay-gate* — the verify gate (runbook: Contain, Recover)
 • `/pay-gate open` — resume verifies; needs a smoke test passed since the close
 • `/pay-gate open --force <reason>` — resume without that smoke test (audited)
 • `/pay-gate pause-retries <reason>` — tell the frontend to stop retrying verifies
-• `/pay-gate resume-retries` — let the frontend retry again"""
+• `/pay-gate resume-retries` — let the frontend retry again
+• `/pay-gate rollback-check` — the runbook's Rollback Safety, step by step: gate paused,
+  version and schema, snapshot/restore, a full reconciliation now, a smoke test since the close
+Reopening refuses while the latest reconciliation shows drift (unless --force <reason>)."""
 
 
 def _line(s: Switch) -> str:
@@ -43,11 +48,26 @@ def state_reply(state: GateState, title: str = "Verify gate", alert: bool = Fals
     return Reply(text=f"{title}\n" + "\n".join(lines), blocks=blocks, alert=alert)
 
 
+async def latest_drift(pool: asyncpg.Pool) -> str | None:
+    """What the latest reconciliation run found wrong, or None when it showed zero drift."""
+    run = await recon.latest_run(pool)
+    if run is None or run.zero_drift:
+        return None
+    return (
+        f"run {run.id}: {len(run.findings)} finding(s), {run.drift_credits} credits, "
+        f"{run.drift_tokens} token units"
+    )
+
+
 async def run(ctx: OpsContext, args: list[str]) -> Reply:
     svc = ctx.services
     action, rest = (args[0], args[1:]) if args else ("status", [])
     if action == "status":
         return state_reply(await gate.read(svc.pool))
+    if action == "rollback-check":
+        from bot import cmd_rollback
+
+        return await cmd_rollback.run(ctx, rest)
     reason = " ".join(rest).strip()
     async with svc.pool.acquire() as conn:
         if action == "close":
@@ -62,7 +82,12 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 if not force:
                     raise InvalidInput("open --force needs a reason", code="reason_required")
             current = (await gate.read(conn)).verify
-            gate.check_reopen(current, await smoke.last_passed_at(conn), force_reason=force)
+            gate.check_reopen(
+                current,
+                await smoke.last_passed_at(conn),
+                force_reason=force,
+                drift=await latest_drift(svc.pool),
+            )
             why = f"forced: {force}" if force else "smoke test passed"
             await gate.set_switch(
                 conn, SwitchName.VERIFY, is_open=True, reason=why, actor=ctx.actor

@@ -96,15 +96,27 @@ async def set_switch(
 
 
 def check_reopen(
-    switch: Switch, last_passed_smoke: datetime | None, *, force_reason: str | None
+    switch: Switch,
+    last_passed_smoke: datetime | None,
+    *,
+    force_reason: str | None,
+    drift: str | None = None,
 ) -> None:
-    """Refuse to reopen a closed switch without a smoke test that passed after the close.
+    """Refuse to reopen a closed switch without a smoke test that passed after the close, or
+    while the latest reconciliation shows drift (`drift` describes it; None when zero).
 
-    The runbook: "Re-enable normal traffic only after smoke test passes." `--force` with a
-    reason overrides it (and the reason is audited).
+    The runbook: "Re-enable normal traffic only after smoke test passes" and "Reconcile and
+    verify before re-opening payment flow". `--force` with a reason overrides both (and the
+    reason is audited).
     """
     if switch.is_open or force_reason:
         return
+    if drift is not None:
+        raise Conflict(
+            f"the latest reconciliation shows drift ({drift}): repair it and reconcile to zero "
+            "drift first, or open --force <reason>",
+            code="drift_nonzero",
+        )
     if last_passed_smoke is None or last_passed_smoke <= switch.changed_at:
         raise Conflict(
             f"{switch.name} was closed at {switch.changed_at:%Y-%m-%d %H:%M:%S} UTC and no smoke "

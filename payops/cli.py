@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         help="your operator id, e.g. your Slack user id (PAYOPS_OPERATOR)",
     )
     ops_p.add_argument(
-        "ops_command", choices=["triage", "gate", "smoke", "adjust", "recon", "incident"]
+        "ops_command",
+        choices=["triage", "gate", "smoke", "adjust", "recon", "incident", "rollback-check"],
     )
     ops_p.add_argument("ops_args", nargs=argparse.REMAINDER, help="the command's arguments")
 
@@ -251,7 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from payops.up import with_stack_settings
 
             settings = with_stack_settings(settings)
-            return asyncio.run(run_ops(settings, args.operator, args.ops_command, args.ops_args))
+            command, rest = args.ops_command, list(args.ops_args)
+            if command == "rollback-check":  # `payops ops rollback-check` = `gate rollback-check`
+                command, rest = "gate", ["rollback-check", *rest]
+            return asyncio.run(run_ops(settings, args.operator, command, rest))
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
         if args.command in ("snapshot", "restore"):

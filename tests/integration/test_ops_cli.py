@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from core.config import Settings
@@ -87,3 +88,36 @@ async def test_help_needs_no_authorization(
 ) -> None:
     assert await run_ops(_settings(database_url), "U_NOBODY", "recon", ["help"]) == 0
     assert "/pay-recon" in capsys.readouterr().out
+
+
+async def test_reopening_is_refused_under_drift_and_rollback_check_says_why(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(database_url)
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["alice", "+12", "missing credit"]) == 0
+    assert await run_ops(settings, "U_MGR", "adjust", ["approve", "1"]) == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        # Corrupt the cached balance behind the ledger's back: drift.
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("UPDATE user_balances SET balance = balance + 5 WHERE user_id = 'alice'")
+    finally:
+        await conn.close()
+    assert (
+        await run_ops(settings, "U_ONCALL", "gate", ["close", "credits integrity uncertain"]) == 0
+    )
+    capsys.readouterr()
+    assert await run_ops(settings, "U_ONCALL", "gate", ["rollback-check"]) == 0
+    report = capsys.readouterr().out
+    assert "ok  1. Pause verification path" in report
+    assert "TODO 4. Reconcile before re-opening" in report
+    assert "NOT ready to reopen" in report
+    assert await run_ops(settings, "U_ONCALL", "gate", ["open"]) == 1
+    assert "drift" in capsys.readouterr().err
+    assert (
+        await run_ops(
+            settings, "U_ONCALL", "gate", ["open", "--force", "drift understood, ticket RECON-1"]
+        )
+        == 0
+    )
+    assert "Verify OPEN" in capsys.readouterr().out

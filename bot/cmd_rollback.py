@@ -1,0 +1,102 @@
+"""`/pay-gate rollback-check` (`payops ops rollback-check`): the runbook's Rollback Safety.
+
+    1. Pause verification path.
+    2. Roll application back to known-good image.
+    3. Restore DB snapshot if mismatch cannot be safely repaired forward.
+    4. Reconcile and verify before re-opening payment flow.
+
+It checks what can be checked (the gate, a full reconciliation now, a smoke test since the
+close) and says what is left to do; `/pay-gate open` itself refuses while drift is non-zero.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+
+from bot import blocks as b
+from bot.context import OpsContext
+from bot.replies import Reply
+from core import db, gate, smoke
+from core.recon import RpcChainLookup, run_reconciliation
+
+
+def _version() -> str:
+    try:
+        return version("payops")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def run(ctx: OpsContext, args: list[str]) -> Reply:
+    svc = ctx.services
+    state = await gate.read(svc.pool)
+    paused = not state.verify.is_open
+    schema = await db.schema_version(svc.pool)
+    restored = await svc.pool.fetchval(
+        "SELECT max(at) FROM audit_log WHERE action = 'database.restored'"
+    )
+    smoke_sig = svc.settings.smoke_signature
+    run = await run_reconciliation(
+        svc.pool,
+        None if ctx.rpc is None else RpcChainLookup(ctx.rpc),
+        now=svc.clock(),
+        actor=ctx.actor,
+        pending_sla=timedelta(seconds=svc.settings.pending_sla_seconds),
+        payment=svc.payment,
+        full=True,
+        ignore_signatures=(smoke_sig,) if smoke_sig else (),
+    )
+    passed = await smoke.last_passed_at(svc.pool)
+    smoke_ok = passed is not None and passed > state.verify.changed_at
+    steps = [
+        (
+            paused,
+            "1. Pause verification path",
+            f"verify is CLOSED since {state.verify.changed_at:%Y-%m-%d %H:%M} UTC by "
+            f"{state.verify.changed_by}: {state.verify.reason}"
+            if paused
+            else "verify is OPEN: run `/pay-gate close <reason>` first",
+        ),
+        (
+            True,
+            "2. Roll application back to known-good image",
+            f"this service runs payops {_version()} on schema version {schema}; migrations are "
+            "forward-compatible for one release, so the previous image runs on this schema "
+            "(docs/MIGRATIONS.md)",
+        ),
+        (
+            True,
+            "3. Restore DB snapshot if the mismatch cannot be repaired forward",
+            (f"last restore: {restored:%Y-%m-%d %H:%M} UTC" if restored else "no restore recorded")
+            + "; `payops snapshot` now, `payops restore <manifest>` only if adjustments "
+            "cannot fix it",
+        ),
+        (
+            run.zero_drift,
+            "4. Reconcile before re-opening",
+            f"full run {run.id}: ZERO DRIFT"
+            if run.zero_drift
+            else f"full run {run.id}: {len(run.findings)} finding(s), drift {run.drift_credits} "
+            f"credits / {run.drift_tokens} token units — `/pay-recon findings`, "
+            "fix with `/pay-adjust`",
+        ),
+        (
+            smoke_ok,
+            "   and verify (smoke test since the close)",
+            "a smoke test passed since the close" if smoke_ok else "run `/pay-smoke`",
+        ),
+    ]
+    ready = paused and run.zero_drift and smoke_ok
+    verdict = (
+        "READY to reopen: `/pay-gate open`" if ready else "NOT ready to reopen the payment flow"
+    )
+    text = "Rollback check\n" + "\n".join(
+        f"{'ok ' if ok else 'TODO'} {title}: {detail}" for ok, title, detail in steps
+    )
+    blocks = [
+        b.header("Rollback safety check"),
+        b.section("\n".join(f"{b.mark(ok)} *{title}* — {detail}" for ok, title, detail in steps)),
+        b.section(f"*{verdict}*"),
+    ]
+    return Reply(text=f"{text}\n{verdict}", blocks=blocks)
