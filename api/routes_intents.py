@@ -10,6 +10,7 @@ from aiohttp import web
 from api.auth import Principal
 from api.http import json_response, read_json
 from api.keys import REQUEST_ID, SERVICES, TOKENS
+from api.ratelimit import limit_user
 from api.schemas import (
     CreateIntentRequest,
     VerifyConfirmedBody,
@@ -26,6 +27,7 @@ from core.purchases import Credited
 def principal(request: web.Request) -> Principal:
     p = request.app[TOKENS].verify(request.headers.get("Authorization"))
     logs.add(user=p.sub)
+    limit_user(request, p.sub)
     return p
 
 

@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from api.auth import mint_token
+from core.config import Settings
 from core.embedded_db import EmbeddedPostgres
 from localnet.chain import LocalChain
 from localnet.rpc import create_app
@@ -218,7 +219,8 @@ async def service(
 ) -> AsyncIterator[tuple[Child, str]]:
     """`payops serve` (the real service: its app, pool, RPC client, verifier, logs) against
     the bench database and the local chain; yields it and its base URL once /readyz is 200.
-    The scheduler is off so that no recovery sweep verifies the prepared intents first."""
+    The scheduler is off so that no recovery sweep verifies the prepared intents first; the
+    pool has its default size, all of it opened at start."""
     env = child_env(
         PAYOPS_DATABASE_URL=dsn,
         PAYOPS_DATA_DIR=str(work_dir / "service-data"),
@@ -234,6 +236,12 @@ async def service(
         PAYOPS_JWT_SECRET=JWT_SECRET,
         PAYOPS_INTENT_TTL_SECONDS=str(6 * 3600),
         PAYOPS_SCHEDULER_ENABLED="false",
+        # the load generator is one address and a few users: measure the service, not the limits
+        PAYOPS_RATE_LIMIT_PER_IP_PER_SECOND="0",
+        PAYOPS_RATE_LIMIT_PER_USER_PER_SECOND="0",
+        # Its whole pool open from the start, as pgbench opens its connections first.
+        PAYOPS_DB_POOL_MIN_SIZE=str(pool_size()),
+        PAYOPS_DB_POOL_MAX_SIZE=str(pool_size()),
     )
     child = await spawn("service", [sys.executable, "-m", "payops.cli", "serve"], work_dir, env)
     try:
@@ -269,6 +277,12 @@ async def _wait_ready(url: str, child: Child) -> None:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)
+
+
+def pool_size() -> int:
+    """The service's default pool size (`PAYOPS_DB_POOL_MAX_SIZE`): every pool in the bench
+    has it, opened in full before anything is measured."""
+    return int(Settings.model_fields["db_pool_max_size"].default)
 
 
 def bearer(user: str) -> str:

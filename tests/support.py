@@ -35,6 +35,9 @@ def make_settings(**overrides: Any) -> Settings:
         "price_per_credit": 10_000,
         "token_decimals": 6,
         "intent_ttl_seconds": 900,
+        # The tests hammer one user from one address on purpose; test_rate_limits turns them on.
+        "rate_limit_per_ip_per_second": 0,
+        "rate_limit_per_user_per_second": 0,
     }
     values.update(overrides)
     return load_settings(**values)

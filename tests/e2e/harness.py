@@ -308,6 +308,9 @@ def service_env(
         "PAYOPS_LOG_LEVEL": "INFO",
         # The scheduler (recovery sweeps, reconciles) would act on other tests' intents.
         "PAYOPS_SCHEDULER_ENABLED": "false",
+        # 100 concurrent verifies by one user from one address are the point of some tests.
+        "PAYOPS_RATE_LIMIT_PER_IP_PER_SECOND": "0",
+        "PAYOPS_RATE_LIMIT_PER_USER_PER_SECOND": "0",
     }
     settings.update(extra)
     return child_env(**settings)
