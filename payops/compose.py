@@ -27,6 +27,7 @@ from core.config import PaymentConfig, Settings
 from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
+from core.rpc_metrics import RpcCollector
 from core.services import Services
 from payops.preflight_checks import public_url
 
@@ -97,6 +98,7 @@ async def services(
                 gate=GateReader(pool),
                 chain_health=rpc.health,
             )
+            svc.metrics.registry.register(RpcCollector(rpc))
             yield Running(svc, rpc)
         finally:
             await rpc.close()
