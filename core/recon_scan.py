@@ -113,10 +113,15 @@ WHERE t.id IS NULL OR i.id IS NULL
    OR tx.user_entries IS DISTINCT FROM 1 OR t.purchase_signature IS DISTINCT FROM i.tx_signature
 """
 
-# Signatures confirmed for more than one intent: a streaming aggregate over the partial index.
+# Signatures confirmed for more than one intent: those confirmed more than once (a streaming
+# aggregate over the partial index in signature order, or a hash aggregate), then the few
+# of them with distinct intents.
 _CONFIRMED_TWICE = """
 SELECT coalesce(array_agg(signature), '{}') FROM (
-    SELECT signature FROM verification_attempts WHERE outcome = 'confirmed'
+    SELECT signature FROM verification_attempts
+    WHERE outcome = 'confirmed' AND signature IN (
+        SELECT signature FROM verification_attempts WHERE outcome = 'confirmed'
+        GROUP BY signature HAVING count(*) > 1)
     GROUP BY signature HAVING count(DISTINCT intent_id) > 1) d
 """
 
@@ -211,9 +216,9 @@ async def _ledger_pass(conn: asyncpg.Connection, system: Any) -> tuple[Any, list
     await conn.execute("SET LOCAL enable_hashagg = off")
     await conn.execute("SET LOCAL enable_hashjoin = off")
     ledger = await conn.fetchrow(_LEDGER, system)
-    twice = list(await conn.fetchval(_CONFIRMED_TWICE))
     await conn.execute("SET LOCAL enable_hashagg = on")
     await conn.execute("SET LOCAL enable_hashjoin = on")
+    twice = list(await conn.fetchval(_CONFIRMED_TWICE))
     assert ledger is not None
     return ledger, twice
 
