@@ -42,13 +42,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 from solders.pubkey import Pubkey
 
 from bench import perf_report, perf_runs, perf_sql, perf_stack, perf_triage
 from bench.perf_stats import Record, RunStats, latency_summary, summarise, summarise_rounds
-from core import db
-from core.config import Settings
+from core import audit, db
 from localnet.records import TxRecord
 from localnet.tokens import build_payment
 
@@ -71,6 +71,7 @@ class Config:
     keep: bool
     profile: bool
     rounds: int
+    uvloop: bool
     # Intents prepared per second of run: pgbench's pool is sized from these caps, every
     # other mode's from the pgbench rate just measured at the same concurrency.
     pgbench_cap: dict[int, int] = field(default_factory=dict)
@@ -84,16 +85,21 @@ def parse_args(argv: list[str] | None) -> Config:
     p = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
     p.add_argument("--levels", default="1,16,64", help="concurrencies (default 1,16,64)")
-    p.add_argument("--duration", type=float, help="measured seconds per slice (3; quick 1)")
+    p.add_argument("--duration", type=float, help="measured seconds per slice (3; quick 0.7)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds first (1; quick 0.5)")
     p.add_argument("--users", type=int, default=1000, help="users owning the intents")
-    p.add_argument("--duplicates", type=int, default=1000, help="concurrent duplicate verifies")
-    p.add_argument("--triage-intents", type=int, help="intents for triage (1e6; quick 2e4)")
+    p.add_argument("--duplicates", type=int, help="concurrent duplicate verifies (1000; quick 250)")
+    p.add_argument("--triage-intents", type=int, help="intents for triage (1e6; quick 1e4)")
     p.add_argument("--client-cpu", type=int, help="CPU for the clients (default: the last)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--work-dir", type=Path, help="where PostgreSQL and logs go (default: tmp)")
     p.add_argument("--rounds", type=int, help="interleaved slices per mode and level (3; quick 1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="run the core path and the ceiling on uvloop (match a service that runs on it)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",
@@ -107,17 +113,18 @@ def parse_args(argv: list[str] | None) -> Config:
         quick=quick,
         levels=tuple(int(x) for x in a.levels.split(",")),
         warmup=a.warmup if a.warmup is not None else (0.5 if quick else 1.0),
-        duration=a.duration if a.duration is not None else (1.0 if quick else 3.0),
+        duration=a.duration if a.duration is not None else (0.7 if quick else 3.0),
         users=a.users,
-        duplicates=a.duplicates,
-        triage_intents=a.triage_intents or (20_000 if quick else 1_000_000),
-        triage_per_kind=25 if quick else 100,
+        duplicates=a.duplicates or (250 if quick else 1000),
+        triage_intents=a.triage_intents or (10_000 if quick else 1_000_000),
+        triage_per_kind=20 if quick else 100,
         client_cpu=client_cpu if len(cpus) > 1 else None,
         out_dir=a.out,
         work_dir=a.work_dir,
         keep=a.keep,
         profile=a.profile,
         rounds=a.rounds or (1 if quick else 3),
+        uvloop=a.uvloop,
         pgbench_cap={1: 800},
     )
 
@@ -215,10 +222,13 @@ def verify_requests(port: int, tokens: list[str], intents: list[PaidIntent]) -> 
     ]
 
 
-async def checkpoint(dsn: str) -> None:
-    """Every run starts right after a checkpoint, so each pays the same full-page writes."""
+async def quiesce(dsn: str) -> None:
+    """Before every slice: seal the audit rows earlier work left (the service seals every
+    second, and no slice should pay for sealing another's rows), then a checkpoint, so each
+    slice pays the same full-page writes."""
     conn = await asyncpg.connect(dsn)
     try:
+        await audit.seal(conn)
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -297,6 +307,7 @@ async def run(cfg: Config) -> dict[str, Any]:
             "warmup_s": cfg.warmup,
             "duration_s": cfg.duration,
             "rounds": cfg.rounds,
+            "event_loop": "uvloop" if cfg.uvloop else "asyncio",
             "users": cfg.users,
             "client_cpu": cfg.client_cpu,
             "load_generator": "bench/perf_load.py (Python asyncio, own process, pinned)",
@@ -345,12 +356,8 @@ async def throughput_and_duplicates(
     finally:
         await conn.close()
     tokens = [perf_stack.bearer(perf_sql.user_id(i)) for i in range(cfg.users)]
-    defaults = Settings.model_fields
-    pool = await db.create_pool(
-        dsn,
-        min_size=defaults["db_pool_min_size"].default,
-        max_size=defaults["db_pool_max_size"].default,
-    )
+    size = perf_stack.pool_size()
+    pool = await db.create_pool(dsn, min_size=size, max_size=size)
     # The mirror (pgbench's script, the bare handler's SQL) sends what credit_in sends.
     first = numbers.take(2)
     await _create(dsn, first, 2, cfg.users)
@@ -360,7 +367,7 @@ async def throughput_and_duplicates(
     result["mirror"] = {"name": mirror.name, "credit_in_statements": len(sql), "sql": sql}
     async with (
         perf_stack.service(dsn, chain.info, work) as (service, service_url),
-        perf_stack.ceiling(dsn, mirror.name, work) as (ceiling, ceiling_port),
+        perf_stack.ceiling(dsn, mirror.name, work, uvloop=cfg.uvloop) as (ceiling, ceiling_port),
     ):
         port = int(service_url.rsplit(":", 1)[1])
         rss = RssSampler(service.pid)
@@ -385,13 +392,16 @@ async def throughput_and_duplicates(
         async with rss.sampling():
             result["duplicates"] = await duplicates(cfg, chain, dsn, port, tokens, work)
             steady = max((c for c in credited_requests if c <= 16), default=None)
-            if steady is not None:
+            if steady is not None and not cfg.quick:
                 say(f"duplicates: repeating the credited verifies at {steady} clients")
                 rpc_before = chain.requests[0]
+                credited_reqs = credited_requests[steady]
+                wanted = int(3000 * cfg.seconds)  # more than the duplicate path answers
+                repeats = -(-wanted // len(credited_reqs))
                 again = await perf_runs.load(
                     work,
                     port,
-                    credited_requests[steady],
+                    (credited_reqs * repeats)[:wanted],
                     concurrency=steady,
                     warmup=cfg.warmup,
                     duration=cfg.duration,
@@ -449,19 +459,28 @@ class Slices:
     async def level(self, clients: int) -> dict[str, Any]:
         cfg = self.cfg
         runs: dict[str, list[Slice]] = {mode: [] for mode in MODES}
-        rate = 0.0  # the fastest pgbench slice so far sizes the other modes' work
+        # Work is prepared ahead of each slice, sized from the fastest slice so far of the
+        # mode that bounds it: pgbench bounds the SQL clients, the ceiling the service.
+        pg_rate = ceiling_rate = 0.0
         for r in range(cfg.rounds):
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: pgbench")
             runs["pgbench"].append(await self.pgbench(clients))
-            rate = max(rate, summarise(runs["pgbench"][-1].records, **self._window).throughput)
-            budget = int(max(rate, 50) * 1.5 * cfg.seconds) + clients * 4
+            pg_rate = max(pg_rate, self._rate(runs["pgbench"][-1]))
+            budget = self._budget(pg_rate, clients)
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: HTTP ceiling")
             runs["ceiling"].append(await self.ceiling(clients, budget))
+            ceiling_rate = max(ceiling_rate, self._rate(runs["ceiling"][-1]))
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: core credit path")
             runs["core"].append(await self.core(clients, budget))
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: end-to-end verify")
-            runs["e2e"].append(await self.e2e(clients, budget, r))
+            runs["e2e"].append(await self.e2e(clients, self._budget(ceiling_rate, clients), r))
         return {mode: self._merge(slices) for mode, slices in runs.items()}
+
+    def _rate(self, run: Slice) -> float:
+        return summarise(run.records, **self._window).throughput
+
+    def _budget(self, rate: float, clients: int) -> int:
+        return int(max(rate, 50) * 1.5 * self.cfg.seconds) + clients * 4
 
     @property
     def _window(self) -> dict[str, float]:
@@ -488,8 +507,8 @@ class Slices:
         return merged
 
     async def _measured(self, run: Any) -> tuple[Any, dict[str, float]]:
-        """Checkpoint, then `run()` with the CPU it took on every side."""
-        await checkpoint(self.dsn)
+        """Quiesce, then `run()` with the CPU it took on every side."""
+        await quiesce(self.dsn)
         before = self.meter.snapshot()
         outcome = await run()
         await asyncio.sleep(0.3)  # let the postmaster reap exited backends (their CPU)
@@ -525,7 +544,7 @@ class Slices:
         records, cpu = await self._measured(
             lambda: perf_runs.core(
                 self.pool, clients=clients, first=first, count=budget, users=self.cfg.users,
-                **self._window,
+                warmup=self.cfg.warmup, duration=self.cfg.duration,
             )
         )  # fmt: skip
         return Slice(records, cpu, {"exhausted": len(records) >= budget})
@@ -559,7 +578,13 @@ class Slices:
 
     async def _load(self, port: int, reqs: list[str], clients: int) -> perf_runs.LoadRun:
         return await perf_runs.load(
-            self.work, port, reqs, concurrency=clients, cpu=self.cfg.client_cpu, **self._window
+            self.work,
+            port,
+            reqs,
+            concurrency=clients,
+            cpu=self.cfg.client_cpu,
+            warmup=self.cfg.warmup,
+            duration=self.cfg.duration,
         )
 
     @staticmethod
@@ -600,7 +625,9 @@ async def duplicates(
     reqs = verify_requests(port, tokens, [intent]) * cfg.duplicates
     out: dict[str, Any] = {"intent_id": intent.id, "concurrent": cfg.duplicates}
     for phase in ("race", "after_credit"):
+        await quiesce(dsn)
         rpc_before = chain.requests[0]
+        stats_before = await service_rpc_requests(port)
         conn = await asyncpg.connect(dsn)
         try:
             since = await conn.fetchval("SELECT clock_timestamp()")
@@ -632,6 +659,7 @@ async def duplicates(
                 max(r[1] for r in burst.records) - min(r[0] for r in burst.records), 3
             ),
             "rpc_requests": chain.requests[0] - rpc_before,
+            "rpc_requests_service_stats": await service_rpc_requests(port) - stats_before,
             "ledger_credits_of_intent": int(facts["credits"]),
             "attempts_recorded": int(facts["attempts"]),
             "reached_ledger_write_path": int(facts["through_credit_path"]),
@@ -641,9 +669,27 @@ async def duplicates(
     after = out["after_credit"]
     out["exactly_one_credit"] = out["race"]["ledger_credits_of_intent"] == 1
     out["after_credit_never_reached_rpc_or_ledger"] = (
-        after["rpc_requests"] == 0 and after["reached_ledger_write_path"] == 0
+        after["rpc_requests"] == 0
+        and after["rpc_requests_service_stats"] <= 0
+        and after["reached_ledger_write_path"] == 0
     )
     return out
+
+
+async def service_rpc_requests(port: int) -> int:
+    """The service's own count of RPC requests (`SolanaRpc.stats`, on /metrics as
+    `payops_rpc_requests_total`), or -1 when it does not publish it."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    found = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("payops_rpc_requests_total{")
+    ]
+    return int(sum(found)) if found else -1
 
 
 def machine() -> dict[str, Any]:
@@ -668,7 +714,12 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    result = asyncio.run(run(cfg))
+    if cfg.uvloop:
+        import uvloop
+
+        result = uvloop.run(run(cfg))
+    else:
+        result = asyncio.run(run(cfg))
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     (cfg.out_dir / "perf.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     table = perf_report.markdown(result)

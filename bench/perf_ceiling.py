@@ -1,6 +1,6 @@
 """The HTTP ceiling: a bare aiohttp + asyncpg server that runs only the credit's SQL.
 
-    python -m bench.perf_ceiling DSN MIRROR
+    python -m bench.perf_ceiling DSN MIRROR [uvloop]
 
 `POST /credit/{n}` credits synthetic intent `n` with the credit's SQL (`MIRROR`, one of
 `bench.perf_sql.MIRRORS`) in one transaction on a pool sized like the service's, and
@@ -20,8 +20,8 @@ import asyncpg
 from aiohttp import web
 
 from bench.perf_sql import MIRRORS, Mirror, json_body
+from bench.perf_stack import pool_size
 from core import db
-from core.config import Settings
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 MIRROR: web.AppKey[Mirror] = web.AppKey("mirror", Mirror)
@@ -35,12 +35,7 @@ async def credit(request: web.Request) -> web.Response:
 
 
 async def serve(dsn: str, mirror: Mirror) -> None:
-    defaults = Settings.model_fields
-    pool = await db.create_pool(
-        dsn,
-        min_size=defaults["db_pool_min_size"].default,
-        max_size=defaults["db_pool_max_size"].default,
-    )
+    pool = await db.create_pool(dsn, min_size=pool_size(), max_size=pool_size())
     app = web.Application()
     app[POOL] = pool
     app[MIRROR] = mirror
@@ -62,7 +57,12 @@ async def serve(dsn: str, mirror: Mirror) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    asyncio.run(serve(args[0], MIRRORS[args[1]]))
+    if args[2:] == ["uvloop"]:
+        import uvloop
+
+        uvloop.run(serve(args[0], MIRRORS[args[1]]))
+    else:
+        asyncio.run(serve(args[0], MIRRORS[args[1]]))
     return 0
 
 

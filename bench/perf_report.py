@@ -133,15 +133,16 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Duplicates: {dup['concurrent']} concurrent verifies of one intent.",
             "",
-            "| phase | statuses | p50 ms | p99 ms | max ms | RPC requests | reached credit_in "
-            "| credits of the intent |",
+            "| phase | statuses | p50 ms | p99 ms | max ms | RPC requests (chain / "
+            "SolanaRpc.stats) | reached credit_in | credits of the intent |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for phase in ("race", "after_credit"):
             d = dup[phase]
             lines.append(
                 f"| {phase} | {d['statuses']} | {_fmt(d['p50_ms'], 1)} | {_fmt(d['p99_ms'], 1)} "
-                f"| {_fmt(d['max_ms'], 1)} | {d['rpc_requests']} | "
+                f"| {_fmt(d['max_ms'], 1)} | {d['rpc_requests']} / "
+                f"{d.get('rpc_requests_service_stats', '-')} | "
                 f"{d['reached_ledger_write_path']} | {d['ledger_credits_of_intent']} |"
             )
         steady = dup.get("steady")
@@ -207,6 +208,9 @@ def chart(result: dict[str, Any], path: Path) -> str:
         axis.set_title(title)
         axis.grid(True, alpha=0.3)
     right.set_yscale("log")
+    right.axhline(30, color="grey", linestyle=":", linewidth=1)
+    right.annotate("target: e2e p99 30 ms at 16 clients", (clients[0], 30), fontsize=7,
+                   color="grey", xytext=(0, 3), textcoords="offset points")  # fmt: skip
     left.legend(fontsize=8)
     machine = result.get("machine", {})
     fig.suptitle(

@@ -58,7 +58,7 @@ async def pgbench(
     script.write_text(mirror.pgbench_script)
     log_dir = work_dir / f"pgbench-{next(_runs)}"
     log_dir.mkdir()
-    seconds = math.ceil(warmup + duration)
+    seconds = max(2, math.ceil(warmup + duration))  # pgbench's -T: whole seconds
     database = dsn.partition("?")[0].rpartition("/")[2]
     args = [
         str(db.bin_dir / "pgbench"),

@@ -79,12 +79,12 @@ class Database:
                 "max_connections",
             )
             rows = await conn.fetch(
-                "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])",
+                "SELECT name, current_setting(name) AS value FROM unnest($1::text[]) AS name",
                 list(names),
             )
         finally:
             await conn.close()
-        return {r["name"]: r["setting"] + (r["unit"] or "") for r in rows}
+        return {r["name"]: r["value"] for r in rows}
 
     async def create(self, name: str) -> str:
         conn = await asyncpg.connect(self.admin_dsn)
@@ -256,9 +256,18 @@ async def service(
 
 
 @contextlib.asynccontextmanager
-async def ceiling(dsn: str, mirror: str, work_dir: Path) -> AsyncIterator[tuple[Child, int]]:
+async def ceiling(
+    dsn: str, mirror: str, work_dir: Path, *, uvloop: bool = False
+) -> AsyncIterator[tuple[Child, int]]:
     """`bench.perf_ceiling` on 127.0.0.1, crediting with `mirror`; yields it and its port."""
-    args = [sys.executable, "-m", "bench.perf_ceiling", dsn, mirror]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.perf_ceiling",
+        dsn,
+        mirror,
+        *(["uvloop"] if uvloop else []),
+    ]
     child = await spawn("ceiling", args, work_dir, child_env())
     try:
         port = int((await child.first_json())["port"])

@@ -21,9 +21,9 @@ drops fields it does not model, and rejects shapes it does not know, which would
 answer into an outage), and honouring `Retry-After` needs the 429's headers. So this module
 posts its own JSON-RPC body. It does so on an aiohttp session (DESIGN: aiohttp is payops' HTTP
 client) rather than on the AsyncClient's httpx2 session: on the verify path, httpx2's layers
-(httpx, httpcore, anyio) cost about 1.3 ms of CPU per call against 0.1 ms for aiohttp, with
-two socket writes per request instead of one (docs/PERFORMANCE.md). solana-py still provides
-the commitment levels. Retrying has one owner: this module.
+(httpx, httpcore, anyio) cost about 1.3 ms of CPU per call against 0.1 ms for aiohttp
+(docs/PERFORMANCE.md). solana-py still provides the commitment levels. Retrying has one
+owner: this module.
 
 Worst case, one call takes about (max_retries + 1) * timeout + max_retries * backoff_cap
 seconds, plus any wait for a free concurrency slot: every single wait, a `Retry-After`
