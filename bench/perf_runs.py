@@ -40,6 +40,11 @@ class PgbenchRun:
     seconds: int
 
 
+def pgbench_seconds(warmup: float, duration: float) -> int:
+    """pgbench's -T: whole seconds, at least two."""
+    return max(2, math.ceil(warmup + duration))
+
+
 async def pgbench(
     db: Database,
     dsn: str,
@@ -58,7 +63,7 @@ async def pgbench(
     script.write_text(mirror.pgbench_script)
     log_dir = work_dir / f"pgbench-{next(_runs)}"
     log_dir.mkdir()
-    seconds = max(2, math.ceil(warmup + duration))  # pgbench's -T: whole seconds
+    seconds = pgbench_seconds(warmup, duration)
     database = dsn.partition("?")[0].rpartition("/")[2]
     args = [
         str(db.bin_dir / "pgbench"),
