@@ -173,7 +173,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| target | value | limit | met |", "|---|---:|---:|---|"]
     for name, t in result.get("targets", {}).items():
         value = t["value"]
-        shown = _fmt(value, 2) if isinstance(value, float) else str(value)
+        shown = _fmt(value, 3 if abs(value) < 10 else 1) if isinstance(value, float) else str(value)
         limit = t.get("limit")
         lines.append(f"| {name} | {shown} | {'-' if limit is None else limit} | {t['met']} |")
     return "\n".join(lines) + "\n"
