@@ -25,7 +25,6 @@ from bot import interactions, ops
 from bot.alerts import register_alert_actions
 from bot.authz import Roles
 from bot.context import OpsContext
-from bot.replies import Reply
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.errors import ConfigError, PayopsError
@@ -137,7 +136,3 @@ def add_slack(app: web.Application, services: Services, rpc: SolanaRpc | None) -
             await handler.close_async()  # type: ignore[no-untyped-call]
 
     app.cleanup_ctx.append(socket_mode)
-
-
-def reply_payload(reply: Reply) -> dict[str, Any]:
-    return {"text": reply.text[:3000], "blocks": reply.blocks}

@@ -13,7 +13,6 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
 
 import asyncpg
 
@@ -120,7 +119,3 @@ async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     if not exists:
         return 0
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-
-
-def record_to_dict(record: Any) -> dict[str, Any]:
-    return dict(record.items())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
@@ -295,7 +294,3 @@ async def _record(
 def attempt_source(actor: Actor) -> str:
     """Where an attempt came from: the scheduler's re-checks are the recovery sweep's."""
     return "recovery" if actor.source == "scheduler" else actor.source
-
-
-def is_expired(intent: Intent, now: datetime) -> bool:
-    return intent.status is IntentStatus.PENDING and now >= intent.expires_at
