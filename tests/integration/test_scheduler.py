@@ -362,8 +362,12 @@ async def test_two_service_processes_run_each_job_once(database_url: str, tmp_pa
     assert {int(r.replica.rsplit(":", 1)[1]) for r in runs} <= pids
     host = socket.gethostname()
     assert all(r.replica.startswith(f"{host}:") for r in runs)
-    for text in metrics:  # both took part in every tick, running it or skipping it
-        assert 'payops_job_runs_total{job="audit_seal",outcome="skipped"}' in text
+    # Both took part, running ticks or standing down; at least once one stood down for the
+    # other. (Which one wins each tick is a race, and a loaded process may fire a tick late or
+    # not at all, so "each skipped at least once" is not something the design promises.)
+    for text in metrics:
+        assert 'payops_job_runs_total{job="audit_seal",outcome=' in text
+    assert any('payops_job_runs_total{job="audit_seal",outcome="skipped"}' in t for t in metrics)
     finished = [r for r in runs if r.outcome is not jobs.Outcome.RUNNING]
     failed = [(r.job, r.detail) for r in finished if r.outcome is not jobs.Outcome.OK]
     assert not failed
