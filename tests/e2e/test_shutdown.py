@@ -55,6 +55,9 @@ async def refuses_connections(url: str) -> bool:
         _, writer = await asyncio.open_connection(parts.hostname, parts.port)
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # caught in the backlog as the listener closed: not conclusive yet, ask again
+        return False
     writer.close()
     await writer.wait_closed()
     return False
