@@ -9,8 +9,10 @@ is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -57,6 +59,24 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """On release, asyncpg has already rolled back an open transaction and dropped
+    listeners. The rest of its default reset (unlock advisory locks, CLOSE ALL, UNLISTEN,
+    RESET ALL) is one more round trip on every release, for session state the service
+    never leaves behind: code that takes session-level state uses `session()` instead."""
+
+
+@contextlib.asynccontextmanager
+async def session(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pool connection for work that holds session state (advisory locks, SET, LISTEN):
+    the full reset runs before it goes back to the pool."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        finally:
+            await conn.execute(conn.get_reset_query())
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """The service's pool. Connections speak UTC and decode jsonb to Python values."""
     pool = await asyncpg.create_pool(
@@ -64,6 +84,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_reset,
         server_settings={"timezone": "UTC", "application_name": "payops"},
         command_timeout=30,
     )

@@ -36,6 +36,8 @@ from typing import Any
 
 import asyncpg
 
+from core import db
+
 log = logging.getLogger("payops.jobs")
 
 JOB_LOCK_CLASS = 7305  # first key of the two-key advisory locks payops jobs take
@@ -115,7 +117,7 @@ async def run_once(
 
     Never raises for a failing job: the failure is recorded and returned. A cancellation
     (the service stopping) is recorded as a failed run, then propagates."""
-    async with pool.acquire() as conn:
+    async with db.session(pool) as conn:
         if not await conn.fetchval(
             "SELECT pg_try_advisory_lock($1, $2)", JOB_LOCK_CLASS, lock_key(job)
         ):

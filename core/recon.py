@@ -32,7 +32,7 @@ from typing import Any
 
 import asyncpg
 
-from core import audit, recon_chain, recon_checks, recon_sql, recon_store
+from core import audit, db, recon_chain, recon_checks, recon_sql, recon_store
 from core.audit import Actor
 from core.config import PaymentConfig
 from core.errors import InvalidInput
@@ -130,7 +130,7 @@ async def run_reconciliation(
     `chain_unchecked` finding. `ignore_signatures`: known payments never meant to credit
     (the smoke test's). Waits for a run already in progress.
     """
-    async with pool.acquire() as conn:
+    async with db.session(pool) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", RECON_LOCK_KEY)
         try:
             return await _run(
