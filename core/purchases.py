@@ -34,6 +34,13 @@ from core.services import Services
 VERIFY_RETRY_AFTER_SECONDS = 5
 
 
+class Unread:
+    """Marks a value the caller did not read."""
+
+
+UNREAD = Unread()
+
+
 async def create_intent(
     svc: Services, conn: asyncpg.Connection, actor: Actor, *, credits: int, wallet: str | None
 ) -> Intent:
@@ -91,9 +98,11 @@ async def verify_intent(
     VerifyPaused (gate closed: nothing is written).
     """
     signature = parse_signature(raw_signature)
-    intent = await get_intent(svc, actor.id, intent_id)
+    intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
+    if intent is None or intent.user_id != actor.id:
+        raise NotFound("no such purchase intent", code="intent_not_found")
     await _require_gate_open(svc)
-    return await _verify_checked(svc, actor, intent, signature)
+    return await _verify_checked(svc, actor, intent, signature, owner)
 
 
 async def verify_for_recovery(
@@ -119,12 +128,19 @@ async def _require_gate_open(svc: Services) -> None:
 
 
 async def _verify_checked(
-    svc: Services, actor: Actor, intent: Intent, signature: str
+    svc: Services,
+    actor: Actor,
+    intent: Intent,
+    signature: str,
+    owner: uuid.UUID | Unread | None = UNREAD,
 ) -> VerifyResult:
+    """`owner`: the intent `signature` already credited, when the caller read it along with
+    the intent (`intents_db.get_for_verify`)."""
     try:
         if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
             return await _already_credited(svc, actor, intent, signature)
-        owner = await intents_db.intent_of_signature(svc.pool, signature)
+        if isinstance(owner, Unread):
+            owner = await intents_db.intent_of_signature(svc.pool, signature)
         if owner is not None and owner != intent.id:
             raise Conflict(
                 "this transaction already paid for another intent", code="signature_already_used"
@@ -153,37 +169,17 @@ async def credit_in(
 
     Locks the intent row, re-checks it, posts the purchase (unique per signature and per
     intent), marks the intent CONFIRMED, records the attempt and the audit record. Returns
-    (intent as locked, balance after, duplicate). Raises asyncpg.UniqueViolationError when
-    another intent already holds the signature."""
+    (the intent after the credit, balance after, duplicate). Raises
+    asyncpg.UniqueViolationError when another intent already holds the signature.
+
+    Three statements: the lock, the ledger transaction with its entries, and the intent's
+    confirmation with its attempt, audit record and the balance (one round trip each)."""
     locked = await intents_db.get(conn, intent_id, for_update=True)
     if locked is None:
         raise NotFound("no such purchase intent", code="intent_not_found")
     duplicate = precheck(locked, signature) is Precheck.ALREADY_CREDITED
-    if not duplicate:
-        await ledger_db.post(
-            conn,
-            kind=LedgerKind.PURCHASE,
-            postings=purchase_postings(locked.user_id, locked.credits),
-            created_by=actor.id,
-            description=f"purchase of {locked.credits} credits, intent {locked.id}",
-            intent_id=locked.id,
-            purchase_signature=signature,
-        )
-        await intents_db.mark_confirmed(
-            conn, locked, signature=signature, received=verdict.received
-        )
-        await audit.record(
-            conn,
-            actor,
-            action="intent.confirm",
-            subject=f"intent:{locked.id}",
-            before={"status": locked.status.value},
-            after=_confirmed_facts(locked, signature, verdict),
-        )
     flags = ",".join(f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on)
-    await intents_db.record_attempt(
-        conn,
-        intent=locked,
+    attempt = intents_db.Attempt(
         signature=signature,
         source=attempt_source(actor),
         outcome="duplicate" if duplicate else "confirmed",
@@ -191,7 +187,26 @@ async def credit_in(
         detail=f"received {verdict.received} at slot {verdict.slot}",
         request_id=actor.request_id,
     )
-    return locked, await ledger_db.balance(conn, locked.user_id), duplicate
+    if duplicate:
+        return locked, await intents_db.record_attempt_and_balance(conn, locked, attempt), True
+    await ledger_db.post(
+        conn,
+        kind=LedgerKind.PURCHASE,
+        postings=purchase_postings(locked.user_id, locked.credits),
+        created_by=actor.id,
+        description=f"purchase of {locked.credits} credits, intent {locked.id}",
+        intent_id=locked.id,
+        purchase_signature=signature,
+    )
+    confirmed, balance = await intents_db.confirm(
+        conn,
+        locked,
+        received=verdict.received,
+        attempt=attempt,
+        actor=actor,
+        facts=_confirmed_facts(locked, signature, verdict),
+    )
+    return confirmed, balance, False
 
 
 async def _credit(
@@ -199,7 +214,9 @@ async def _credit(
 ) -> VerifyResult:
     try:
         async with svc.pool.acquire() as conn, conn.transaction():
-            _, balance, duplicate = await credit_in(conn, actor, intent.id, signature, verdict)
+            confirmed, balance, duplicate = await credit_in(
+                conn, actor, intent.id, signature, verdict
+            )
     except asyncpg.UniqueViolationError as exc:
         # Another intent's credit won the race for this signature between our check and
         # our insert; the constraint, not the check, is what guarantees exactly once.
@@ -214,7 +231,6 @@ async def _credit(
     svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
     if not duplicate:
         svc.metrics.credits_applied.labels("purchase").inc(intent.credits)
-    confirmed = await get_intent(svc, intent.user_id, intent.id)
     return Credited(confirmed, confirmed.credits, balance, duplicate)
 
 
@@ -235,9 +251,16 @@ def _confirmed_facts(intent: Intent, signature: str, verdict: Confirmed) -> dict
 async def _already_credited(
     svc: Services, actor: Actor, intent: Intent, signature: str
 ) -> Credited:
-    await _record(svc, actor, intent, signature, "duplicate", None, "already credited")
+    attempt = intents_db.Attempt(
+        signature=signature,
+        source=attempt_source(actor),
+        outcome="duplicate",
+        code=None,
+        detail="already credited",
+        request_id=actor.request_id,
+    )
+    balance = await intents_db.record_attempt_and_balance(svc.pool, intent, attempt)
     svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
-    balance = await ledger_db.balance(svc.pool, intent.user_id)
     return Credited(intent, intent.credits, balance, duplicate=True)
 
 
