@@ -239,6 +239,49 @@ async def test_audit_log_is_append_only_and_chain_verifies(pool: asyncpg.Pool) -
             await conn.execute("DELETE FROM audit_log WHERE subject = 's2'")
 
 
+async def test_sealing_may_change_nothing_but_the_seal_whatever_the_column(
+    pool: asyncpg.Pool,
+) -> None:
+    """The guard lists audit_log's columns by name: every column of the table (as the
+    database describes it, so one added later is included) is refused a change while a row
+    is being sealed."""
+    first, second = Actor("ops", "cli", "req-1"), Actor("bot", "api", "req-2")
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await audit.record(conn, first, action="a1", subject="s1", before={"x": 1}, after={})
+        async with conn.transaction():
+            await audit.record(
+                conn, second, action="a2", subject="s2", before={"y": 2}, after={"z": 3}
+            )
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM audit_log ORDER BY id")]
+        columns = [
+            r["column_name"]
+            for r in await conn.fetch(
+                """SELECT column_name FROM information_schema.columns
+                   WHERE table_name = 'audit_log' AND table_schema = current_schema()"""
+            )
+        ]
+        assert {"id", "actor", "row_hash", "seq", "chain_hash"} <= set(columns)
+        for column in set(columns) - {"seq", "chain_hash"}:
+            differs = await conn.fetchval(
+                f"SELECT (SELECT {column} FROM audit_log WHERE id = $1)"
+                f" IS DISTINCT FROM (SELECT {column} FROM audit_log WHERE id = $2)",
+                ids[0],
+                ids[1],
+            )
+            assert differs, f"the two rows must differ in {column} for the check to mean much"
+            with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
+                await conn.execute(
+                    f"""UPDATE audit_log SET seq = 1, chain_hash = '\\x00',
+                            {column} = (SELECT {column} FROM audit_log WHERE id = $2)
+                        WHERE id = $1""",
+                    ids[0],
+                    ids[1],
+                )
+        assert await audit.seal(conn) == 2
+        assert (await audit.verify_chain(conn)).ok
+
+
 async def test_tampering_with_the_audit_log_is_evident(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         for i in range(4):
