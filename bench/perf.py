@@ -99,9 +99,11 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--rounds", type=int, help="interleaved slices per mode and level (3; quick 1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument(
-        "--uvloop",
-        action="store_true",
-        help="run the core path and the ceiling on uvloop (match a service that runs on it)",
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the event loop of the service, the ceiling and the core path (default uvloop,"
+        " the service's default)",
     )
     p.add_argument(
         "--profile",
@@ -127,7 +129,7 @@ def parse_args(argv: list[str] | None) -> Config:
         keep=a.keep,
         profile=a.profile,
         rounds=a.rounds or (1 if quick else 3),
-        uvloop=a.uvloop,
+        uvloop=a.event_loop == "uvloop",
         pgbench_cap={1: 2000},
     )
 
@@ -369,7 +371,9 @@ async def throughput_and_duplicates(
     mirror = perf_sql.mirror_for(len(sql))
     result["mirror"] = {"name": mirror.name, "credit_in_statements": len(sql), "sql": sql}
     async with (
-        perf_stack.service(dsn, chain.info, work) as (service, service_url),
+        perf_stack.service(
+            dsn, chain.info, work, event_loop="uvloop" if cfg.uvloop else "asyncio"
+        ) as (service, service_url),
         perf_stack.ceiling(dsn, mirror.name, work, uvloop=cfg.uvloop) as (ceiling, ceiling_port),
     ):
         port = int(service_url.rsplit(":", 1)[1])

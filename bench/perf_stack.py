@@ -215,7 +215,12 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def service(
-    dsn: str, chain: LocalnetInfo, work_dir: Path, *, log_level: str = "INFO"
+    dsn: str,
+    chain: LocalnetInfo,
+    work_dir: Path,
+    *,
+    log_level: str = "INFO",
+    event_loop: str = "uvloop",
 ) -> AsyncIterator[tuple[Child, str]]:
     """`payops serve` (the real service: its app, pool, RPC client, verifier, logs) against
     the bench database and the local chain; yields it and its base URL once /readyz is 200.
@@ -227,6 +232,7 @@ async def service(
         PAYOPS_HTTP_HOST="127.0.0.1",
         PAYOPS_HTTP_PORT="0",
         PAYOPS_LOG_LEVEL=log_level,
+        PAYOPS_EVENT_LOOP=event_loop,
         PAYOPS_SOLANA_RPC_URL=chain.rpc_url,
         PAYOPS_TOKEN_MINT=chain.mint,
         PAYOPS_TOKEN_PROGRAM=chain.token_program,

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     rate_limit_per_user_burst: int = Field(default=30, ge=1, le=1_000_000)
     trust_forwarded_for: bool = False  # behind a load balancer that sets X-Forwarded-For
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `payops serve`'s event loop: uvloop takes about a third less CPU per request
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Solana
     solana_rpc_url: str = "http://127.0.0.1:8899"

@@ -23,7 +23,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         if args.command == "serve":
-            return asyncio.run(_serve(settings))
+            return run_loop(_serve(settings), settings.event_loop)
         if args.command == "up":
             from payops.up import up
 
@@ -346,6 +346,17 @@ async def _serve(settings: Settings) -> int:
     async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
         await serve_app(compose.service_app(running), settings.http_host, settings.http_port)
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Run `main` on uvloop when asked for and installed, else on asyncio's own loop."""
+    if event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform: the standard loop serves as well
+            return asyncio.run(main)
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def serve_app(app: web.Application, host: str, port: int, *, on_started: Any = None) -> None:
