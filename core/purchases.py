@@ -9,6 +9,8 @@ in between, nothing is half-written and a retry credits once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -31,7 +33,10 @@ from core.intents import (
 from core.ledger import LedgerKind, purchase_postings
 from core.services import Services
 
+log = logging.getLogger("payops.purchases")
+
 VERIFY_RETRY_AFTER_SECONDS = 5
+CREDIT_FAILURE_RECORD_SECONDS = 2.0  # a failed credit's attempt record waits no longer
 
 
 class Unread:
@@ -227,11 +232,38 @@ async def _credit(
             svc, actor, intent, signature, "conflict", conflict.code, str(exc.constraint_name)
         )
         raise conflict from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
+        raise
     outcome = "duplicate" if duplicate else "confirmed"
     svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
     if not duplicate:
         svc.metrics.credits_applied.labels("purchase").inc(intent.credits)
     return Credited(confirmed, confirmed.credits, balance, duplicate)
+
+
+async def _record_credit_failure(
+    svc: Services,
+    actor: Actor,
+    intent: Intent,
+    signature: str,
+    verdict: Confirmed,
+    exc: BaseException,
+) -> None:
+    """Best effort, on a fresh connection: the payment was valid and nothing was credited
+    (the transaction rolled back). When the database is still unreachable this gives up
+    quickly and only logs; triage then infers the failure from the chain instead."""
+    detail = f"received {verdict.received} at slot {verdict.slot}; {type(exc).__name__}: {exc}"
+    try:
+        async with asyncio.timeout(CREDIT_FAILURE_RECORD_SECONDS):
+            await _record(
+                svc, actor, intent, signature, "credit_failed", "ledger_write_failed", detail
+            )
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as again:
+        log.warning(
+            "credit failed and could not be recorded",
+            extra={"intent_id": str(intent.id), "tx_signature": signature, "error": repr(again)},
+        )
 
 
 def _confirmed_facts(intent: Intent, signature: str, verdict: Confirmed) -> dict[str, object]:

@@ -303,20 +303,28 @@ def _write_failures(v: EvidenceIndex, f: _Findings) -> None:
     for (intent_id, sig), attempts in v.by_pair.items():
         chain = v.chain.get(sig)
         intent = v.intents.get(intent_id)
-        if chain is None or not chain.landed or intent is None or sig in v.credited_signatures:
+        if intent is None or sig in v.credited_signatures:
             continue
         if intent.status is IntentStatus.CONFIRMED or intent.id in v.purchased:
             continue
         last = attempts[-1]
         if last.outcome in REFUSED_OUTCOMES:
             continue  # the rules refused a transaction that landed: that is tx_rejected
+        if chain is not None and chain.landed:
+            seen = f"is finalized on chain without error (slot {chain.slot})"
+            why = "the credit write failed, or no verify ran since it was final"
+        elif last.outcome == "credit_failed":
+            seen = "passed the verification rules"
+            why = "the credit write failed"
+        else:
+            continue
         f.add(
             kind,
-            f"signature {sig} is finalized on chain without error (slot {chain.slot}) and was "
+            f"signature {sig} {seen} and was "
             f"presented for intent {intent.id} ({intent.user_id}, {intent.credits} credits), "
             f"which is still {intent.status.value} with no credit; latest attempt: "
-            f"{describe_attempt(last)} — the credit write failed, or no verify ran since it "
-            "was final" + v.adjustments_since(intent.user_id, intent.created_at),
+            f"{describe_attempt(last)} — {why}"
+            + v.adjustments_since(intent.user_id, intent.created_at),
             user=intent.user_id,
             attempts=attempts,
             intent=intent.id,

@@ -297,7 +297,8 @@ def describe_chain(c: ChainFacts) -> str:
 def describe_attempt(a: AttemptFacts) -> str:
     """One line for an attempt: outcome, code, why (if refused), when, where, request id."""
     code = f" {a.code}" if a.code else ""
-    detail = f": {a.detail}" if a.detail and a.outcome in REFUSED_OUTCOMES else ""
+    shown = a.outcome in REFUSED_OUTCOMES or a.outcome == "credit_failed"
+    detail = f": {a.detail}" if a.detail and shown else ""
     rid = f", request {a.request_id}" if a.request_id else ""
     return f"{a.outcome}{code}{detail} at {format_ts(a.created_at)} via {a.source}{rid}"
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from core import ledger_db
+from core.triage import DiagnosisKind
+from core.triage_db import triage
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 SLOW_ENTRIES = """
@@ -63,6 +66,21 @@ async def test_terminated_backend_during_credit_writes_nothing_and_retry_credits
         assert (
             await pool.fetchval("SELECT count(*) FROM audit_log WHERE action='intent.confirm'") == 0
         )
+
+        # ...but the failure is on record, with the error, for triage to name.
+        failed = await pool.fetch(
+            "SELECT outcome, code, detail, request_id FROM verification_attempts"
+        )
+        assert [(r["outcome"], r["code"]) for r in failed] == [
+            ("credit_failed", "ledger_write_failed")
+        ]
+        assert "received" in failed[0]["detail"]
+        assert "Error" in failed[0]["detail"]  # the exception's class, e.g. ConnectionDoesNotExist
+        assert failed[0]["request_id"]
+        report = await triage(pool, None, "dave", datetime.now(UTC), timedelta(minutes=30))
+        [diagnosis] = report.diagnoses
+        assert diagnosis.kind is DiagnosisKind.LEDGER_WRITE_FAILED
+        assert diagnosis.request_ids == [failed[0]["request_id"]]
 
         await pool.execute("DROP TRIGGER test_slow_entry ON ledger_entries")
         retries = [

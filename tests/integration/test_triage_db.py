@@ -100,7 +100,10 @@ async def test_triage_finds_ledger_write_failed_when_the_credit_rolled_back(
     assert only.kind is DiagnosisKind.LEDGER_WRITE_FAILED
     assert "9 credits missing for alice" in only.summary
     assert f"signature {sig} is finalized on chain without error" in only.evidence_lines[0]
-    assert only.request_ids == ["req-early"]  # the failed credit rolled its attempt back too
+    # the credit rolled back, and its failure is on record beside the earlier attempt
+    assert only.request_ids == ["req-early", "req-credit"]
+    assert "latest attempt: credit_failed ledger_write_failed: received" in only.evidence_lines[0]
+    assert "RaiseError" in only.evidence_lines[0]
     assert report.evidence.chain[0].slot == 77
 
 

@@ -279,6 +279,10 @@ WRITE_FAILURES = {  # facts, request ids of the attempts involved
         (intent(), attempt("pending", code="tx_not_final", rid="req-w"), chain(S1, "finalized")),
         ["req-w"],
     ),
+    "credit write failed, chain not asked": (
+        (intent(), attempt("credit_failed", code="ledger_write_failed", rid="req-f")),
+        ["req-f"],
+    ),
 }
 
 
@@ -290,6 +294,26 @@ def test_diagnose_ledger_write_failed(facts: tuple[Fact, ...], request_ids: list
     assert first.kind is DiagnosisKind.LEDGER_WRITE_FAILED
     assert "credits missing for alice" in first.summary
     assert first.request_ids == request_ids
+
+
+def test_a_failed_credit_names_its_error_in_the_evidence() -> None:
+    facts, _ = WRITE_FAILURES["credit write failed, chain not asked"]
+    [first] = diagnose(evidence(*facts), NOW, SLA)
+    [line] = first.evidence_lines
+    assert "passed the verification rules" in line
+    assert "credit_failed ledger_write_failed: detail" in line
+    assert line.endswith("the credit write failed")
+
+
+def test_a_failed_credit_then_a_credit_is_healthy() -> None:
+    facts = (
+        intent(status=IntentStatus.CONFIRMED, sig=S1),
+        attempt("credit_failed", code="ledger_write_failed", ago=timedelta(minutes=6)),
+        attempt("confirmed", rid="req-ok"),
+        purchase(1),
+        BalanceFacts("alice", 5, 5),
+    )
+    assert kinds(evidence(*facts)) == [DiagnosisKind.HEALTHY]
 
 
 def test_diagnose_ledger_write_failed_mentions_a_later_adjustment() -> None:
