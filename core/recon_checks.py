@@ -104,7 +104,10 @@ async def attempt_facts(conn: Conn) -> list[AttemptFacts]:
                           AND a.tx_signatures @> ARRAY[v.signature])
                   OR (i.status <> 'CONFIRMED' AND EXISTS (
                       SELECT 1 FROM adjustments a WHERE a.status = 'APPLIED'
-                         AND a.intent_ids @> ARRAY[v.intent_id::text])) AS adjusted
+                         AND a.intent_ids @> ARRAY[v.intent_id::text])) AS adjusted,
+                  (SELECT t.intent_id FROM ledger_transactions t
+                   WHERE t.purchase_signature = v.signature AND t.intent_id <> v.intent_id)
+                    AS credited_elsewhere
            FROM verification_attempts v
            JOIN recon_scope_intents k ON k.id = v.intent_id
            JOIN purchase_intents i ON i.id = v.intent_id
@@ -121,6 +124,9 @@ async def attempt_facts(conn: Conn) -> list[AttemptFacts]:
             outcome=r["outcome"],
             codes=tuple(sorted(r["codes"])),
             adjusted=bool(r["adjusted"]),
+            credited_elsewhere=None
+            if r["credited_elsewhere"] is None
+            else str(r["credited_elsewhere"]),
         )
         for r in rows
     ]

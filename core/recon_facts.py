@@ -40,6 +40,9 @@ class AttemptFacts:
     outcome: str  # "rejected" or "confirmed"
     codes: tuple[str, ...]
     adjusted: bool  # an applied adjustment names this signature
+    # the intent this signature's payment credited, when it is another one: the money is
+    # accounted for there (someone's transaction pasted into this intent)
+    credited_elsewhere: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

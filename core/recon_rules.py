@@ -265,12 +265,17 @@ def attempt_findings(f: AttemptFacts) -> list[Finding]:
             "not credited; needs a manual adjustment",
         )
     if f.intent_status == "CONFIRMED" and f.signature != f.intent_signature:
-        money = bool(MONEY_AT_TREASURY_CODES.intersection(f.codes))
-        note = (
-            "the rejected payment may have reached the treasury too"
-            if money
-            else "no money reached the treasury with it"
-        )
+        if f.credited_elsewhere is not None:
+            # the rejected transaction is another intent's payment, credited there: no
+            # money of this user's is left at the treasury uncredited
+            money, note = False, f"its payment credited intent {f.credited_elsewhere}"
+        else:
+            money = bool(MONEY_AT_TREASURY_CODES.intersection(f.codes))
+            note = (
+                "the rejected payment may have reached the treasury too"
+                if money
+                else "no money reached the treasury with it"
+            )
         return one(
             FindingKind.FAILED_THEN_SUCCEEDED,
             Severity.WARNING if money else Severity.INFO,

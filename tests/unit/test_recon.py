@@ -224,6 +224,11 @@ ATTEMPT_CASES = [
         [("failed_then_succeeded", "info")],
     ),
     (
+        "someone else's payment pasted (credited to their intent), then paid",
+        replace(REJECTED_THEN_OK, codes=("unbound_payment",), credited_elsewhere="other-intent"),
+        [("failed_then_succeeded", "info")],
+    ),
+    (
         "failed verification settled by an adjustment naming its signature",
         replace(REJECTED_THEN_OK, adjusted=True),
         [],
