@@ -34,7 +34,11 @@ from tests.support import ScriptedVerifier, build_services, signature
 USERS = ("ann", "ben", "cat")
 MANAGERS = frozenset({"m1", "m2"})
 POLICY = AdjustmentPolicy(managers=MANAGERS, two_approvals_above=50, ttl=timedelta(hours=1))
-EXAMPLES = int(os.environ.get("PAYOPS_MODEL_EXAMPLES", "10"))
+# PAYOPS_TEST_HEAVY=1 runs the heavy variants of the suite: here 100 examples, not 10.
+EXAMPLES = int(
+    os.environ.get("PAYOPS_MODEL_EXAMPLES")
+    or ("100" if os.environ.get("PAYOPS_TEST_HEAVY") == "1" else "10")
+)
 
 # Runs under its own event loop (Hypothesis drives rules synchronously).
 _TABLES = (
