@@ -260,8 +260,9 @@ async def profiled(cfg: Config, pid: int, path: Path) -> AsyncIterator[None]:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     beside = Path(sys.executable).with_name("py-spy")  # the venv's, when not on PATH
+    exe = str(beside) if beside.exists() else "py-spy"
     spy = await asyncio.create_subprocess_exec(
-        str(beside) if beside.exists() else "py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+        exe, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
         "--output", str(path), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
