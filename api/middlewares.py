@@ -25,6 +25,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 DATABASE_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # A pooled connection the server has just terminated, handed out before asyncpg saw the
+    # socket close: its protocol is still consuming the FATAL error ("cannot switch to
+    # state ...; another operation (2) is in progress"). The pool discards it on release.
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.CannotConnectNowError,
     ConnectionError,

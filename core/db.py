@@ -18,6 +18,16 @@ from importlib import resources
 
 import asyncpg
 
+# What a failing database raises: server errors, a lost or broken connection (including a
+# pooled connection terminated by the server before asyncpg saw the socket close, which
+# raises InternalClientError), a timeout.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 MIGRATE_LOCK_KEY = 7_305_101_001  # pg_advisory_lock key owned by `payops migrate`
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

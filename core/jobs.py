@@ -144,7 +144,7 @@ async def run_once(
                 raise
             try:
                 await _finish(conn, run_id, outcome, detail, facts)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except db.DATABASE_ERRORS as exc:
                 # The row stays 'running'; the next holder of the lock marks it abandoned.
                 log.warning("job %s: cannot record the outcome of run %s: %s", job, run_id, exc)
             return Ran(job, tick, outcome, run_id, detail, abandoned)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core import audit, intents_db, ledger_db
+from core import audit, db, intents_db, ledger_db
 from core.audit import Actor
 from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
@@ -232,7 +232,7 @@ async def _credit(
             svc, actor, intent, signature, "conflict", conflict.code, str(exc.constraint_name)
         )
         raise conflict from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except db.DATABASE_ERRORS as exc:
         await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
         raise
     outcome = "duplicate" if duplicate else "confirmed"
@@ -259,7 +259,7 @@ async def _record_credit_failure(
             await _record(
                 svc, actor, intent, signature, "credit_failed", "ledger_write_failed", detail
             )
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as again:
+    except db.DATABASE_ERRORS as again:
         log.warning(
             "credit failed and could not be recorded",
             extra={"intent_id": str(intent.id), "tx_signature": signature, "error": repr(again)},

@@ -149,7 +149,7 @@ async def run_reconciliation(
         finally:
             try:
                 await conn.execute("SELECT pg_advisory_unlock($1)", RECON_LOCK_KEY)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except db.DATABASE_ERRORS:
                 # a lock left on a pooled connection would stop every later run
                 conn.terminate()
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core import audit, intents_db, ledger_db
+from core import audit, db, intents_db, ledger_db
 from core.audit import Actor
 from core.chain.verdict import Confirmed
 from core.intents import Intent, IntentStatus, expectation
@@ -106,7 +106,7 @@ async def run_smoke(svc: Services, actor: Actor) -> SmokeResult:
         await _checklist(svc, actor, check)
     except _Abort:
         pass
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except db.DATABASE_ERRORS as exc:
         checks.append(SmokeCheck("database", False, f"{type(exc).__name__}: {exc}"))
     passed = bool(checks) and all(c.ok for c in checks)
     finished = svc.clock()

@@ -132,8 +132,8 @@ async def _seal_audit_log(pool: asyncpg.Pool) -> None:
     while True:
         try:
             await audit.seal(pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("audit sealing failed, will retry: %s", exc)
+        except Exception as exc:  # whatever the database did, seal again next time
+            log.warning("audit sealing failed, will retry: %s: %s", type(exc).__name__, exc)
         await asyncio.sleep(AUDIT_SEAL_INTERVAL_SECONDS)
 
 
