@@ -217,7 +217,13 @@ class SolanaRpc:
         tx = self._expect_dict(method, result)
         # A real node always sends both keys (meta may be null). Without them this is a broken
         # node or proxy, and must not reach the rules, which would reject it for good.
-        if "transaction" not in tx or "meta" not in tx:
+        # The transaction is an object (json, jsonParsed) or [data, encoding] (base64); meta an
+        # object or null. Anything else is garbage from the node, not a malformed payment.
+        if (
+            not isinstance(tx.get("transaction"), dict | list)
+            or "meta" not in tx
+            or not isinstance(tx["meta"], dict | None)
+        ):
             raise self._failed(method, f"unexpected result shape: {_describe(tx)}")
         # Only a finalized answer is immutable; a confirmed one can still be rolled back.
         if self.commitment is Commitment.FINALIZED and self._cache_size > 0:

@@ -218,7 +218,17 @@ async def test_client_error_status_fails_fast(node: FakeNode, make_rpc: MakeRpc)
 
 
 @pytest.mark.parametrize(
-    "result", [["not", "a", "transaction"], {"slot": 5}, "ok"], ids=["list", "no-tx", "string"]
+    "result",
+    [
+        ["not", "a", "transaction"],
+        {"slot": 5},
+        "ok",
+        {"slot": 5, "transaction": None, "meta": None},
+        {"slot": 5, "transaction": "AAAA", "meta": {}},
+        {"slot": 5, "transaction": {}, "meta": "ok"},
+        {"slot": 5, "transaction": {}},
+    ],
+    ids=["list", "no-tx", "string", "null-tx", "string-tx", "string-meta", "no-meta"],
 )
 async def test_unexpected_transaction_shape_raises(
     node: FakeNode, make_rpc: MakeRpc, result: Any
