@@ -1,18 +1,14 @@
-"""Processes the fault tests break: a `payops serve` that may be SIGKILLed and a PostgreSQL
-of the test's own that it stops (fast or as a crash) and starts again."""
+"""A PostgreSQL of the fault test's own, which it stops (fast or as a crash) and starts
+again, and what waits for the processes the fault tests break."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,55 +16,10 @@ import aiohttp
 from core import db
 from core.embedded_db import EmbeddedPostgres, ensure_database
 from tests.e2e.harness import (
-    Chain,
     Proc,
     ProcessFailed,
     Service,
-    assert_clean_logs,
-    read_json_output,
-    service_env,
-    spawn,
-    wait_ready,
 )
-
-# --- a service process that may be killed ---------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def killable_service(
-    chain: Chain,
-    database_url: str,
-    workdir: Path,
-    session: aiohttp.ClientSession,
-    *,
-    rpc_url: str | None = None,
-    **settings: str,
-) -> AsyncIterator[Service]:
-    """`payops serve` (on `rpc_url`, default the chain's), ready; the test may SIGKILL it.
-
-    On exit: a process still running gets SIGTERM and must exit 0 with clean logs; a killed
-    one must have died of SIGKILL."""
-    env = service_env(chain.info, database_url, workdir, **settings)
-    if rpc_url is not None:
-        env["PAYOPS_SOLANA_RPC_URL"] = rpc_url
-    pool = await db.create_pool(database_url, min_size=1, max_size=2)
-    proc = spawn("service", [sys.executable, "-m", "payops.cli", "serve"], workdir, env)
-    try:
-        listening = await read_json_output(proc)
-        assert listening.get("event") == "listening", listening
-        service = Service(proc, listening["addresses"][0], chain, pool, session)
-        await wait_ready(service)
-        yield service
-        if proc.popen.poll() is None:
-            code = await proc.stop()
-            assert code == 0, f"payops serve exited with {code} on SIGTERM\n{proc.tail()}"
-            assert_clean_logs(proc)
-        else:
-            assert proc.popen.returncode == -signal.SIGKILL, proc.tail()
-    finally:
-        if proc.popen.poll() is None:
-            await proc.stop()
-        await pool.close()
 
 
 def alive(proc: Proc) -> bool:

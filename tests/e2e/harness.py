@@ -341,15 +341,40 @@ async def wait_ready(service: Service, *, within: float = START_SECONDS) -> None
         ) from None
 
 
-@contextlib.asynccontextmanager
-async def running_service(
+def running_service(
     chain: Chain,
     database_url: str,
     workdir: Path,
     session: aiohttp.ClientSession,
     **settings: str,
+) -> contextlib.AbstractAsyncContextManager[Service]:
+    """`payops serve` on that chain and database; on exit SIGTERM, and it must exit 0 with
+    clean logs."""
+    return _service_process(chain, database_url, workdir, session, settings, killable=False)
+
+
+def killable_service(
+    chain: Chain,
+    database_url: str,
+    workdir: Path,
+    session: aiohttp.ClientSession,
+    **settings: str,
+) -> contextlib.AbstractAsyncContextManager[Service]:
+    """`running_service` that the test may SIGKILL: if it did, the process must have died of
+    SIGKILL; if not, it stops as `running_service` does."""
+    return _service_process(chain, database_url, workdir, session, settings, killable=True)
+
+
+@contextlib.asynccontextmanager
+async def _service_process(
+    chain: Chain,
+    database_url: str,
+    workdir: Path,
+    session: aiohttp.ClientSession,
+    settings: Mapping[str, str],
+    *,
+    killable: bool,
 ) -> AsyncIterator[Service]:
-    """`payops serve` on that chain and database; on exit SIGTERM, and it must exit 0."""
     env = service_env(chain.info, database_url, workdir, **settings)
     pool = await db.create_pool(database_url, min_size=1, max_size=4)
     proc = spawn("service", [sys.executable, "-m", "payops.cli", "serve"], workdir, env)
@@ -359,9 +384,12 @@ async def running_service(
         service = Service(proc, listening["addresses"][0], chain, pool, session)
         await wait_ready(service)
         yield service
-        code = await proc.stop()
-        assert code == 0, f"payops serve exited with {code} on SIGTERM\n{proc.tail()}"
-        assert_clean_logs(proc)
+        if killable and proc.popen.poll() is not None:
+            assert proc.popen.returncode == -signal.SIGKILL, proc.tail()
+        else:
+            code = await proc.stop()
+            assert code == 0, f"payops serve exited with {code} on SIGTERM\n{proc.tail()}"
+            assert_clean_logs(proc)
     finally:
         if proc.popen.poll() is None:
             await proc.stop()

@@ -34,7 +34,6 @@ import asyncpg
 import pytest
 
 from tests.e2e.fault_checks import assert_exactly_once, assert_nothing_from, observer, summary
-from tests.e2e.fault_processes import killable_service
 from tests.e2e.faults import (
     Outcome,
     Paid,
@@ -52,6 +51,7 @@ from tests.e2e.harness import (
     Chain,
     Service,
     enter_concurrently,
+    killable_service,
     new_user,
     running_chain,
     wait_until,
@@ -160,7 +160,7 @@ class Cluster:
                     self.database_url,
                     self.workdir / f"r{victim}-{len(self.fresh) + 1}",
                     self.http,
-                    rpc_url=self.proxies[victim].url,
+                    PAYOPS_SOLANA_RPC_URL=self.proxies[victim].url,
                 )
             )
             self.replicas[victim] = restarted
@@ -247,7 +247,11 @@ async def test_a_replica_killed_mid_credit_loses_and_doubles_nothing(
             stack,
             [
                 killable_service(
-                    chain, database_url, tmp_path / f"r{i}-0", http, rpc_url=proxies[i].url
+                    chain,
+                    database_url,
+                    tmp_path / f"r{i}-0",
+                    http,
+                    PAYOPS_SOLANA_RPC_URL=proxies[i].url,
                 )
                 for i in range(REPLICAS)
             ],
