@@ -97,19 +97,6 @@ async def intent_of_signature(
     return value if isinstance(value, uuid.UUID) else None
 
 
-async def mark_confirmed(
-    conn: asyncpg.Connection, intent: Intent, *, signature: str, received: int
-) -> None:
-    await conn.execute(
-        """UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = $2,
-               received_amount = $3, confirmed_at = now(), updated_at = now()
-           WHERE id = $1""",
-        intent.id,
-        signature,
-        received,
-    )
-
-
 async def mark_rejected(conn: asyncpg.Connection, intent: Intent, *, code: str) -> None:
     await conn.execute(
         """UPDATE purchase_intents SET status = 'REJECTED', reject_code = $2, updated_at = now()

@@ -39,13 +39,6 @@ VERIFY_RETRY_AFTER_SECONDS = 5
 CREDIT_FAILURE_RECORD_SECONDS = 2.0  # a failed credit's attempt record waits no longer
 
 
-class Unread:
-    """Marks a value the caller did not read."""
-
-
-UNREAD = Unread()
-
-
 async def create_intent(
     svc: Services, conn: asyncpg.Connection, actor: Actor, *, credits: int, wallet: str | None
 ) -> Intent:
@@ -120,7 +113,8 @@ async def verify_for_recovery(
     Unprocessable, VerifyPaused when the operators closed the gate)."""
     signature = parse_signature(signature)
     await _require_gate_open(svc)
-    return await _verify_checked(svc, actor, intent, signature)
+    owner = await intents_db.intent_of_signature(svc.pool, signature)
+    return await _verify_checked(svc, actor, intent, signature, owner)
 
 
 async def _require_gate_open(svc: Services) -> None:
@@ -137,15 +131,12 @@ async def _verify_checked(
     actor: Actor,
     intent: Intent,
     signature: str,
-    owner: uuid.UUID | Unread | None = UNREAD,
+    owner: uuid.UUID | None,
 ) -> VerifyResult:
-    """`owner`: the intent `signature` already credited, when the caller read it along with
-    the intent (`intents_db.get_for_verify`)."""
+    """`owner`: the intent `signature` already credited, if any, as read before the chain."""
     try:
         if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
             return await _already_credited(svc, actor, intent, signature)
-        if isinstance(owner, Unread):
-            owner = await intents_db.intent_of_signature(svc.pool, signature)
         if owner is not None and owner != intent.id:
             raise Conflict(
                 "this transaction already paid for another intent", code="signature_already_used"
