@@ -84,7 +84,14 @@ async def session(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         try:
             yield conn
         finally:
-            await conn.execute(conn.get_reset_query())
+            try:
+                if not conn.is_closed():
+                    await conn.execute(conn.get_reset_query())
+            except DATABASE_ERRORS:
+                # what cannot be reset is closed, and its locks go with it (a connection that
+                # broke is already out of the pool's hands)
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
