@@ -138,6 +138,7 @@ def signed_headers(
 ) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    assert signature is not None  # None only without a timestamp
     return {
         "X-Slack-Request-Timestamp": ts,
         "X-Slack-Signature": signature,
