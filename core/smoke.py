@@ -23,7 +23,7 @@ import asyncpg
 
 from core import audit, db, intents_db, ledger_db
 from core.audit import Actor
-from core.chain.verdict import Confirmed
+from core.chain.verdict import Confirmed, describe_verdict
 from core.intents import Intent, IntentStatus, expectation
 from core.purchases import credit_in
 from core.services import Services
@@ -130,7 +130,7 @@ async def _checklist(svc: Services, actor: Actor, check: Check) -> None:
             check(
                 "verify with a known valid tx path",
                 isinstance(verdict, Confirmed),
-                f"{s.smoke_signature[:16]}...: {verdict}",
+                f"{s.smoke_signature[:16]}...: {describe_verdict(verdict)}",
             )
             assert isinstance(verdict, Confirmed)
 

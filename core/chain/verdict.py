@@ -85,6 +85,27 @@ class Rejected:
 Verdict = Confirmed | Pending | Rejected
 
 
+def describe_verdict(verdict: Verdict) -> str:
+    """One line for an operator: what the chain's answer means."""
+    match verdict:
+        case Confirmed():
+            flags = "".join(
+                f", {flag}"
+                for flag, on in (("overpaid", verdict.overpaid), ("late", verdict.late))
+                if on
+            )
+            when = f" ({verdict.block_time:%Y-%m-%d %H:%M:%SZ})" if verdict.block_time else ""
+            return (
+                f"confirmed: {verdict.received} base units received at slot {verdict.slot}"
+                f"{when} from {verdict.payer or 'an unknown payer'}{flags}"
+            )
+        case Pending():
+            detail = f": {verdict.detail}" if verdict.detail else ""
+            return f"pending {verdict.reason.value}{detail}"
+        case Rejected():
+            return f"rejected {verdict.code.value}: {verdict.message}"
+
+
 class ChainVerifier(Protocol):
     """The port core uses to ask the chain about a payment."""
 
