@@ -10,8 +10,8 @@ from core.chain.verdict import (
     Confirmed,
     Pending,
     PendingReason,
-    Rejected,
     RejectCode,
+    Rejected,
     Verdict,
     describe_verdict,
 )
