@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import pytest
 
+from tests.e2e.facts import session_database
 from tests.e2e.harness import (
     TOKEN_2022_FEE_BPS,
     Chain,
@@ -26,7 +27,6 @@ from tests.e2e.harness import (
     running_chain,
     running_service,
     running_stack,
-    session_database,
 )
 
 if TYPE_CHECKING:

@@ -22,9 +22,7 @@ import asyncpg
 
 from core import ledger_db
 from tests.e2e.faults import HEAVY, OBSERVER, Paid, Tally
-from tests.e2e.harness import (
-    wait_until,
-)
+from tests.e2e.procs import wait_until
 
 # --- the database's word --------------------------------------------------------------------
 

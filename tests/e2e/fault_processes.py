@@ -15,11 +15,8 @@ import aiohttp
 
 from core import db
 from core.embedded_db import EmbeddedPostgres, ensure_database
-from tests.e2e.harness import (
-    Proc,
-    ProcessFailed,
-    Service,
-)
+from tests.e2e.harness import Service
+from tests.e2e.procs import Proc, ProcessFailed
 
 
 def alive(proc: Proc) -> bool:

@@ -29,10 +29,7 @@ from typing import Any, Final, TypeVar
 
 import aiohttp
 
-from tests.e2e.harness import (
-    Chain,
-    Service,
-)
+from tests.e2e.harness import Chain, Service
 
 T = TypeVar("T")
 HEAVY: Final = os.environ.get("PAYOPS_TEST_HEAVY") == "1"

@@ -1,15 +1,11 @@
-"""The real processes the end-to-end tests drive, and what the tests read back from them.
+"""The real processes the end-to-end tests drive: the local chain and `payops serve`.
 
 - `running_chain`: `python -m localnet` on an ephemeral port (port 0: the process binds it
   and prints the address in its `LocalnetInfo` JSON, so no port can be taken in between);
 - `running_service`: `payops serve` against a fresh migrated database and that chain, ready
-  once `/readyz` answers 200; stopped with SIGTERM, after which it must exit 0;
-- the database facts each test asserts next to the HTTP answer: intent status, ledger
-  transactions, balances, verification attempts, the ledger's invariants.
+  once `/readyz` answers 200; stopped with SIGTERM, after which it must exit 0.
 
-Every start, stop and poll is bounded in time; a process that does not come up fails the test
-with the tail of its stderr. Output goes to files, never pipes, so a chatty process can never
-block on a full pipe nobody reads.
+Child processes are in `procs`, the database facts the tests assert in `facts`.
 """
 
 from __future__ import annotations
@@ -18,12 +14,9 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -38,121 +31,25 @@ from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
 
 from api.auth import mint_token
-from core import db, ledger_db
+from core import db
 from localnet.server import LocalnetInfo
 from localnet.wallet import Wallet
 
 if TYPE_CHECKING:
-    from tests.conftest import DatabaseFactory
-
-PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
-TOKEN_2022_FEE_BPS: Final = 100
-JWT_SECRET: Final = "payops-e2e-tests-only-" + "0123456789abcdef" * 2
-START_SECONDS: Final = 20.0
-STOP_SECONDS: Final = 20.0  # above the service's own 15 s shutdown timeout
-POLL_SECONDS: Final = 0.02
-
-
-class ProcessFailed(AssertionError):
     pass
 
+from tests.e2e.procs import (
+    POLL_SECONDS,
+    START_SECONDS,
+    Proc,
+    ProcessFailed,
+    child_env,
+    read_json_output,
+    spawn,
+)
 
-@dataclass
-class Proc:
-    """A child process whose stdout and stderr go to files in its work directory."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    stdout: Path
-    stderr: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def tail(self, chars: int = 4000) -> str:
-        text = self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
-        return f"--- {self.name} (pid {self.pid}) stderr, last {chars} chars ---\n{text[-chars:]}"
-
-    def send(self, sig: signal.Signals) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.pid, sig)
-
-    async def wait_exit(self, within: float = STOP_SECONDS) -> int:
-        try:
-            async with asyncio.timeout(within):
-                while True:
-                    code = self.popen.poll()
-                    if code is not None:
-                        return code
-                    await asyncio.sleep(POLL_SECONDS)
-        except TimeoutError:
-            self.popen.kill()
-            self.popen.wait(5)
-            raise ProcessFailed(
-                f"{self.name} did not exit within {within} s\n{self.tail()}"
-            ) from None
-
-    async def stop(self, within: float = STOP_SECONDS) -> int:
-        """SIGTERM (after a SIGCONT, in case a test left it stopped); its exit code."""
-        self.send(signal.SIGCONT)
-        self.send(signal.SIGTERM)
-        return await self.wait_exit(within)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], what: str, *, within: float = 5.0
-) -> None:
-    """Poll `condition` until it holds; fail naming `what` after `within` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if await condition():
-                    return
-                await asyncio.sleep(POLL_SECONDS)
-    except TimeoutError:
-        raise AssertionError(f"not the case within {within} s: {what}") from None
-
-
-def spawn(name: str, args: Sequence[str], workdir: Path, env: Mapping[str, str]) -> Proc:
-    workdir.mkdir(parents=True, exist_ok=True)
-    out, err = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        popen = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            list(args), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=workdir, env=env
-        )
-    return Proc(name, popen, out, err)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment without any PAYOPS_/SLACK_ setting of the developer's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYOPS_", "SLACK_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-async def read_json_output(proc: Proc, *, within: float = START_SECONDS) -> dict[str, Any]:
-    """The first complete JSON object the process prints (it may span several lines)."""
-    decoder = json.JSONDecoder()
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                text = proc.stdout.read_text(errors="replace")
-                start = text.find("{")
-                if start >= 0:
-                    with contextlib.suppress(ValueError):
-                        found, _ = decoder.raw_decode(text, start)
-                        return dict(found)
-                if proc.popen.poll() is not None:
-                    raise ProcessFailed(
-                        f"{proc.name} exited with {proc.popen.returncode}\n{proc.tail()}"
-                    )
-                await asyncio.sleep(POLL_SECONDS)
-    except TimeoutError:
-        raise ProcessFailed(
-            f"{proc.name} printed no JSON within {within} s\n{proc.tail()}"
-        ) from None
+TOKEN_2022_FEE_BPS: Final = 100
+JWT_SECRET: Final = "payops-e2e-tests-only-" + "0123456789abcdef" * 2
 
 
 # --- the local chain ------------------------------------------------------------------------
@@ -406,104 +303,6 @@ def assert_clean_logs(proc: Proc) -> None:
         except ValueError:
             raise AssertionError(f"a log line that is not JSON: {line!r}") from None
         assert record.get("level") in ("debug", "info", "warning"), record
-
-
-# --- what the database says -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Facts:
-    """One intent's state and its user's money, read back after a verify."""
-
-    status: str
-    reject_code: str | None
-    tx_signature: str | None
-    received_amount: int | None
-    purchases: int  # ledger transactions crediting this intent
-    balance: int  # the user's cached balance
-    entries_sum: int  # the sum of the user's ledger entries
-    attempts: list[tuple[str, str | None]]  # (outcome, code), oldest first
-
-
-async def facts(pool: asyncpg.Pool, intent_id: str | uuid.UUID) -> Facts:
-    key = uuid.UUID(str(intent_id))
-    intent = await pool.fetchrow(
-        """SELECT user_id, status, reject_code, tx_signature, received_amount
-           FROM purchase_intents WHERE id = $1""",
-        key,
-    )
-    assert intent is not None, f"no intent {intent_id} in the database"
-    user = intent["user_id"]
-    purchases = await pool.fetchval(
-        "SELECT count(*) FROM ledger_transactions WHERE intent_id = $1 AND kind = 'purchase'", key
-    )
-    entries_sum = await pool.fetchval(
-        """SELECT coalesce(sum(e.amount), 0) FROM ledger_entries e
-           JOIN accounts a ON a.id = e.account_id WHERE a.user_id = $1""",
-        user,
-    )
-    attempts = await pool.fetch(
-        "SELECT outcome, code FROM verification_attempts WHERE intent_id = $1 ORDER BY id", key
-    )
-    received = intent["received_amount"]
-    return Facts(
-        status=intent["status"],
-        reject_code=intent["reject_code"],
-        tx_signature=intent["tx_signature"],
-        received_amount=None if received is None else int(received),
-        purchases=int(purchases),
-        balance=await ledger_db.balance(pool, user),
-        entries_sum=int(entries_sum),
-        attempts=[(r["outcome"], r["code"]) for r in attempts],
-    )
-
-
-async def assert_ledger_healthy(pool: asyncpg.Pool) -> None:
-    health = await ledger_db.health(pool)
-    assert health.ok, health
-
-
-async def assert_credited_once(
-    service: Service, intent: Mapping[str, Any], signature: str
-) -> Facts:
-    found = await facts(service.pool, intent["id"])
-    assert found.status == "CONFIRMED"
-    assert found.tx_signature == signature
-    assert found.purchases == 1
-    assert found.balance == found.entries_sum == intent["credits"]
-    await assert_ledger_healthy(service.pool)
-    return found
-
-
-async def assert_not_credited(
-    service: Service, intent: Mapping[str, Any], *, status: str = "PENDING"
-) -> Facts:
-    found = await facts(service.pool, intent["id"])
-    assert found.status == status
-    assert found.tx_signature is None
-    assert found.purchases == 0
-    assert found.balance == found.entries_sum == 0
-    await assert_ledger_healthy(service.pool)
-    return found
-
-
-@contextlib.asynccontextmanager
-async def session_database(factory: DatabaseFactory) -> AsyncIterator[str]:
-    """A fresh migrated database (from the suite's template) until the block exits."""
-    name, dsn = await factory.take()
-    try:
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(factory.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-def new_user(prefix: str) -> str:
-    """A user of one test only, so tests sharing a service cannot see each other's money."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 # --- starting several at once ---------------------------------------------------------------

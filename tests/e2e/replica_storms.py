@@ -10,12 +10,9 @@ from typing import Any
 
 import asyncpg
 
-from tests.e2e.harness import (
-    Answer,
-    Chain,
-    new_user,
-    wait_until,
-)
+from tests.e2e.facts import new_user
+from tests.e2e.harness import Answer, Chain
+from tests.e2e.procs import wait_until
 from tests.e2e.replicas import (
     ONCALL,
     Adjust,

@@ -26,6 +26,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.e2e.facts import new_user
 from tests.e2e.fault_checks import assert_exactly_once, await_sealed, observer, summary
 from tests.e2e.fault_processes import OwnPostgres, await_ready
 from tests.e2e.faults import (
@@ -43,7 +44,8 @@ from tests.e2e.faults import (
     users_for,
     verify_once,
 )
-from tests.e2e.harness import Chain, Service, new_user, running_chain, running_service, wait_until
+from tests.e2e.harness import Chain, Service, running_chain, running_service
+from tests.e2e.procs import wait_until
 
 
 @pytest.fixture(scope="module")

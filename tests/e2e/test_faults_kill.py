@@ -33,6 +33,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from tests.e2e.facts import new_user
 from tests.e2e.fault_checks import assert_exactly_once, assert_nothing_from, observer, summary
 from tests.e2e.faults import (
     Outcome,
@@ -47,15 +48,8 @@ from tests.e2e.faults import (
     verify_once,
 )
 from tests.e2e.faulty_rpc import FaultyRpc, running_faulty_rpc
-from tests.e2e.harness import (
-    Chain,
-    Service,
-    enter_concurrently,
-    killable_service,
-    new_user,
-    running_chain,
-    wait_until,
-)
+from tests.e2e.harness import Chain, Service, enter_concurrently, killable_service, running_chain
+from tests.e2e.procs import wait_until
 
 REPLICAS = 3
 HELD_PER_ROUND = 3  # verifies caught inside the credit per kill

@@ -7,13 +7,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from tests.e2e.harness import (
-    Chain,
-    Service,
-    assert_credited_once,
-    assert_not_credited,
-    new_user,
-)
+from tests.e2e.facts import assert_credited_once, assert_not_credited, new_user
+from tests.e2e.harness import Chain, Service
 
 # The service's RPC budget: 2 attempts of 1 s plus one short backoff, and some slack for a
 # loaded machine.

@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from tests.e2e.harness import (
-    Chain,
-    Service,
-    assert_credited_once,
-    assert_not_credited,
-    new_user,
-)
+from tests.e2e.facts import assert_credited_once, assert_not_credited, new_user
+from tests.e2e.harness import Chain, Service
 
 
 async def pay(chain: Chain, intent: dict[str, object]) -> str:

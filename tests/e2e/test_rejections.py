@@ -30,14 +30,8 @@ from localnet.tokens import (
     payment_instructions,
     transfer_checked_instruction,
 )
-from tests.e2e.harness import (
-    Chain,
-    Service,
-    assert_credited_once,
-    assert_not_credited,
-    facts,
-    new_user,
-)
+from tests.e2e.facts import assert_credited_once, assert_not_credited, facts, new_user
+from tests.e2e.harness import Chain, Service
 
 Intent = dict[str, Any]
 Payment = Callable[[Chain, Intent], Awaitable[str]]

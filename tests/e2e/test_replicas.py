@@ -47,13 +47,8 @@ import pytest
 from core import audit, ledger_db, recon_store
 from core.recon_rules import Finding
 from core.recon_totals import ReconTotals
-from tests.e2e.harness import (
-    enter_concurrently,
-    running_chain,
-    running_service,
-    service_env,
-    spawn,
-)
+from tests.e2e.harness import enter_concurrently, running_chain, running_service, service_env
+from tests.e2e.procs import spawn
 from tests.e2e.replica_storms import (
     REPLICAS,
     SIZE,

@@ -13,14 +13,9 @@ import aiohttp
 import pytest
 
 from core import audit
-from tests.e2e.harness import (
-    Chain,
-    Service,
-    assert_credited_once,
-    new_user,
-    running_service,
-    wait_until,
-)
+from tests.e2e.facts import assert_credited_once, new_user
+from tests.e2e.harness import Chain, Service, running_service
+from tests.e2e.procs import wait_until
 
 
 @pytest.fixture

@@ -18,15 +18,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from tests.e2e.harness import (
-    Service,
-    assert_credited_once,
-    assert_not_credited,
-    enter_concurrently,
-    new_user,
-    running_stack,
-    session_database,
-)
+from tests.e2e.facts import assert_credited_once, assert_not_credited, new_user, session_database
+from tests.e2e.harness import Service, enter_concurrently, running_stack
 
 if TYPE_CHECKING:
     from tests.conftest import DatabaseFactory

@@ -7,14 +7,8 @@ from typing import Any
 import pytest
 
 from localnet.tokens import TransferFee
-from tests.e2e.harness import (
-    TOKEN_2022_FEE_BPS,
-    Chain,
-    Service,
-    assert_credited_once,
-    assert_not_credited,
-    new_user,
-)
+from tests.e2e.facts import assert_credited_once, assert_not_credited, new_user
+from tests.e2e.harness import TOKEN_2022_FEE_BPS, Chain, Service
 
 FEE = TransferFee(TOKEN_2022_FEE_BPS, 2**64 - 1)
 

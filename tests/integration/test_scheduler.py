@@ -29,7 +29,8 @@ from core.chain.rpc import SolanaRpc
 from core.jobs import RunResult
 from core.services import Services
 from localnet.server import start_localnet
-from tests.e2e.harness import enter_concurrently, new_user, running_chain, running_service
+from tests.e2e.facts import new_user
+from tests.e2e.harness import enter_concurrently, running_chain, running_service
 from tests.slack_fake import BOT_TOKEN, FakeSlack
 from tests.support import ScriptedVerifier, build_services
 
