@@ -8,15 +8,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-
-import aiohttp
 
 from core import db
 from core.embedded_db import EmbeddedPostgres, ensure_database
-from tests.e2e.harness import Service
-from tests.e2e.procs import Proc, ProcessFailed
+from tests.e2e.procs import Proc
 
 
 def alive(proc: Proc) -> bool:
@@ -89,28 +85,3 @@ class OwnPostgres:
             await asyncio.to_thread(self._pg_ctl, "-m", "fast", "-w", "stop")
         await asyncio.to_thread(self._server.stop_sync)
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-async def await_ready(service: Service, *, within: float) -> float:
-    """Seconds until the (same, never restarted) service answers /readyz 200 again."""
-    started = time.monotonic()
-    last: object = None
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if not alive(service.proc):
-                    raise ProcessFailed(f"the service died\n{service.proc.tail()}")
-                try:
-                    answer = await service.readyz()
-                except aiohttp.ClientError as exc:
-                    last = exc
-                else:
-                    if answer.status == 200:
-                        return time.monotonic() - started
-                    last = answer
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(
-            f"/readyz not 200 within {within} s after the fault (last: {last!r})\n"
-            + service.proc.tail()
-        ) from None

@@ -16,6 +16,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,9 @@ def service_env(
     return child_env(**settings)
 
 
-async def wait_ready(service: Service, *, within: float = START_SECONDS) -> None:
+async def wait_ready(service: Service, *, within: float = START_SECONDS) -> float:
+    """Seconds until `service` answers /readyz 200; fails if it exits or takes longer."""
+    started = time.monotonic()
     last: object = None
     try:
         async with asyncio.timeout(within):
@@ -229,7 +232,7 @@ async def wait_ready(service: Service, *, within: float = START_SECONDS) -> None
                     last = exc
                 else:
                     if answer.status == 200:
-                        return
+                        return time.monotonic() - started
                     last = answer
                 await asyncio.sleep(POLL_SECONDS * 5)
     except TimeoutError:

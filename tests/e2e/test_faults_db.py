@@ -28,7 +28,7 @@ import pytest
 
 from tests.e2e.facts import new_user
 from tests.e2e.fault_checks import assert_exactly_once, await_sealed, observer, summary
-from tests.e2e.fault_processes import OwnPostgres, await_ready
+from tests.e2e.fault_processes import OwnPostgres
 from tests.e2e.faults import (
     HEAVY,
     OBSERVER,
@@ -44,7 +44,7 @@ from tests.e2e.faults import (
     users_for,
     verify_once,
 )
-from tests.e2e.harness import Chain, Service, running_chain, running_service
+from tests.e2e.harness import Chain, Service, running_chain, running_service, wait_ready
 from tests.e2e.procs import wait_until
 
 
@@ -121,7 +121,7 @@ async def test_backends_terminated_again_and_again_under_load_lose_and_double_no
             finally:
                 rounds_over.set()
 
-        recovered = await await_ready(service, within=10)
+        recovered = await wait_ready(service, within=10)
         fresh = await fresh_purchase_credits(service, chain)
         tally.assert_clean()
         # the fault hit requests in flight, not only idle connections
@@ -175,7 +175,7 @@ async def restart_mid_load(
     # verifies in flight meet the dead server and answer 503, promptly
     await wait_until(refused, "a verify refused while PostgreSQL is down")
     await pg.start_again()
-    back = await await_ready(service, within=15)
+    back = await wait_ready(service, within=15)
     return {
         "mode": mode,
         "down_seconds": round(time.monotonic() - stopped_at - back, 2),

@@ -35,7 +35,6 @@ import asyncpg
 import pytest
 
 from tests.e2e.fault_checks import assert_exactly_once, observer, summary
-from tests.e2e.fault_processes import await_ready
 from tests.e2e.faults import (
     HEAVY,
     Outcome,
@@ -56,7 +55,7 @@ from tests.e2e.faulty_rpc import (
     SeenGetTransaction,
     running_faulty_rpc,
 )
-from tests.e2e.harness import Chain, Service, running_chain, running_service
+from tests.e2e.harness import Chain, Service, running_chain, running_service, wait_ready
 
 RPC_TIMEOUT_SECONDS = 1.0  # PAYOPS_RPC_TIMEOUT_SECONDS of the harness
 MAX_RETRIES = 1  # PAYOPS_RPC_MAX_RETRIES of the harness
@@ -136,7 +135,7 @@ async def test_rpc_faults_keep_intents_pending_and_healing_credits_each_once(
         # 3. Healed: verifying again credits every payment, each exactly once.
         proxy.heal()
         credited_before = set(tally.credited)
-        await await_ready(service, within=10)
+        await wait_ready(service, within=10)
         await settle(
             paid,
             lambda: service,
