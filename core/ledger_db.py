@@ -18,8 +18,10 @@ async def account_id(conn: asyncpg.Connection, name: str) -> int:
     if not name.startswith("user:"):
         raise LookupError(f"system account {name} is missing: run `payops migrate`")
     await conn.execute(
+        # no conflict target: a concurrent first posting's row may collide on name or on
+        # user_id, and either means the account now exists
         """INSERT INTO accounts (kind, name, user_id) VALUES ('user', $1, $2)
-           ON CONFLICT (name) DO NOTHING""",
+           ON CONFLICT DO NOTHING""",
         name,
         name.removeprefix("user:"),
     )

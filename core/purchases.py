@@ -209,11 +209,13 @@ async def _credit(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> VerifyResult:
     try:
-        async with svc.pool.acquire() as conn, conn.transaction():
-            confirmed, balance, duplicate = await credit_in(
-                conn, actor, intent.id, signature, verdict
-            )
+        confirmed, balance, duplicate = await _credit_transaction(
+            svc, actor, intent, signature, verdict
+        )
     except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name not in CREDIT_UNIQUE_CONSTRAINTS:
+            await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
+            raise
         # Another intent's credit won the race for this signature between our check and
         # our insert; the constraint, not the check, is what guarantees exactly once.
         conflict = Conflict(
@@ -231,6 +233,34 @@ async def _credit(
     if not duplicate:
         svc.metrics.credits_applied.labels("purchase").inc(intent.credits)
     return Credited(confirmed, confirmed.credits, balance, duplicate)
+
+
+# The constraints that make a purchase credit unique per signature and per intent.
+CREDIT_UNIQUE_CONSTRAINTS = frozenset(
+    {"ledger_transactions_purchase_signature_key", "ledger_transactions_intent_id_key"}
+)
+
+
+async def _credit_transaction(
+    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
+) -> tuple[Intent, int, bool]:
+    """`credit_in` in a transaction of its own. A unique violation on anything but the
+    credit's own constraints (two first postings of one new user creating its account or
+    balance row at the same instant) is a race the retry no longer meets: the row exists
+    then. The credit's own constraints are never retried: they are the exactly-once."""
+    try:
+        async with svc.pool.acquire() as conn, conn.transaction():
+            return await credit_in(conn, actor, intent.id, signature, verdict)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
+            raise
+        log.info(
+            "credit raced on %s; retrying once",
+            exc.constraint_name,
+            extra={"intent_id": str(intent.id), "tx_signature": signature},
+        )
+    async with svc.pool.acquire() as conn, conn.transaction():
+        return await credit_in(conn, actor, intent.id, signature, verdict)
 
 
 async def _record_credit_failure(
