@@ -8,13 +8,35 @@ types by the `*_body` functions and are what `/openapi.json` documents.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.debits import MAX_DEBIT
 from core.intents import Intent, solana_pay_url
 from core.ledger import Entry
+
+
+def _user_id(value: str) -> str:
+    """A user id as the JWT `sub` must be one: printable text."""
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
+def _storable(value: str) -> str:
+    """Free text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+UserId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_user_id)]
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -38,9 +60,9 @@ class VerifyRequest(_Strict):
 
 
 class DebitRequest(_Strict):
-    user_id: str = Field(min_length=1, max_length=200)
+    user_id: UserId
     credits: int = Field(ge=1, le=MAX_DEBIT)
-    reason: str = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500)
 
 
 class IntentBody(BaseModel):

@@ -222,6 +222,12 @@ BAD_DEBITS = [
     ("huge", {"user_id": "alice", "credits": 10**30}),
     ("empty user", {"user_id": "", "credits": 1}),
     ("unknown field", {"user_id": "alice", "credits": 1, "balance": 100}),
+    # text PostgreSQL cannot store, or that no JWT `sub` could be (found by schemathesis)
+    ("NUL in user", {"user_id": "al\u0000ice", "credits": 1}),
+    ("lone surrogate in user", {"user_id": "al\udb27ice", "credits": 1}),
+    ("control character in user", {"user_id": "al\nice", "credits": 1}),
+    ("NUL in reason", {"user_id": "alice", "credits": 1, "reason": "x\u0000"}),
+    ("lone surrogate in reason", {"user_id": "alice", "credits": 1, "reason": "\ud865"}),
 ]
 
 
