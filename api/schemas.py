@@ -35,7 +35,11 @@ def _storable(value: str) -> str:
     return value
 
 
-UserId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_user_id)]
+UserId = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="A user id: printable text, as a JWT sub"),
+    AfterValidator(_user_id),
+]
 Text = Annotated[str, AfterValidator(_storable)]
 
 
@@ -62,7 +66,7 @@ class VerifyRequest(_Strict):
 class DebitRequest(_Strict):
     user_id: UserId
     credits: int = Field(ge=1, le=MAX_DEBIT)
-    reason: Text = Field(default="", max_length=500)
+    reason: Text = Field(default="", max_length=500, description="Free text, no NUL characters")
 
 
 class IntentBody(BaseModel):
