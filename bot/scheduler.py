@@ -76,6 +76,7 @@ class Scheduler:
         self.jobs = list(job_list)
         self.replica = replica or jobs.replica_id()
         self._inflight: set[asyncio.Task[object]] = set()
+        self._stopping = False  # set by stop(): a cancelled tick is then expected
         self._aps = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -104,6 +105,7 @@ class Scheduler:
         """No new ticks; runs in flight get `grace` seconds, then are cancelled."""
         if not self._aps.running:
             return
+        self._stopping = True
         self._aps.pause()
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=grace)
@@ -124,6 +126,14 @@ class Scheduler:
         metrics = self.services.metrics
         try:
             ran = await jobs.run_once(self.services.pool, job.name, tick, self.replica, job.work)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # stop() cancelled it after its grace; run_once recorded the run as failed. Ending
+            # here rather than raising keeps APScheduler from logging a stop as an error.
+            log.info("job %s: tick %s cancelled at shutdown", job.name, tick.isoformat())
+            metrics.job_runs.labels(job.name, "failed").inc()
+            return None
         except Exception as exc:  # the database itself is unreachable: nothing was recorded
             log.warning("job %s: tick %s not run: %s", job.name, tick.isoformat(), exc)
             metrics.job_runs.labels(job.name, "failed").inc()
