@@ -10,8 +10,10 @@ from api.http import json_response, read_json
 from api.keys import SERVICES
 from api.routes_intents import actor_of, principal
 from api.schemas import CreditsBody, DebitBody, DebitRequest, entry_body
-from core import debits, idempotency, ledger_db, logs
+from core import idempotency, logs
 from core.errors import InvalidInput
+from core.ledger import debits
+from core.ledger import store as ledger_db
 
 
 async def get_credits(request: web.Request) -> web.Response:

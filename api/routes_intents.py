@@ -18,10 +18,11 @@ from api.schemas import (
     VerifyRequest,
     intent_body,
 )
-from core import idempotency, logs, purchases
+from core import idempotency, logs
 from core.audit import Actor
 from core.errors import NotFound
-from core.purchases import Credited
+from core.purchases import service as purchases
+from core.purchases.service import Credited
 
 
 def principal(request: web.Request) -> Principal:

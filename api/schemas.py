@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.debits import MAX_DEBIT
-from core.intents import Intent, solana_pay_url
-from core.ledger import Entry
+from core.ledger.debits import MAX_DEBIT
+from core.ledger.postings import Entry
+from core.purchases.intents import Intent, solana_pay_url
 
 
 def _user_id(value: str) -> str:

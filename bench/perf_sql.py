@@ -25,7 +25,8 @@ from typing import Any
 
 import asyncpg
 
-from core import intents_db, ledger_db
+from core.ledger import store as ledger_db
+from core.purchases import store as intents_db
 
 SALES_ACCOUNT = "system:token_sales"
 PRICE = 10_000  # base units per credit in the synthetic intents

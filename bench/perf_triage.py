@@ -22,8 +22,9 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from bench.perf_stats import latency_summary
-from core import db, ledger_db
-from core.triage_db import triage, triage_window
+from core import db
+from core.ledger import store as ledger_db
+from core.triage.gather import triage, triage_window
 
 INTENTS_PER_USER = 10
 INTENTS_PER_REAL_SIGNATURE = 100  # the others get a cheap unique text signature

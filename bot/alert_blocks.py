@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot import blocks as b
-from core.alerts_db import AlertItem, AlertPost
 from core.daily import DailyFigures
+from core.recon.alerts_store import AlertItem, AlertPost
 
 OPEN_TICKET = "recon_open_ticket"
 RUN_TRIAGE = "recon_triage"

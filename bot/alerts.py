@@ -42,10 +42,11 @@ from bot.alert_blocks import (
 )
 from bot.authz import Roles
 from bot.context import OpsContext
-from core import alerts_db, recon_tickets
-from core.alerts_db import AlertItem, AlertPost
 from core.daily import DailyFigures
 from core.errors import PayopsError
+from core.recon import alerts_store as alerts_db
+from core.recon import tickets as recon_tickets
+from core.recon.alerts_store import AlertItem, AlertPost
 from core.services import Services
 
 log = logging.getLogger("payops.alerts")

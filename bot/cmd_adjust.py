@@ -9,8 +9,8 @@ from datetime import timedelta
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import adjustments_db
-from core.adjustments import Adjustment, AdjustmentPolicy, DecisionKind, new_request
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import Adjustment, AdjustmentPolicy, DecisionKind, new_request
 from core.errors import InvalidInput
 
 HELP = """*/pay-adjust* — audited credit corrections (runbook: Recover, Reconciliation step 3)

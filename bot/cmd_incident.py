@@ -5,9 +5,9 @@ from __future__ import annotations
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import incidents_db
 from core.errors import InvalidInput
-from core.incidents import Incident, closeout
+from core.incidents import service as incidents_db
+from core.incidents.rules import Incident, closeout
 
 HELP = """*/pay-incident* — incident record (runbook: Incident Response, Closeout)
 • `/pay-incident open <title>` — open an incident; its thread collects the notes

@@ -8,9 +8,9 @@ from datetime import timedelta
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import recon_tickets
 from core.errors import InvalidInput
-from core.recon import (
+from core.recon import tickets as recon_tickets
+from core.recon.run import (
     Finding,
     ReconRun,
     RpcChainLookup,
@@ -18,8 +18,8 @@ from core.recon import (
     open_findings,
     run_reconciliation,
 )
-from core.recon_tickets import Ticket
-from core.triage_window import parse_window
+from core.recon.tickets import Ticket
+from core.triage.window import parse_window
 
 HELP = """*/pay-recon* — reconcile (runbook: Reconciliation Workflow)
 • `/pay-recon` — every check over everything, stored as a run; `/pay-recon quick` — only what

@@ -14,10 +14,11 @@ from bot.cmd_adjust import adjustment_blocks, adjustment_text, policy
 from bot.cmd_incident import incident_blocks, incident_text
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import adjustments_db, incidents_db
-from core.adjustments import DecisionKind
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import DecisionKind
 from core.errors import PayopsError
-from core.incidents import closeout
+from core.incidents import service as incidents_db
+from core.incidents.rules import closeout
 from core.services import Services
 
 log = logging.getLogger("payops.bot")

@@ -37,11 +37,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
 from bot.cmd_adjust import adjustment_blocks, adjustment_text
-from core import audit, jobs, recovery
+from core import audit, jobs
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.daily import daily_figures
 from core.jobs import Ran, RunResult
+from core.purchases import recovery
 from core.services import Services
 
 log = logging.getLogger("payops.scheduler")
@@ -152,8 +153,8 @@ class Scheduler:
 
 async def reconcile(deps: JobDeps) -> RunResult:
     """An incremental reconciliation run, or a full one when the last is old enough."""
-    from core.recon import run_reconciliation
-    from core.recon_chain import RpcChainLookup
+    from core.recon.chain import RpcChainLookup
+    from core.recon.run import run_reconciliation
 
     svc, s = deps.services, deps.services.settings
     now = svc.clock()
@@ -245,7 +246,7 @@ async def seal_audit(deps: JobDeps) -> RunResult:
 
 async def daily_summary(deps: JobDeps) -> RunResult:
     """The last day's figures and the latest reconciliation, to the alerts channel."""
-    from core.recon import latest_run
+    from core.recon.run import latest_run
 
     svc = deps.services
     now = svc.clock()

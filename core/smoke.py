@@ -21,11 +21,13 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core import audit, db, intents_db, ledger_db
+from core import audit, db
 from core.audit import Actor
 from core.chain.verdict import Confirmed, describe_verdict
-from core.intents import Intent, IntentStatus, expectation
-from core.purchases import credit_in
+from core.ledger import store as ledger_db
+from core.purchases import store as intents_db
+from core.purchases.intents import Intent, IntentStatus, expectation
+from core.purchases.service import credit_in
 from core.services import Services
 
 log = logging.getLogger("payops.smoke")

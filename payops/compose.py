@@ -22,12 +22,12 @@ from api.app import create_app
 from core import audit, db
 from core.chain.accounts import check_accounts
 from core.chain.rpc import RpcUnavailable, SolanaRpc
+from core.chain.rpc_metrics import RpcCollector
 from core.chain.solana_verifier import SolanaVerifier
 from core.config import PaymentConfig, Settings
 from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
-from core.rpc_metrics import RpcCollector
 from core.services import Services
 from payops.preflight_checks import public_url
 

@@ -21,11 +21,12 @@ from typing import Any, Final
 
 import asyncpg
 
-from core import db, gate, ledger_db
+from core import db, gate
 from core.chain.accounts import judge_mint
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from core.config import PaymentConfig, Settings, associated_token_account
 from core.errors import ConfigError
+from core.ledger import store as ledger_db
 from payops import compose
 from payops.preflight_checks import (
     MARKS,

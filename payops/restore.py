@@ -31,9 +31,10 @@ from typing import Final
 
 import asyncpg
 
-from core import audit, db, ledger_db
+from core import audit, db
 from core.audit import Actor
-from core.ledger_db import LedgerHealth
+from core.ledger import store as ledger_db
+from core.ledger.store import LedgerHealth
 from payops.pgtools import (
     SnapshotError,
     Target,

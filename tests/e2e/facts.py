@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core import ledger_db
+from core.ledger import store as ledger_db
 from tests.e2e.harness import Service
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from core import ledger_db
+from core.ledger import store as ledger_db
 from tests.e2e.faults import HEAVY, OBSERVER, Paid, Tally
 from tests.e2e.procs import wait_until
 

@@ -44,9 +44,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from core import audit, ledger_db, recon_store
-from core.recon_rules import Finding
-from core.recon_totals import ReconTotals
+from core import audit
+from core.ledger import store as ledger_db
+from core.recon import store as recon_store
+from core.recon.rules import Finding
+from core.recon.totals import ReconTotals
 from tests.e2e.harness import enter_concurrently, running_chain, running_service, service_env
 from tests.e2e.procs import spawn
 from tests.e2e.replica_storms import (

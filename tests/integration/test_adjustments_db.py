@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from core import adjustments_db, ledger_db
-from core.adjustments import (
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import (
     AdjustmentKind,
     AdjustmentPolicy,
     AdjustmentStatus,
@@ -18,10 +18,11 @@ from core.adjustments import (
     Resolution,
     new_request,
 )
-from core.adjustments_db import DecisionResult
+from core.adjustments.service import DecisionResult
 from core.audit import Actor
 from core.errors import Conflict, Forbidden, NotFound, PayopsError, Unprocessable
-from core.ledger import LedgerKind, adjustment_postings, debit_postings, purchase_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, adjustment_postings, debit_postings, purchase_postings
 from tests.support import signature
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

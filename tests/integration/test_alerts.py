@@ -23,8 +23,9 @@ from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE
 from bot.authz import Roles
 from bot.context import OpsContext
 from bot.slack_app import BOLT_APP, add_slack, web_client
-from core import alerts_db, recon_tickets
 from core.audit import Actor
+from core.recon import alerts_store as alerts_db
+from core.recon import tickets as recon_tickets
 from core.services import Services
 from tests.recon_script import Finding, Run
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, action_body, signed_headers
@@ -342,7 +343,8 @@ async def test_scheduled_reconcile_announces_a_real_finding_once_then_its_resolu
     rig: Rig,
 ) -> None:
     from bot import scheduler
-    from core import purchases, recovery
+    from core.purchases import recovery
+    from core.purchases import service as purchases
 
     svc = rig.services
     old = replace(svc, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
@@ -385,7 +387,7 @@ async def test_open_ticket_on_a_real_alert_opens_a_ticket(
     rig: Rig, slack_client: TestClient[Any, Any]
 ) -> None:
     from bot import scheduler
-    from core import purchases
+    from core.purchases import service as purchases
 
     old = replace(rig.services, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
     async with rig.pool.acquire() as conn:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core import ledger_db
-from core.triage import DiagnosisKind
-from core.triage_db import triage
+from core.ledger import store as ledger_db
+from core.triage.diagnose import DiagnosisKind
+from core.triage.gather import triage
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 SLOW_ENTRIES = """

@@ -9,8 +9,8 @@ import asyncio
 
 import asyncpg
 
-from core import ledger_db
-from core.purchases import CREDIT_UNIQUE_CONSTRAINTS
+from core.ledger import store as ledger_db
+from core.purchases.service import CREDIT_UNIQUE_CONSTRAINTS
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 # Raises a unique violation named after a constraint the credit does not own, on the first

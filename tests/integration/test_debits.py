@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from core import ledger_db
 from core.audit import Actor
-from core.ledger import LedgerKind, adjustment_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, adjustment_postings
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, service_bearer
 
 
@@ -141,7 +141,7 @@ async def test_debit_needs_the_service_scope_and_a_key(pool: asyncpg.Pool) -> No
 
 async def test_debit_writes_an_audit_record(pool: asyncpg.Pool) -> None:
     await _fund(pool, "alice", 10)
-    from core import debits
+    from core.ledger import debits
 
     async with pool.acquire() as conn:
         await debits.debit(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from core import incidents_db
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.incidents import Closeout, IncidentStatus, closeout
+from core.incidents import service as incidents_db
+from core.incidents.rules import Closeout, IncidentStatus, closeout
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ONCALL = Actor("OC1", "slack")

@@ -7,9 +7,10 @@ import uuid
 import asyncpg
 import pytest
 
-from core import audit, ledger_db
+from core import audit
 from core.audit import Actor
-from core.ledger import LedgerKind, Posting, adjustment_postings, purchase_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, Posting, adjustment_postings, purchase_postings
 
 SYSTEM = Actor("ops", "cli")
 

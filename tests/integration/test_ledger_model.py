@@ -24,10 +24,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from core import adjustments_db, db, debits, ledger_db, purchases
-from core.adjustments import AdjustmentPolicy, DecisionKind, new_request
+from core import db
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import AdjustmentPolicy, DecisionKind, new_request
 from core.audit import Actor
 from core.errors import Conflict, PayopsError, Unprocessable
+from core.ledger import debits
+from core.ledger import store as ledger_db
+from core.purchases import service as purchases
 from core.services import Services
 from tests.support import ScriptedVerifier, build_services, signature
 

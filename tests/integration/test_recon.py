@@ -13,12 +13,19 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core import adjustments_db, ledger_db
-from core.adjustments import Adjustment, AdjustmentKind, AdjustmentPolicy, DecisionKind, new_request
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import (
+    Adjustment,
+    AdjustmentKind,
+    AdjustmentPolicy,
+    DecisionKind,
+    new_request,
+)
 from core.audit import Actor
 from core.chain.verdict import Confirmed, RejectCode, Rejected
-from core.ledger import LedgerKind, debit_postings, purchase_postings
-from core.recon import ChainLookup, ReconRun, latest_run, open_findings, run_reconciliation
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, debit_postings, purchase_postings
+from core.recon.run import ChainLookup, ReconRun, latest_run, open_findings, run_reconciliation
 from core.services import Services
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 

@@ -16,12 +16,14 @@ import aiohttp
 import asyncpg
 import pytest
 
-from core import ledger_db, purchases, recovery
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.chain.solana_verifier import SolanaVerifier
 from core.gate import SwitchName, set_switch
-from core.intents import Intent
+from core.ledger import store as ledger_db
+from core.purchases import recovery
+from core.purchases import service as purchases
+from core.purchases.intents import Intent
 from core.services import Services
 from localnet.server import LocalnetInfo, start_localnet
 from localnet.wallet import Wallet
@@ -304,8 +306,8 @@ async def test_batch_takes_never_checked_then_least_recently_checked(rig: Rig) -
 
 
 async def test_expired_adjustments_are_closed(rig: Rig) -> None:
-    from core import adjustments_db
-    from core.adjustments import AdjustmentPolicy, new_request
+    from core.adjustments import service as adjustments_db
+    from core.adjustments.rules import AdjustmentPolicy, new_request
 
     policy = AdjustmentPolicy(managers=frozenset(), two_approvals_above=100, ttl=timedelta(hours=1))
     async with rig.pool.acquire() as conn:

@@ -23,8 +23,9 @@ import pytest
 
 from bot import scheduler as sched
 from bot.scheduler import Job, JobDeps, Scheduler, default_jobs
-from core import adjustments_db, db, jobs
-from core.adjustments import AdjustmentPolicy, new_request
+from core import db, jobs
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import AdjustmentPolicy, new_request
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.jobs import RunResult

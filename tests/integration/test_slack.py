@@ -18,8 +18,8 @@ from slack_sdk.models.blocks import Block
 
 from api.app import create_app
 from bot.slack_app import add_slack
-from core import ledger_db
-from core.ledger import LedgerKind, adjustment_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, adjustment_postings
 from core.logs import JsonFormatter, configure
 from core.services import Services
 from tests.slack_fake import (

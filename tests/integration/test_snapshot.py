@@ -15,8 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core import audit, db, ledger_db
-from core.ledger import LedgerKind, adjustment_postings
+from core import audit, db
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, adjustment_postings
 from payops import cli
 from payops.pgtools import SnapshotError, dsn_with_database, libpq_target
 from payops.restore import open_snapshot, restore_command

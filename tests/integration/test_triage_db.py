@@ -13,14 +13,15 @@ import asyncpg
 import pytest
 from solders.keypair import Keypair
 
-from core import ledger_db, purchases
 from core.audit import Actor
 from core.chain.verdict import Pending, PendingReason, RejectCode, Rejected
 from core.errors import Unprocessable
-from core.intents import Intent
+from core.ledger import store as ledger_db
+from core.purchases import service as purchases
+from core.purchases.intents import Intent
 from core.services import Services
-from core.triage import DiagnosisKind, Scope, SubjectKind, classify_subject, parse_window
-from core.triage_db import gather, triage, triage_window, window_summary
+from core.triage.diagnose import DiagnosisKind, Scope, SubjectKind, classify_subject, parse_window
+from core.triage.gather import gather, triage, triage_window, window_summary
 from tests.support import ScriptedVerifier, build_services, signature
 
 SLA = timedelta(hours=1)

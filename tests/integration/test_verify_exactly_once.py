@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core import ledger_db
+from core.ledger import store as ledger_db
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 

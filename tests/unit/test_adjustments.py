@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.adjustments import (
+from core.adjustments.rules import (
     Adjustment,
     AdjustmentKind,
     AdjustmentPolicy,
@@ -26,7 +26,7 @@ from core.adjustments import (
     warnings,
 )
 from core.errors import Conflict, Forbidden, InvalidInput, PayopsError, Unprocessable
-from core.ledger import LedgerKind
+from core.ledger.postings import LedgerKind
 from tests.support import signature
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

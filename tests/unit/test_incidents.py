@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.incidents import (
+from core.incidents.rules import (
     Closeout,
     Incident,
     IncidentStatus,

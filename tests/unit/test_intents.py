@@ -11,7 +11,8 @@ import pytest
 from core.chain.verdict import RejectCode
 from core.config import load_settings
 from core.errors import Conflict, InvalidInput
-from core.intents import (
+from core.ledger.postings import adjustment_postings, debit_postings, purchase_postings
+from core.purchases.intents import (
     IntentStatus,
     Precheck,
     format_token_amount,
@@ -21,7 +22,6 @@ from core.intents import (
     rejection_closes_intent,
     solana_pay_url,
 )
-from core.ledger import adjustment_postings, debit_postings, purchase_postings
 from tests.support import MINT, TREASURY, signature
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

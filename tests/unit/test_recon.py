@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.recon_facts import (
+from core.recon.facts import (
     AttemptFacts,
     BalanceFacts,
     IntentFacts,
@@ -16,7 +16,7 @@ from core.recon_facts import (
     SignatureFacts,
     TxFacts,
 )
-from core.recon_rules import (
+from core.recon.rules import (
     Finding,
     FindingKind,
     Severity,
@@ -31,7 +31,7 @@ from core.recon_rules import (
     signature_findings,
     tx_findings,
 )
-from core.recon_totals import (
+from core.recon.totals import (
     Flows,
     ReconTotals,
     RunMode,

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.config import PaymentConfig
-from core.intents import new_intent
-from core.recovery import Looked, Settle, deadline, settle
+from core.purchases.intents import new_intent
+from core.purchases.recovery import Looked, Settle, deadline, settle
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 PAYMENT = PaymentConfig(

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from core.chain.rpc import RpcUnavailable, SolanaRpc
-from core.rpc_metrics import RpcCollector
+from core.chain.rpc_metrics import RpcCollector
 from tests.fake_node import SIG, refused_url
 
 

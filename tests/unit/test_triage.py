@@ -14,9 +14,10 @@ from solders.signature import Signature
 
 from core.chain.rpc import RpcUnavailable
 from core.errors import InvalidInput
-from core.intents import IntentStatus
-from core.ledger import LedgerKind
-from core.triage import (
+from core.ledger.postings import LedgerKind
+from core.purchases.intents import IntentStatus
+from core.triage.chain import chain_facts
+from core.triage.diagnose import (
     AttemptFacts,
     AttemptSummaryRow,
     BalanceFacts,
@@ -36,7 +37,6 @@ from core.triage import (
     parse_window,
     summarise,
 )
-from core.triage_chain import chain_facts
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SLA = timedelta(hours=1)

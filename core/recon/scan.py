@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from core.recon_totals import Flows
+from core.recon.totals import Flows
 
 # A purchase credit's hash (seeds 11-15): intent, signature, user account, credits and how
 # many user entries it has, as the ledger holds it and as its intent expects it. No part is

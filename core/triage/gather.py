@@ -20,11 +20,11 @@ from typing import Any
 
 import asyncpg
 
-from core.intents import IntentStatus
-from core.ledger import LedgerKind
-from core.triage import TriageReport, diagnose
-from core.triage_chain import SignatureStatusReader, chain_facts
-from core.triage_evidence import (
+from core.ledger.postings import LedgerKind
+from core.purchases.intents import IntentStatus
+from core.triage.chain import SignatureStatusReader, chain_facts
+from core.triage.diagnose import TriageReport, diagnose
+from core.triage.evidence import (
     AttemptFacts,
     BalanceFacts,
     Evidence,
@@ -35,7 +35,7 @@ from core.triage_evidence import (
     classify_subject,
     unique,
 )
-from core.triage_window import (
+from core.triage.window import (
     FAILED_OUTCOMES,
     AttemptSummaryRow,
     FailingUsers,

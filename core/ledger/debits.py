@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core import audit, ledger_db
+from core import audit
 from core.audit import Actor
 from core.errors import InvalidInput, Unprocessable
-from core.ledger import LedgerKind, debit_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, debit_postings
 
 MAX_DEBIT = 10**12
 

@@ -19,8 +19,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from core.errors import InvalidInput
-from core.intents import IntentStatus
-from core.ledger import LedgerKind
+from core.ledger.postings import LedgerKind
+from core.purchases.intents import IntentStatus
 
 T = TypeVar("T")
 

@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core import audit, db, intents_db, ledger_db
+from core import audit, db
 from core.audit import Actor
 from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
-from core.intents import (
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, purchase_postings
+from core.purchases import store as intents_db
+from core.purchases.intents import (
     Intent,
     IntentStatus,
     Precheck,
@@ -30,7 +33,6 @@ from core.intents import (
     precheck,
     rejection_closes_intent,
 )
-from core.ledger import LedgerKind, purchase_postings
 from core.services import Services
 
 log = logging.getLogger("payops.purchases")

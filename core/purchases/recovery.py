@@ -33,13 +33,15 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from core import adjustments_db, audit, intents_db
-from core.adjustments import Adjustment
+from core import audit
+from core.adjustments import service as adjustments_db
+from core.adjustments.rules import Adjustment
 from core.audit import Actor
 from core.chain.rpc import RpcUnavailable
 from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, VerifyPaused
-from core.intents import Intent, IntentStatus
-from core.purchases import Credited, verify_for_recovery
+from core.purchases import store as intents_db
+from core.purchases.intents import Intent, IntentStatus
+from core.purchases.service import Credited, verify_for_recovery
 from core.services import Services
 
 log = logging.getLogger("payops.recovery")

@@ -16,8 +16,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from core.recon_rules import Finding
-from core.recon_totals import ReconTotals, RunMode, Settlement, Watermark
+from core.recon.rules import Finding
+from core.recon.totals import ReconTotals, RunMode, Settlement, Watermark
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

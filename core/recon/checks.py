@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from core.recon_facts import AttemptFacts, BalanceFacts, IntentFacts, SignatureFacts, TxFacts
+from core.recon.facts import AttemptFacts, BalanceFacts, IntentFacts, SignatureFacts, TxFacts
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

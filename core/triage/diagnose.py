@@ -43,8 +43,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core.intents import IntentStatus
-from core.triage_evidence import (
+from core.purchases.intents import IntentStatus
+from core.triage.evidence import (
     REFUSED_OUTCOMES,
     AttemptFacts,
     BalanceFacts,
@@ -63,7 +63,7 @@ from core.triage_evidence import (
     format_ts,
     unique,
 )
-from core.triage_window import (
+from core.triage.window import (
     AttemptSummaryRow,
     FailingUsers,
     Scope,

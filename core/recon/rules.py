@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from core.recon_facts import (
+from core.recon.facts import (
     AttemptFacts,
     BalanceFacts,
     IntentFacts,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.errors import Conflict, Forbidden, InvalidInput, Unprocessable
-from core.intents import parse_signature
-from core.ledger import LedgerKind
+from core.ledger.postings import LedgerKind
+from core.purchases.intents import parse_signature
 
 MAX_ADJUSTMENT_CREDITS = 1_000_000_000
 MAX_REASON = 500

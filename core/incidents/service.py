@@ -14,7 +14,7 @@ import asyncpg
 from core import audit
 from core.audit import Actor
 from core.errors import NotFound
-from core.incidents import (
+from core.incidents.rules import (
     Closeout,
     Incident,
     IncidentNote,

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from core.audit import Actor
-from core.intents import Intent, IntentStatus
+from core.purchases.intents import Intent, IntentStatus
 
 _COLUMNS = """id, user_id, credits, amount, mint, token_program, recipient,
     recipient_token_account, reference, memo, wallet, status, tx_signature, received_amount,

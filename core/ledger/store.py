@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core.ledger import Entry, LedgerKind, Posting
+from core.ledger.postings import Entry, LedgerKind, Posting
 
 
 async def account_id(conn: asyncpg.Connection, name: str) -> int:

@@ -23,9 +23,9 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from core import recon_scan
-from core.recon_rules import Finding
-from core.recon_totals import Flows, Watermark
+from core.recon import scan as recon_scan
+from core.recon.rules import Finding
+from core.recon.totals import Flows, Watermark
 
 Conn: TypeAlias = asyncpg.Connection
 

@@ -32,12 +32,16 @@ from typing import Any
 
 import asyncpg
 
-from core import audit, db, recon_chain, recon_checks, recon_sql, recon_store
+from core import audit, db
 from core.audit import Actor
 from core.config import PaymentConfig
 from core.errors import InvalidInput
-from core.recon_chain import NOT_CHECKED, ChainLimits, ChainLookup, RpcChainLookup
-from core.recon_rules import (
+from core.recon import chain as recon_chain
+from core.recon import checks as recon_checks
+from core.recon import scope as recon_sql
+from core.recon import store as recon_store
+from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup, RpcChainLookup
+from core.recon.rules import (
     Finding,
     FindingKind,
     Severity,
@@ -51,7 +55,7 @@ from core.recon_rules import (
     signature_findings,
     tx_findings,
 )
-from core.recon_totals import (
+from core.recon.totals import (
     ReconTotals,
     RunMode,
     Watermark,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.recon_rules import Finding, FindingKind
+from core.recon.rules import Finding, FindingKind
 
 # Findings whose tokens are drift: base units at the treasury that back no credit.
 TOKEN_DRIFT_KINDS = frozenset({FindingKind.UNMATCHED_PAYMENT, FindingKind.OVERPAYMENT})

@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from core import audit, ledger_db
-from core.adjustments import (
+from core import audit
+from core.adjustments.rules import (
     Adjustment,
     AdjustmentKind,
     AdjustmentPolicy,
@@ -32,10 +32,11 @@ from core.adjustments import (
     reversal_request,
     warnings,
 )
-from core.adjustments import decide as judge
+from core.adjustments.rules import decide as judge
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.ledger import LedgerKind, adjustment_postings
+from core.ledger import store as ledger_db
+from core.ledger.postings import LedgerKind, adjustment_postings
 
 _COLUMNS = """id, user_id, credits, kind, tx_signatures, intent_ids, ticket, reason, requester,
     requester_source, status, approvals_required, created_at, expires_at, decided_at,

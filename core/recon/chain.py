@@ -25,11 +25,11 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
-from core import recon_checks
 from core.chain.rpc import SolanaRpc
 from core.chain.transfers import MalformedTransaction, ParsedTransaction, parse_transaction
 from core.config import PaymentConfig
-from core.recon_facts import PaymentFacts
+from core.recon import checks as recon_checks
+from core.recon.facts import PaymentFacts
 
 log = logging.getLogger("payops.recon")
 

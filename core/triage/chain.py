@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from core.chain.rpc import RpcUnavailable
-from core.triage_evidence import ChainFacts, ChainStatus, unique
+from core.triage.evidence import ChainFacts, ChainStatus, unique
 
 MAX_SIGNATURES = 256  # one getSignatureStatuses call
 
