@@ -10,10 +10,9 @@ from api.http import json_response, read_json
 from api.keys import SERVICES
 from api.routes_intents import actor_of, principal
 from api.schemas import CreditsBody, DebitBody, DebitRequest, entry_body
-from core import idempotency, logs
+from core import idempotency, ledger, logs
+from core import ledger as ledger_db
 from core.errors import InvalidInput
-from core.ledger import debits
-from core.ledger import store as ledger_db
 
 
 async def get_credits(request: web.Request) -> web.Response:
@@ -38,7 +37,7 @@ async def create_debit(request: web.Request) -> web.Response:
     actor = actor_of(request, p)
 
     async def work(conn: asyncpg.Connection) -> idempotency.Response:
-        d = await debits.debit(
+        d = await ledger.debit(
             conn, actor, user_id=body.user_id, credits=body.credits, reason=body.reason, key=key
         )
         svc.metrics.credits_applied.labels("debit").inc(d.credits)

@@ -18,11 +18,10 @@ from api.schemas import (
     VerifyRequest,
     intent_body,
 )
-from core import idempotency, logs
+from core import idempotency, logs, purchases
 from core.audit import Actor
 from core.errors import NotFound
-from core.purchases import service as purchases
-from core.purchases.service import Credited
+from core.purchases import Credited
 
 
 def principal(request: web.Request) -> Principal:

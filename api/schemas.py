@@ -12,9 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.ledger.debits import MAX_DEBIT
-from core.ledger.postings import Entry
-from core.purchases.intents import Intent, solana_pay_url
+from core.ledger import MAX_DEBIT, Entry
+from core.purchases import Intent, solana_pay_url
 
 
 def _user_id(value: str) -> str:

@@ -25,7 +25,7 @@ from bench.perf_stack import Database, socket_dir
 from bench.perf_stats import Record
 from core.audit import Actor
 from core.chain.verdict import Confirmed
-from core.purchases.service import credit_in
+from core.purchases import credit_in
 
 _runs = itertools.count()
 

@@ -25,8 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from core.ledger import store as ledger_db
-from core.purchases import store as intents_db
+from core import ledger, purchases
 
 SALES_ACCOUNT = "system:token_sales"
 PRICE = 10_000  # base units per credit in the synthetic intents
@@ -128,7 +127,7 @@ INSERT INTO verification_attempts (intent_id, user_id, signature, source, outcom
     'received ' || :i_amount || ' at slot 1', 'bench-request');
 SELECT balance FROM user_balances WHERE user_id = :i_user_id;
 """  # noqa: S608 (constants only)
-# credit_in with the proposed `intents_db.confirm` (`core.intents_db.CONFIRM_SQL`).
+# credit_in with the proposed `purchases.confirm` (`core.intents_db.CONFIRM_SQL`).
 _PGBENCH_CONFIRM_COMBINED = f"""WITH confirmed AS (
     UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = 'bench-sig-' || :n,
         received_amount = :i_amount, confirmed_at = now(), updated_at = now()
@@ -194,7 +193,7 @@ async def _lock_and_post(conn: asyncpg.Connection, n: int) -> asyncpg.Record:
         raise LookupError(f"bench intent {n} is missing or not pending")
     user, credits = row["user_id"], row["credits"]
     await conn.fetchrow(
-        ledger_db.POST_SQL,
+        ledger.POST_SQL,
         "purchase",
         row["id"],
         signature(n),
@@ -240,7 +239,7 @@ async def _credit_combined(conn: asyncpg.Connection, n: int) -> int:
     row = await _lock_and_post(conn, n)
     sig, user, amount = signature(n), row["user_id"], row["amount"]
     confirmed = await conn.fetchrow(
-        intents_db.CONFIRM_SQL,
+        purchases.CONFIRM_SQL,
         row["id"],
         sig,
         amount,
@@ -284,7 +283,7 @@ MIRRORS = {
             + "END;\n",
             _credit_separate,
         ),
-        # with the proposed intents_db.confirm: lock, post, confirm (+ attempt, audit, balance)
+        # with the proposed purchases.confirm: lock, post, confirm (+ attempt, audit, balance)
         Mirror(
             "combined",
             3,

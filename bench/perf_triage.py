@@ -22,9 +22,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from bench.perf_stats import latency_summary
-from core import db
-from core.ledger import store as ledger_db
-from core.triage.gather import triage, triage_window
+from core import db, ledger
+from core.triage import triage, triage_window
 
 INTENTS_PER_USER = 10
 INTENTS_PER_REAL_SIGNATURE = 100  # the others get a cheap unique text signature
@@ -154,7 +153,7 @@ async def load_history(dsn: str, intents: int) -> dict[str, Any]:
         started = time.perf_counter()
         await conn.execute("ANALYZE")
         steps["analyze"] = round(time.perf_counter() - started, 2)
-        health = await ledger_db.health(conn)
+        health = await ledger.health(conn)
         counts = await conn.fetchrow(
             """SELECT (SELECT count(*) FROM purchase_intents) AS intents,
                       (SELECT count(*) FROM ledger_transactions) AS ledger_transactions,

@@ -37,15 +37,14 @@ from typing import Any
 
 import asyncpg
 
-from core import db
+from core import db, purchases
+from core import purchases as intents_db
 from core.audit import Actor
 from core.chain.verdict import Confirmed
 from core.config import PaymentConfig
 from core.embedded_db import EmbeddedPostgres
-from core.purchases import service as purchases
-from core.purchases import store as intents_db
-from core.purchases.intents import new_intent
-from core.recon.run import ReconRun, run_reconciliation
+from core.purchases import new_intent
+from core.recon import ReconRun, run_reconciliation
 
 MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 TREASURY = "3i476kTBBTy7pBGx4CXwJpJ6phuwLQgcwLTdHhU3c7ui"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from bot import blocks as b
 from core.daily import DailyFigures
-from core.recon.alerts_store import AlertItem, AlertPost
+from core.recon import AlertItem, AlertPost
 
 OPEN_TICKET = "recon_open_ticket"
 RUN_TRIAGE = "recon_triage"

@@ -14,7 +14,7 @@ After every scheduled reconciliation run, `publish_run` (in this order):
    escalation off);
 4. posts each resolution once, as a reply in the thread of the original announcement.
 
-`alert_posts` (core/alerts_db.py) is the record that makes each of these happen once, across
+`alert_posts` (core/recon.py) is the record that makes each of these happen once, across
 runs and replicas. Without Slack (no bot token or alerts channel) nothing is posted or
 recorded, so the findings are announced once Slack is configured.
 """
@@ -42,11 +42,11 @@ from bot.alert_blocks import (
 )
 from bot.authz import Roles
 from bot.context import OpsContext
+from core import recon
+from core import recon as recon_tickets
 from core.daily import DailyFigures
 from core.errors import PayopsError
-from core.recon import alerts_store as alerts_db
-from core.recon import tickets as recon_tickets
-from core.recon.alerts_store import AlertItem, AlertPost
+from core.recon import AlertItem, AlertPost
 from core.services import Services
 
 log = logging.getLogger("payops.alerts")
@@ -187,7 +187,7 @@ async def publish_run(svc: Services, client: AsyncWebClient | None, run: RunLike
     gone = [f.fingerprint for f in run.resolved_findings]
     if not has_drift(run) and (run.full or run.window_start is None):
         gone.append(DRIFT_FINGERPRINT)
-    await alerts_db.mark_resolved(pool, gone, now)
+    await recon.mark_resolved(pool, gone, now)
 
     seen: dict[str, AlertItem] = {}
     for finding in (*run.findings, *run.new_findings):
@@ -209,7 +209,7 @@ async def _announce(
     run: RunLike,
     now: datetime,
 ) -> int:
-    claimed = await alerts_db.claim_new(pool, items, channel, now)
+    claimed = await recon.claim_new(pool, items, channel, now)
     if not claimed:
         return 0
     message = alert_blocks.announcement(claimed, run_facts(run))
@@ -219,9 +219,9 @@ async def _announce(
             channel=channel, text=message.text, blocks=message.blocks
         )
     except BaseException:
-        await alerts_db.release_new(pool, fingerprints)
+        await recon.release_new(pool, fingerprints)
         raise
-    await alerts_db.set_posted(pool, fingerprints, str(posted["channel"]), str(posted["ts"]))
+    await recon.set_posted(pool, fingerprints, str(posted["channel"]), str(posted["ts"]))
     return len(claimed)
 
 
@@ -230,7 +230,7 @@ async def _escalate(svc: Services, client: AsyncWebClient, now: datetime) -> int
     channel = svc.settings.slack_alerts_channel
     if not after or channel is None:
         return 0
-    due = await alerts_db.claim_escalations(svc.pool, now - after, now)
+    due = await recon.claim_escalations(svc.pool, now - after, now)
     if not due:
         return 0
     fingerprints = [p.item.fingerprint for p in due]
@@ -240,14 +240,14 @@ async def _escalate(svc: Services, client: AsyncWebClient, now: datetime) -> int
             channel=channel, text=message.text, blocks=message.blocks
         )
     except BaseException:
-        await alerts_db.release_escalations(svc.pool, fingerprints)
+        await recon.release_escalations(svc.pool, fingerprints)
         raise
-    await alerts_db.set_escalated(svc.pool, fingerprints, str(posted["ts"]))
+    await recon.set_escalated(svc.pool, fingerprints, str(posted["ts"]))
     return len(due)
 
 
 async def _resolve(client: AsyncWebClient, pool: asyncpg.Pool, run: RunLike, now: datetime) -> int:
-    due = await alerts_db.claim_resolutions(pool, now)
+    due = await recon.claim_resolutions(pool, now)
     threads: dict[tuple[str, str], list[AlertPost]] = {}
     for post in due:
         assert post.ts is not None
@@ -262,7 +262,7 @@ async def _resolve(client: AsyncWebClient, pool: asyncpg.Pool, run: RunLike, now
         except BaseException:
             # This thread and the ones not reached yet: the next run posts them.
             rest = [p.item.fingerprint for _, ps in groups[done:] for p in ps]
-            await alerts_db.release_resolutions(pool, rest)
+            await recon.release_resolutions(pool, rest)
             raise
     return len(due)
 
@@ -277,7 +277,7 @@ async def post_summary(
     channel = alerts_target(svc, client)
     if channel is None or client is None:
         return False
-    open_alerts = len(await alerts_db.open_posts(svc.pool))
+    open_alerts = len(await recon.open_posts(svc.pool))
     message = alert_blocks.daily_summary(
         figures, None if run is None else run_facts(run), open_alerts
     )
@@ -312,9 +312,7 @@ def register_alert_actions(
             await roles.require_oncall(user)
             # The button must belong to the alert it was clicked on: a forged value naming
             # other findings is refused.
-            known = {
-                p.item.fingerprint for p in await alerts_db.of_message(services.pool, message_ts)
-            }
+            known = {p.item.fingerprint for p in await recon.of_message(services.pool, message_ts)}
             if not fingerprints or not set(fingerprints) <= known:
                 raise PayopsError(
                     "this button does not belong to that alert", code="invalid_action"

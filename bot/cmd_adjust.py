@@ -9,8 +9,8 @@ from datetime import timedelta
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import Adjustment, AdjustmentPolicy, DecisionKind, new_request
+from core import adjustments
+from core.adjustments import Adjustment, AdjustmentPolicy, DecisionKind, new_request
 from core.errors import InvalidInput
 
 HELP = """*/pay-adjust* — audited credit corrections (runbook: Recover, Reconciliation step 3)
@@ -110,7 +110,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 raise InvalidInput(
                     'usage: /pay-adjust reverse <ledger tx id> "<reason>"', code="invalid_arguments"
                 )
-            adj = await adjustments_db.reverse_request(
+            adj = await adjustments.reverse_request(
                 conn,
                 ctx.actor,
                 int(args[1]),
@@ -123,7 +123,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 raise InvalidInput(
                     f"usage: /pay-adjust {head} <id> [note]", code="invalid_arguments"
                 )
-            result = await adjustments_db.decide(
+            result = await adjustments.decide(
                 conn,
                 ctx.actor,
                 int(args[1]),
@@ -132,7 +132,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 now,
                 note=" ".join(args[2:]) or None,
             )
-            warns = await adjustments_db.current_warnings(conn, result.adjustment)
+            warns = await adjustments.current_warnings(conn, result.adjustment)
             return Reply(
                 text=adjustment_text(result.adjustment, warns)
                 + f"\n{ctx.actor.id} decided: {result.decision.decision.value} "
@@ -142,11 +142,11 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         elif head == "show":
             if len(args) != 2 or not args[1].isdigit():
                 raise InvalidInput("usage: /pay-adjust show <id>", code="invalid_arguments")
-            found = await adjustments_db.get(conn, int(args[1]))
+            found = await adjustments.get(conn, int(args[1]))
             if found is None:
                 raise InvalidInput(f"no adjustment {args[1]}", code="adjustment_not_found")
-            warns = await adjustments_db.current_warnings(conn, found)
-            decisions = await adjustments_db.decisions(conn, found.id)
+            warns = await adjustments.current_warnings(conn, found)
+            decisions = await adjustments.decisions(conn, found.id)
             text = adjustment_text(found, warns) + "".join(
                 f"\n{d.approver}: {d.decision.value} {d.note or ''}" for d in decisions
             )
@@ -166,8 +166,8 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 now=now,
                 refs=refs,
             )
-            adj = await adjustments_db.create(conn, ctx.actor, request)
-        warns = await adjustments_db.current_warnings(conn, adj)
+            adj = await adjustments.create(conn, ctx.actor, request)
+        warns = await adjustments.current_warnings(conn, adj)
     return Reply(
         text=adjustment_text(adj, warns) + "\nPosted for approval.",
         blocks=adjustment_blocks(adj, warns, buttons=False),

@@ -7,10 +7,9 @@ import asyncpg
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core import gate, smoke
+from core import gate, recon, smoke
 from core.errors import InvalidInput
 from core.gate import GateState, Switch, SwitchName
-from core.recon import run as recon
 
 HELP = """*/pay-gate* — the verify gate (runbook: Contain, Recover)
 • `/pay-gate status` — both switches, who changed them, why and when

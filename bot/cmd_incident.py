@@ -5,9 +5,9 @@ from __future__ import annotations
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from core import incidents
 from core.errors import InvalidInput
-from core.incidents import service as incidents_db
-from core.incidents.rules import Incident, closeout
+from core.incidents import Incident, closeout
 
 HELP = """*/pay-incident* — incident record (runbook: Incident Response, Closeout)
 • `/pay-incident open <title>` — open an incident; its thread collects the notes
@@ -83,7 +83,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     action, rest = (args[0], args[1:]) if args else ("show", [])
     async with svc.pool.acquire() as conn:
         if action == "open":
-            incident = await incidents_db.open_incident(conn, ctx.actor, " ".join(rest), now=now)
+            incident = await incidents.open_incident(conn, ctx.actor, " ".join(rest), now=now)
             return Reply(
                 text=incident_text(incident),
                 blocks=incident_blocks(incident),
@@ -91,7 +91,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 incident_opened=incident.id,
             )
         if action == "note":
-            note = await incidents_db.add_note(conn, ctx.actor, " ".join(rest), now=now)
+            note = await incidents.add_note(conn, ctx.actor, " ".join(rest), now=now)
             return Reply(
                 text=f"Note added to incident #{note.incident_id} by {ctx.actor.id}: {note.text}",
                 incident_thread=note.incident_id,
@@ -104,7 +104,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                     code="closeout_required",
                 )
             fields = parse_close_flags(rest)
-            incident = await incidents_db.close_incident(
+            incident = await incidents.close_incident(
                 conn,
                 ctx.actor,
                 closeout(**{name: fields.get(name) for name in CLOSE_FLAGS.values()}),
@@ -119,13 +119,13 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
             if rest and not rest[0].isdigit():
                 raise InvalidInput("usage: /pay-incident show [id]", code="invalid_arguments")
             if rest:
-                found = await incidents_db.get(conn, int(rest[0]))
+                found = await incidents.get(conn, int(rest[0]))
             else:
-                open_ones = await incidents_db.list_open(conn)
+                open_ones = await incidents.list_open(conn)
                 found = open_ones[-1] if open_ones else None
             if found is None:
                 return Reply(text="No such incident (and none open).")
-            notes = await incidents_db.notes(conn, found.id)
+            notes = await incidents.notes(conn, found.id)
             text = incident_text(found) + "".join(f"\n- {n.author}: {n.text}" for n in notes)
             return Reply(text=text, blocks=incident_blocks(found))
     raise InvalidInput(f"unknown incident action {action!r}\n{HELP}", code="invalid_arguments")

@@ -8,18 +8,18 @@ from datetime import timedelta
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from core import recon
 from core.errors import InvalidInput
-from core.recon import tickets as recon_tickets
-from core.recon.run import (
+from core.recon import (
     Finding,
     ReconRun,
     RpcChainLookup,
+    Ticket,
     latest_run,
     open_findings,
     run_reconciliation,
 )
-from core.recon.tickets import Ticket
-from core.triage.window import parse_window
+from core.triage import parse_window
 
 HELP = """*/pay-recon* — reconcile (runbook: Reconciliation Workflow)
 • `/pay-recon` — every check over everything, stored as a run; `/pay-recon quick` — only what
@@ -176,7 +176,7 @@ async def _ticket(ctx: OpsContext, args: list[str]) -> Reply:
     action = args[0].lower() if args else ""
     rest = args[1:]
     if action == "list":
-        tickets = await recon_tickets.list_open(svc.pool)
+        tickets = await recon.list_open(svc.pool)
         if not tickets:
             return Reply(text="No open reconciliation tickets.")
         lines = [
@@ -186,18 +186,18 @@ async def _ticket(ctx: OpsContext, args: list[str]) -> Reply:
         ]
         return Reply(text="\n".join(lines), blocks=[b.section("\n".join(lines))])
     if action == "show" and len(rest) == 1:
-        return ticket_reply(await recon_tickets.get_ticket(svc.pool, rest[0]))
+        return ticket_reply(await recon.get_ticket(svc.pool, rest[0]))
     if action == "open" and rest:
         fingerprints = [r for r in rest if _FINGERPRINT.fullmatch(r)]
         note = " ".join(r for r in rest if r not in fingerprints)
         async with svc.pool.acquire() as conn:
-            ticket = await recon_tickets.open_ticket(
+            ticket = await recon.open_ticket(
                 conn, ctx.actor, fingerprints, now=svc.clock(), note=note
             )
         return ticket_reply(ticket)
     if action == "close" and len(rest) == 1:
         async with svc.pool.acquire() as conn:
-            ticket = await recon_tickets.close_ticket(conn, ctx.actor, rest[0], now=svc.clock())
+            ticket = await recon.close_ticket(conn, ctx.actor, rest[0], now=svc.clock())
         return ticket_reply(ticket)
     raise InvalidInput(
         'use `/pay-recon ticket open <fingerprint...> ["note"]`, `ticket show <RECON-n>`, '

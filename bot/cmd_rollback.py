@@ -18,7 +18,7 @@ from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
 from core import db, gate, smoke
-from core.recon.run import RpcChainLookup, run_reconciliation
+from core.recon import RpcChainLookup, run_reconciliation
 
 
 def _version() -> str:

@@ -8,9 +8,7 @@ from datetime import timedelta
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
-from core.triage.diagnose import TriageReport
-from core.triage.gather import triage, triage_window
-from core.triage.window import WindowSummary
+from core.triage import TriageReport, WindowSummary, triage, triage_window
 
 HELP = """*/pay-triage* — incident triage (runbook: Incident Response, steps 1 and 3)
 • `/pay-triage <user id | wallet | tx signature | intent id>` — intents, statuses,

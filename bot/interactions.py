@@ -14,11 +14,10 @@ from bot.cmd_adjust import adjustment_blocks, adjustment_text, policy
 from bot.cmd_incident import incident_blocks, incident_text
 from bot.context import OpsContext
 from bot.replies import Reply
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import DecisionKind
+from core import adjustments, incidents
+from core.adjustments import DecisionKind
 from core.errors import PayopsError
-from core.incidents import service as incidents_db
-from core.incidents.rules import closeout
+from core.incidents import closeout
 from core.services import Services
 
 log = logging.getLogger("payops.bot")
@@ -44,12 +43,12 @@ async def publish(
         posted = await client.chat_postMessage(
             channel=s.slack_alerts_channel, text=reply.text[:3000], blocks=reply.blocks
         )
-        await incidents_db.set_thread(
+        await incidents.set_thread(
             ctx.services.pool, reply.incident_opened, str(posted["channel"]), str(posted["ts"])
         )
         return
     if reply.incident_thread is not None:
-        incident = await incidents_db.get(ctx.services.pool, reply.incident_thread)
+        incident = await incidents.get(ctx.services.pool, reply.incident_thread)
         channel = (incident.slack_channel if incident else None) or s.slack_alerts_channel
         if incident is not None and channel:
             await client.chat_postMessage(
@@ -73,15 +72,15 @@ async def post_approval_request(
     if not channel:
         log.warning("adjustment %s: no approvals channel configured", adjustment_id)
         return
-    adj = await adjustments_db.get(ctx.services.pool, adjustment_id)
+    adj = await adjustments.get(ctx.services.pool, adjustment_id)
     assert adj is not None
-    warns = await adjustments_db.current_warnings(ctx.services.pool, adj)
+    warns = await adjustments.current_warnings(ctx.services.pool, adj)
     posted = await client.chat_postMessage(
         channel=channel,
         text=adjustment_text(adj, warns),
         blocks=adjustment_blocks(adj, warns, buttons=True),
     )
-    await adjustments_db.set_thread(
+    await adjustments.set_thread(
         ctx.services.pool, adj.id, str(posted["channel"]), str(posted["ts"])
     )
 
@@ -123,14 +122,14 @@ def register(
             # The button must belong to the message it was clicked on: a forged value
             # pointing at another adjustment is refused.
             message_ts = (body.get("message") or {}).get("ts")
-            known = await adjustments_db.get(services.pool, adjustment_id)
+            known = await adjustments.get(services.pool, adjustment_id)
             thread = None if known is None else known.slack_thread_ts
             if thread is None or message_ts != thread:
                 raise PayopsError(
                     "this button does not belong to that adjustment", code="invalid_action"
                 )
             async with services.pool.acquire() as conn:
-                result = await adjustments_db.decide(
+                result = await adjustments.decide(
                     conn,
                     ctx.actor,
                     adjustment_id,
@@ -138,7 +137,7 @@ def register(
                     policy(ctx, await roles.managers()),
                     services.clock(),
                 )
-                warns = await adjustments_db.current_warnings(conn, result.adjustment)
+                warns = await adjustments.current_warnings(conn, result.adjustment)
         except PayopsError as exc:
             await respond(
                 text=f":no_entry: {exc.message}", response_type="ephemeral", replace_original=False
@@ -191,7 +190,7 @@ def register(
             await roles.require_oncall(user)
             meta = view.get("private_metadata") or ""
             async with services.pool.acquire() as conn:
-                incident = await incidents_db.close_incident(
+                incident = await incidents.close_incident(
                     conn,
                     ctx.actor,
                     closeout(**given),

@@ -37,12 +37,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
 from bot.cmd_adjust import adjustment_blocks, adjustment_text
-from core import audit, jobs
+from core import adjustments, audit, jobs, purchases
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.daily import daily_figures
 from core.jobs import Ran, RunResult
-from core.purchases import recovery
 from core.services import Services
 
 log = logging.getLogger("payops.scheduler")
@@ -153,8 +152,7 @@ class Scheduler:
 
 async def reconcile(deps: JobDeps) -> RunResult:
     """An incremental reconciliation run, or a full one when the last is old enough."""
-    from core.recon.chain import RpcChainLookup
-    from core.recon.run import run_reconciliation
+    from core.recon import RpcChainLookup, run_reconciliation
 
     svc, s = deps.services, deps.services.settings
     now = svc.clock()
@@ -204,7 +202,7 @@ async def recover(deps: JobDeps) -> RunResult:
     if deps.rpc is None:
         return RunResult("no Solana RPC client configured", ok=False)
     svc = deps.services
-    report = await recovery.sweep(svc, deps.rpc, now=svc.clock())
+    report = await purchases.sweep(svc, deps.rpc, now=svc.clock())
     ok = report.stopped is None or report.stopped.startswith("verify gate")
     return RunResult(report.summary(), report.facts(), ok=ok)
 
@@ -212,7 +210,8 @@ async def recover(deps: JobDeps) -> RunResult:
 async def expire_approvals(deps: JobDeps) -> RunResult:
     """Adjustment requests past their expiry -> EXPIRED; their approval thread says so."""
     svc = deps.services
-    expired = await recovery.expire_adjustments(svc.pool, svc.clock(), SCHEDULER_ACTOR)
+    async with svc.pool.acquire() as conn:
+        expired = await adjustments.expire_due(conn, svc.clock(), actor=SCHEDULER_ACTOR)
     failed = 0
     for adj in expired:
         if deps.slack is None or not (adj.slack_channel and adj.slack_thread_ts):
@@ -246,7 +245,7 @@ async def seal_audit(deps: JobDeps) -> RunResult:
 
 async def daily_summary(deps: JobDeps) -> RunResult:
     """The last day's figures and the latest reconciliation, to the alerts channel."""
-    from core.recon.run import latest_run
+    from core.recon import latest_run
 
     svc = deps.services
     now = svc.clock()

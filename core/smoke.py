@@ -21,13 +21,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core import audit, db
+from core import audit, db, ledger, purchases
 from core.audit import Actor
 from core.chain.verdict import Confirmed, describe_verdict
-from core.ledger import store as ledger_db
-from core.purchases import store as intents_db
-from core.purchases.intents import Intent, IntentStatus, expectation
-from core.purchases.service import credit_in
+from core.purchases import Intent, IntentStatus, credit_in, expectation
 from core.services import Services
 
 log = logging.getLogger("payops.smoke")
@@ -125,7 +122,7 @@ async def _checklist(svc: Services, actor: Actor, check: Check) -> None:
         await tx.start()
         try:
             intent = _smoke_intent(svc, svc.clock())
-            await intents_db.insert(conn, intent)
+            await purchases.insert(conn, intent)
             check("test purchase intent created", True, f"intent {intent.id} for {intent.user_id}")
 
             verdict = await svc.verifier.verify(s.smoke_signature, expectation(intent), svc.clock())
@@ -136,7 +133,7 @@ async def _checklist(svc: Services, actor: Actor, check: Check) -> None:
             )
             assert isinstance(verdict, Confirmed)
 
-            before = await ledger_db.balance(conn, intent.user_id)
+            before = await ledger.balance(conn, intent.user_id)
             _, after, duplicate = await credit_in(
                 conn, smoke_actor, intent.id, s.smoke_signature, verdict
             )

@@ -21,12 +21,11 @@ from typing import Any, Final
 
 import asyncpg
 
-from core import db, gate
+from core import db, gate, ledger
 from core.chain.accounts import judge_mint
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from core.config import PaymentConfig, Settings, associated_token_account
 from core.errors import ConfigError
-from core.ledger import store as ledger_db
 from payops import compose
 from payops.preflight_checks import (
     MARKS,
@@ -179,7 +178,7 @@ async def database_checks(dsn: str) -> list[Check]:
         switches = await conn.fetch("SELECT name FROM gate_switches")
         seed = seed_check({r[0] for r in accounts}, {r[0] for r in switches})
         out.append(seed)
-        out.append(ledger_check(await ledger_db.health(conn)))
+        out.append(ledger_check(await ledger.health(conn)))
         if seed.status is Status.OK:
             out.append(gate_check(await gate.read(conn)))
         return out

@@ -16,7 +16,7 @@ from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
 from core.config import PaymentConfig, Settings
 from core.errors import ConfigError
 from core.gate import GateState, SwitchName
-from core.ledger.store import LedgerHealth
+from core.ledger import LedgerHealth
 
 SYSTEM_ACCOUNTS: Final = ("system:token_sales", "system:spend", "system:adjustments")
 GATE_SWITCHES: Final = tuple(s.value for s in SwitchName)

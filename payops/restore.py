@@ -31,10 +31,9 @@ from typing import Final
 
 import asyncpg
 
-from core import audit, db
+from core import audit, db, ledger
 from core.audit import Actor
-from core.ledger import store as ledger_db
-from core.ledger.store import LedgerHealth
+from core.ledger import LedgerHealth
 from payops.pgtools import (
     SnapshotError,
     Target,
@@ -297,7 +296,7 @@ async def restore_command(
     conn = await db.connect(dsn)
     try:
         totals = await ledger_totals(conn)
-        health = await ledger_db.health(conn)
+        health = await ledger.health(conn)
         diffs = compare(m.totals, totals)
         ok = health.ok and all(d.ok for d in diffs)
         # After the comparison, so the audit row of the restore is not counted in it.

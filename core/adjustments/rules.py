@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core.chain.signatures import parse_signature
 from core.errors import Conflict, Forbidden, InvalidInput, Unprocessable
-from core.ledger.postings import LedgerKind
-from core.purchases.intents import parse_signature
+from core.ledger import LedgerKind
 
 MAX_ADJUSTMENT_CREDITS = 1_000_000_000
 MAX_REASON = 500

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from core import audit
+from core import audit, ledger
 from core.adjustments.rules import (
     Adjustment,
     AdjustmentKind,
@@ -35,8 +35,7 @@ from core.adjustments.rules import (
 from core.adjustments.rules import decide as judge
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, adjustment_postings
+from core.ledger import LedgerKind, adjustment_postings
 
 _COLUMNS = """id, user_id, credits, kind, tx_signatures, intent_ids, ticket, reason, requester,
     requester_source, status, approvals_required, created_at, expires_at, decided_at,
@@ -226,7 +225,7 @@ async def set_thread(
 
 async def current_warnings(conn: asyncpg.Connection | asyncpg.Pool, adj: Adjustment) -> list[str]:
     """`warnings` against the user's balance right now, for the approval message."""
-    return warnings(adj, await ledger_db.balance(conn, adj.user_id))
+    return warnings(adj, await ledger.balance(conn, adj.user_id))
 
 
 async def decide(
@@ -312,9 +311,9 @@ async def _apply(
     approvers: tuple[str, ...],
     now: datetime,
 ) -> tuple[Adjustment, int, int]:
-    before = await ledger_db.lock_balance(conn, adj.user_id)
+    before = await ledger.lock_balance(conn, adj.user_id)
     try:
-        ledger_tx = await ledger_db.post(
+        ledger_tx = await ledger.post(
             conn,
             kind=adj.ledger_kind,
             postings=adjustment_postings(adj.user_id, adj.credits),

@@ -1,0 +1,58 @@
+from core.purchases.intents import (
+    Intent,
+    IntentStatus,
+    Precheck,
+    expectation,
+    format_token_amount,
+    new_intent,
+    precheck,
+    rejection_closes_intent,
+    solana_pay_url,
+)
+from core.purchases.recovery import (
+    RECOVERY_ACTOR,
+    Looked,
+    Settle,
+    SweepReport,
+    deadline,
+    expire,
+    settle,
+    sweep,
+)
+from core.purchases.service import (
+    CREDIT_UNIQUE_CONSTRAINTS,
+    Credited,
+    create_intent,
+    credit_in,
+    get_intent,
+    verify_intent,
+)
+from core.purchases.store import CONFIRM_SQL, insert
+
+__all__ = [
+    "CONFIRM_SQL",
+    "CREDIT_UNIQUE_CONSTRAINTS",
+    "RECOVERY_ACTOR",
+    "Credited",
+    "Intent",
+    "IntentStatus",
+    "Looked",
+    "Precheck",
+    "Settle",
+    "SweepReport",
+    "create_intent",
+    "credit_in",
+    "deadline",
+    "expectation",
+    "expire",
+    "format_token_amount",
+    "get_intent",
+    "insert",
+    "new_intent",
+    "precheck",
+    "rejection_closes_intent",
+    "settle",
+    "solana_pay_url",
+    "sweep",
+    "verify_intent",
+]

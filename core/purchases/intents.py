@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 
 from core.chain.verdict import PaymentExpectation, RejectCode
 from core.config import U64_MAX, PaymentConfig
@@ -108,20 +107,6 @@ def validate_pubkey(value: str, what: str) -> str:
             f"{what} is not a valid Solana public key", code=f"invalid_{what}"
         ) from exc
     return value
-
-
-def parse_signature(value: object) -> str:
-    """The canonical base58 form of a transaction signature, or `InvalidInput`."""
-    if not isinstance(value, str) or not 64 <= len(value) <= 90:
-        raise InvalidInput(
-            "signature must be a base58 transaction signature", code="invalid_signature"
-        )
-    try:
-        return str(Signature.from_string(value))
-    except ValueError as exc:
-        raise InvalidInput(
-            "signature must be a base58 transaction signature", code="invalid_signature"
-        ) from exc
 
 
 def format_token_amount(base_units: int, decimals: int) -> str:

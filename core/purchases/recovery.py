@@ -34,8 +34,6 @@ from typing import Any, Protocol
 import asyncpg
 
 from core import audit
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import Adjustment
 from core.audit import Actor
 from core.chain.rpc import RpcUnavailable
 from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, VerifyPaused
@@ -330,11 +328,3 @@ async def reject(pool: asyncpg.Pool, actor: Actor, intent: Intent, code: str) ->
             },
         )
     return True
-
-
-async def expire_adjustments(
-    pool: asyncpg.Pool, now: datetime, actor: Actor | None = None
-) -> list[Adjustment]:
-    """Adjustment requests past their expiry -> EXPIRED (audited); returns them."""
-    async with pool.acquire() as conn:
-        return await adjustments_db.expire_due(conn, now, actor=actor)

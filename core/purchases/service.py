@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core import audit, db
+from core import audit, db, ledger
 from core.audit import Actor
+from core.chain.signatures import parse_signature
 from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, purchase_postings
+from core.ledger import LedgerKind, purchase_postings
 from core.purchases import store as intents_db
 from core.purchases.intents import (
     Intent,
@@ -29,7 +29,6 @@ from core.purchases.intents import (
     Precheck,
     expectation,
     new_intent,
-    parse_signature,
     precheck,
     rejection_closes_intent,
 )
@@ -187,7 +186,7 @@ async def credit_in(
     )
     if duplicate:
         return locked, await intents_db.record_attempt_and_balance(conn, locked, attempt), True
-    await ledger_db.post(
+    await ledger.post(
         conn,
         kind=LedgerKind.PURCHASE,
         postings=purchase_postings(locked.user_id, locked.credits),

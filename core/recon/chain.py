@@ -25,8 +25,9 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
+from core.chain.encoding import MalformedTransaction
 from core.chain.rpc import SolanaRpc
-from core.chain.transfers import MalformedTransaction, ParsedTransaction, parse_transaction
+from core.chain.transfers import ParsedTransaction, parse_transaction
 from core.config import PaymentConfig
 from core.recon import checks as recon_checks
 from core.recon.facts import PaymentFacts

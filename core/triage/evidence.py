@@ -2,7 +2,7 @@
 
 A subject is an intent id, a transaction signature, a wallet or a user id. `core.triage_db`
 reads the facts (intents, verification attempts, ledger transactions, balances, and the
-chain's signature statuses) into one `Evidence`; `core.triage.diagnose` decides from it.
+chain's signature statuses) into one `Evidence`; `core.triage.rules` decides from it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from core.errors import InvalidInput
-from core.ledger.postings import LedgerKind
-from core.purchases.intents import IntentStatus
+from core.ledger import LedgerKind
+from core.purchases import IntentStatus
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from core.ledger import store as ledger_db
+from core import ledger
 from tests.e2e.harness import Service
 
 if TYPE_CHECKING:
@@ -59,14 +59,14 @@ async def facts(pool: asyncpg.Pool, intent_id: str | uuid.UUID) -> Facts:
         tx_signature=intent["tx_signature"],
         received_amount=None if received is None else int(received),
         purchases=int(purchases),
-        balance=await ledger_db.balance(pool, user),
+        balance=await ledger.balance(pool, user),
         entries_sum=int(entries_sum),
         attempts=[(r["outcome"], r["code"]) for r in attempts],
     )
 
 
 async def assert_ledger_healthy(pool: asyncpg.Pool) -> None:
-    health = await ledger_db.health(pool)
+    health = await ledger.health(pool)
     assert health.ok, health
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from core.ledger import store as ledger_db
+from core import ledger
 from tests.e2e.faults import HEAVY, OBSERVER, Paid, Tally
 from tests.e2e.procs import wait_until
 
@@ -105,7 +105,7 @@ async def assert_exactly_once(
     for r in money:
         assert r["balance"] == r["entries"] == owed[r["user_id"]], (dict(r), owed[r["user_id"]])
 
-    health = await ledger_db.health(pool)
+    health = await ledger.health(pool)
     assert health.ok, health
     purchases = await pool.fetchval(
         "SELECT count(*) FROM ledger_transactions WHERE kind='purchase'"

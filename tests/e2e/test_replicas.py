@@ -44,11 +44,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from core import audit
-from core.ledger import store as ledger_db
-from core.recon import store as recon_store
-from core.recon.rules import Finding
-from core.recon.totals import ReconTotals
+from core import audit, ledger, recon
+from core.recon import Finding, ReconTotals
 from tests.e2e.harness import enter_concurrently, running_chain, running_service, service_env
 from tests.e2e.procs import spawn
 from tests.e2e.replica_storms import (
@@ -184,7 +181,7 @@ async def assert_database(pool: asyncpg.Pool, plan: Plan) -> dict[str, Any]:
     assert len(purchases) == len(plan.paid())
 
     # The ledger: zero-sum overall and per transaction, cached balances equal their entries.
-    health = await ledger_db.health(pool)
+    health = await ledger.health(pool)
     assert health.ok, health
     rows = await pool.fetch(
         """SELECT a.user_id, coalesce(b.balance, 0) AS cached,
@@ -302,7 +299,7 @@ async def cli_run(pool: asyncpg.Pool) -> StoredRun:
         )
         assert len(rows) == 1, [dict(r) for r in rows]
         [row] = rows
-        still_open, _, _ = await recon_store.findings_of(conn, row["id"])
+        still_open, _, _ = await recon.findings_of(conn, row["id"])
     totals = row["totals"]
     return StoredRun(
         id=row["id"],
@@ -331,7 +328,7 @@ async def test_three_replicas_credit_debit_and_approve_exactly_once(
     a = await storm_a(cluster, plan, rng)
     await await_adjustments(cluster, plan, pool)
     for user in plan.users:  # storm B starts from the purchases only
-        assert await ledger_db.balance(pool, user.user) == user.purchased
+        assert await ledger.balance(pool, user.user) == user.purchased
     b = await storm_b(cluster, plan, rng)
 
     reads = await asyncio.gather(

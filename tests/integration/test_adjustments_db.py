@@ -9,20 +9,19 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import (
+from core import adjustments, ledger
+from core.adjustments import (
     AdjustmentKind,
     AdjustmentPolicy,
     AdjustmentStatus,
     DecisionKind,
+    DecisionResult,
     Resolution,
     new_request,
 )
-from core.adjustments.service import DecisionResult
 from core.audit import Actor
 from core.errors import Conflict, Forbidden, NotFound, PayopsError, Unprocessable
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, adjustment_postings, debit_postings, purchase_postings
+from core.ledger import LedgerKind, adjustment_postings, debit_postings, purchase_postings
 from tests.support import signature
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -39,14 +38,14 @@ async def _request(pool: asyncpg.Pool, credits: int = 50, user: str = "alice") -
         user_id=user, credits=credits, reason="tx landed, credit missing", policy=POLICY, now=NOW
     )
     async with pool.acquire() as conn:
-        return (await adjustments_db.create(conn, ONCALL, request)).id
+        return (await adjustments.create(conn, ONCALL, request)).id
 
 
 async def _decide(
     pool: asyncpg.Pool, actor: Actor, adj_id: int, decision: DecisionKind = APPROVE
 ) -> DecisionResult:
     async with pool.acquire() as conn:
-        return await adjustments_db.decide(conn, actor, adj_id, decision, POLICY, NOW)
+        return await adjustments.decide(conn, actor, adj_id, decision, POLICY, NOW)
 
 
 async def _intent(conn: asyncpg.Connection, user: str, credits: int) -> uuid.UUID:
@@ -67,7 +66,7 @@ async def _intent(conn: asyncpg.Connection, user: str, credits: int) -> uuid.UUI
 
 async def _purchase(pool: asyncpg.Pool, user: str = "alice", credits: int = 40) -> int:
     async with pool.acquire() as conn, conn.transaction():
-        return await ledger_db.post(
+        return await ledger.post(
             conn,
             kind=LedgerKind.PURCHASE,
             postings=purchase_postings(user, credits),
@@ -86,14 +85,14 @@ async def _audit_actions(pool: asyncpg.Pool, adj_id: int) -> list[str]:
 
 async def test_approval_applies_ledger_transaction_and_audit_together(pool: asyncpg.Pool) -> None:
     adj_id = await _request(pool, credits=50)
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
     result = await _decide(pool, M1, adj_id)
     assert result.resolution is Resolution.APPLY
     assert result.adjustment.status is AdjustmentStatus.APPLIED
     assert result.adjustment.applied_ledger_tx == result.ledger_tx
     assert result.adjustment.decided_at == NOW
     assert result.balance == 50
-    assert await ledger_db.balance(pool, "alice") == 50
+    assert await ledger.balance(pool, "alice") == 50
     tx = await pool.fetchrow(
         "SELECT kind, idempotency_key, created_by FROM ledger_transactions WHERE id = $1",
         result.ledger_tx,
@@ -118,18 +117,18 @@ async def test_approval_applies_ledger_transaction_and_audit_together(pool: asyn
     assert note["after"]["reason"] == "tx landed, credit missing"
     assert note["after"]["ledger_tx"] == result.ledger_tx
     assert note["after"]["approvers"] == ["M1"]
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok
 
 
 async def test_failed_apply_leaves_nothing_behind(pool: asyncpg.Pool) -> None:
     original = await _purchase(pool, credits=40)
     async with pool.acquire() as conn:
-        adj = await adjustments_db.reverse_request(
+        adj = await adjustments.reverse_request(
             conn, ONCALL, original, "verified twice", policy=POLICY, now=NOW
         )
         # something else reverses the transaction meanwhile: the apply must fail whole
         async with conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.REVERSAL,
                 postings=adjustment_postings("alice", -40),
@@ -139,13 +138,13 @@ async def test_failed_apply_leaves_nothing_behind(pool: asyncpg.Pool) -> None:
     with pytest.raises(Conflict) as caught:
         await _decide(pool, M1, adj.id)
     assert caught.value.code == "already_reversed"
-    after = await adjustments_db.get(pool, adj.id)
+    after = await adjustments.get(pool, adj.id)
     assert after is not None
     assert after.status is AdjustmentStatus.PENDING_APPROVAL
-    assert await adjustments_db.decisions(pool, adj.id) == []
+    assert await adjustments.decisions(pool, adj.id) == []
     assert await _audit_actions(pool, adj.id) == ["adjustment.request"]
-    assert await ledger_db.balance(pool, "alice") == 0
-    assert (await ledger_db.health(pool)).ok
+    assert await ledger.balance(pool, "alice") == 0
+    assert (await ledger.health(pool)).ok
 
 
 async def test_large_adjustment_needs_two_managers(pool: asyncpg.Pool) -> None:
@@ -153,14 +152,14 @@ async def test_large_adjustment_needs_two_managers(pool: asyncpg.Pool) -> None:
     first = await _decide(pool, M1, adj_id)
     assert first.resolution is Resolution.WAITING
     assert (first.approvers, first.approvals_required) == (("M1",), 2)
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
     with pytest.raises(Conflict) as again:
         await _decide(pool, M1, adj_id)
     assert again.value.code == "already_decided"
     second = await _decide(pool, M2, adj_id)
     assert second.resolution is Resolution.APPLY
     assert second.approvers == ("M1", "M2")
-    assert await ledger_db.balance(pool, "alice") == 500
+    assert await ledger.balance(pool, "alice") == 500
 
 
 async def test_double_decide_applies_once(pool: asyncpg.Pool) -> None:
@@ -170,7 +169,7 @@ async def test_double_decide_applies_once(pool: asyncpg.Pool) -> None:
         with pytest.raises(Conflict) as caught:
             await _decide(pool, actor, adj_id)
         assert caught.value.code == code
-    assert await ledger_db.balance(pool, "alice") == 50
+    assert await ledger.balance(pool, "alice") == 50
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
 
 
@@ -189,11 +188,11 @@ async def test_concurrent_approvals_by_two_managers_apply_once(
     assert all(isinstance(e, Conflict) for e in refused), refused
     codes = {e.code for e in refused if isinstance(e, Conflict)}
     assert codes <= {"already_decided", "adjustment_not_pending"}
-    assert await ledger_db.balance(pool, "alice") == credits
+    assert await ledger.balance(pool, "alice") == credits
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
     assert await pool.fetchval("SELECT count(*) FROM adjustment_decisions") == 1 + waiting
     assert (await _audit_actions(pool, adj_id)).count("adjustment.apply") == 1
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok
 
 
 async def test_reject_moves_no_credits(pool: asyncpg.Pool) -> None:
@@ -205,21 +204,21 @@ async def test_reject_moves_no_credits(pool: asyncpg.Pool) -> None:
     assert result.ledger_tx is None
     with pytest.raises(Conflict):
         await _decide(pool, Actor("M3", "slack"), adj_id)
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
     assert (await _audit_actions(pool, adj_id))[-1] == "adjustment.reject"
 
 
 async def test_requester_and_non_managers_cannot_decide(pool: asyncpg.Pool) -> None:
     request = new_request(user_id="alice", credits=5, reason="r", policy=POLICY, now=NOW)
     async with pool.acquire() as conn:
-        adj = await adjustments_db.create(conn, M1, request)
+        adj = await adjustments.create(conn, M1, request)
     with pytest.raises(Forbidden) as own:
         await _decide(pool, M1, adj.id)
     assert own.value.code == "self_approval"
     with pytest.raises(Forbidden) as outsider:
         await _decide(pool, ONCALL, adj.id)
     assert outsider.value.code == "not_a_manager"
-    assert await adjustments_db.decisions(pool, adj.id) == []
+    assert await adjustments.decisions(pool, adj.id) == []
 
 
 async def test_database_refuses_what_the_rules_refuse(pool: asyncpg.Pool) -> None:
@@ -230,7 +229,7 @@ async def test_database_refuses_what_the_rules_refuse(pool: asyncpg.Pool) -> Non
             adj_id,
         )
     async with pool.acquire() as conn, conn.transaction():
-        tx = await ledger_db.post(
+        tx = await ledger.post(
             conn,
             kind=LedgerKind.ADJUSTMENT,
             postings=adjustment_postings("bob", 500),
@@ -264,17 +263,17 @@ async def test_expired_request_cannot_be_approved(pool: asyncpg.Pool) -> None:
     adj_id = await _request(pool)
     async with pool.acquire() as conn:
         with pytest.raises(Conflict) as caught:
-            await adjustments_db.decide(
+            await adjustments.decide(
                 conn, M1, adj_id, APPROVE, POLICY, NOW + POLICY.ttl + timedelta(seconds=1)
             )
     assert caught.value.code == "adjustment_expired"
-    adj = await adjustments_db.get(pool, adj_id)
+    adj = await adjustments.get(pool, adj_id)
     assert adj is not None
     assert adj.status is AdjustmentStatus.EXPIRED
     with pytest.raises(Conflict) as again:
         await _decide(pool, M2, adj_id)
     assert again.value.code == "adjustment_not_pending"
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
     assert await _audit_actions(pool, adj_id) == ["adjustment.request", "adjustment.expire"]
 
 
@@ -284,12 +283,12 @@ async def test_expire_due_marks_only_overdue_requests(pool: asyncpg.Pool) -> Non
         user_id="bob", credits=5, reason="r", policy=POLICY, now=NOW + timedelta(minutes=50)
     )
     async with pool.acquire() as conn:
-        fresh = await adjustments_db.create(conn, ONCALL, fresh_request)
-        expired = await adjustments_db.expire_due(conn, NOW + timedelta(minutes=61))
+        fresh = await adjustments.create(conn, ONCALL, fresh_request)
+        expired = await adjustments.expire_due(conn, NOW + timedelta(minutes=61))
         assert [a.id for a in expired] == [old]
         assert expired[0].status is AdjustmentStatus.EXPIRED
-        assert await adjustments_db.expire_due(conn, NOW + timedelta(minutes=61)) == []
-    assert [a.id for a in await adjustments_db.list_pending(pool)] == [fresh.id]
+        assert await adjustments.expire_due(conn, NOW + timedelta(minutes=61)) == []
+    assert [a.id for a in await adjustments.list_pending(pool)] == [fresh.id]
     row = await pool.fetchrow(
         "SELECT actor, source FROM audit_log WHERE action = 'adjustment.expire'"
     )
@@ -303,16 +302,16 @@ async def test_reversal_of_a_duplicate_purchase_credit(pool: asyncpg.Pool) -> No
     await _purchase(pool, credits=40)
     duplicate = await _purchase(pool, credits=40)
     async with pool.acquire() as conn:
-        adj = await adjustments_db.reverse_request(
+        adj = await adjustments.reverse_request(
             conn, ONCALL, duplicate, "verified twice", policy=POLICY, now=NOW
         )
         assert adj.credits == -40
         assert adj.kind is AdjustmentKind.DUPLICATE_REVERSAL
         assert adj.reverses_ledger_tx == duplicate
         assert len(adj.refs.tx_signatures) == len(adj.refs.intent_ids) == 1
-        assert await adjustments_db.current_warnings(conn, adj) == []
+        assert await adjustments.current_warnings(conn, adj) == []
         with pytest.raises(Conflict) as pending:
-            await adjustments_db.reverse_request(
+            await adjustments.reverse_request(
                 conn, ONCALL, duplicate, "again", policy=POLICY, now=NOW
             )
         assert pending.value.code == "reversal_pending"
@@ -330,29 +329,25 @@ async def test_reversal_of_a_duplicate_purchase_credit(pool: asyncpg.Pool) -> No
     }
     async with pool.acquire() as conn:
         with pytest.raises(Conflict) as done:
-            await adjustments_db.reverse_request(
+            await adjustments.reverse_request(
                 conn, ONCALL, duplicate, "again", policy=POLICY, now=NOW
             )
     assert done.value.code == "already_reversed"
-    assert await ledger_db.balance(pool, "alice") == 40
-    assert (await ledger_db.health(pool)).ok
+    assert await ledger.balance(pool, "alice") == 40
+    assert (await ledger.health(pool)).ok
 
 
 async def test_rejected_reversal_may_be_requested_again(pool: asyncpg.Pool) -> None:
     tx = await _purchase(pool, credits=40)
     async with pool.acquire() as conn:
-        first = await adjustments_db.reverse_request(
-            conn, ONCALL, tx, "dup?", policy=POLICY, now=NOW
-        )
+        first = await adjustments.reverse_request(conn, ONCALL, tx, "dup?", policy=POLICY, now=NOW)
     await _decide(pool, M1, first.id, REJECT)
     async with pool.acquire() as conn:
-        second = await adjustments_db.reverse_request(
-            conn, ONCALL, tx, "dup!", policy=POLICY, now=NOW
-        )
+        second = await adjustments.reverse_request(conn, ONCALL, tx, "dup!", policy=POLICY, now=NOW)
     assert (await _decide(pool, M2, second.id)).resolution is Resolution.APPLY
     async with pool.acquire() as conn:
         with pytest.raises(Conflict) as caught:
-            await adjustments_db.reverse_request(conn, ONCALL, tx, "x", policy=POLICY, now=NOW)
+            await adjustments.reverse_request(conn, ONCALL, tx, "x", policy=POLICY, now=NOW)
     assert caught.value.code == "already_reversed"
 
 
@@ -362,10 +357,10 @@ async def test_reversal_refuses_debits_reversals_and_unknown_transactions(
     credit = await _purchase(pool, credits=40)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            spent = await ledger_db.post(
+            spent = await ledger.post(
                 conn, kind=LedgerKind.DEBIT, postings=debit_postings("alice", 10), created_by="shop"
             )
-            reversed_ = await ledger_db.post(
+            reversed_ = await ledger.post(
                 conn,
                 kind=LedgerKind.REVERSAL,
                 postings=adjustment_postings("alice", -40),
@@ -380,7 +375,7 @@ async def test_reversal_refuses_debits_reversals_and_unknown_transactions(
         ]
         for tx, error, code in cases:
             with pytest.raises(error) as caught:
-                await adjustments_db.reverse_request(conn, ONCALL, tx, "r", policy=POLICY, now=NOW)
+                await adjustments.reverse_request(conn, ONCALL, tx, "r", policy=POLICY, now=NOW)
             assert caught.value.code == code, tx
     assert await pool.fetchval("SELECT count(*) FROM adjustments") == 0
 
@@ -391,35 +386,35 @@ async def test_reversal_that_goes_negative_is_flagged_and_applies_when_approved(
     duplicate = await _purchase(pool, credits=40)
     async with pool.acquire() as conn, conn.transaction():
         # the duplicate credits were spent before anyone noticed
-        await ledger_db.post(
+        await ledger.post(
             conn, kind=LedgerKind.DEBIT, postings=debit_postings("alice", 30), created_by="shop"
         )
     async with pool.acquire() as conn:
-        adj = await adjustments_db.reverse_request(
+        adj = await adjustments.reverse_request(
             conn, ONCALL, duplicate, "verified twice", policy=POLICY, now=NOW
         )
-        flagged = await adjustments_db.current_warnings(conn, adj)
+        flagged = await adjustments.current_warnings(conn, adj)
     assert len(flagged) == 1
     assert "from 10 to -30" in flagged[0]
     result = await _decide(pool, M1, adj.id)
     assert result.resolution is Resolution.APPLY
     assert result.balance == -30
-    assert await ledger_db.balance(pool, "alice") == -30
-    assert (await ledger_db.health(pool)).ok
+    assert await ledger.balance(pool, "alice") == -30
+    assert (await ledger.health(pool)).ok
 
 
 async def test_thread_link_and_pending_list(pool: asyncpg.Pool) -> None:
     adj_id = await _request(pool)
-    await adjustments_db.set_thread(pool, adj_id, "C123", "1700000000.000100")
-    adj = await adjustments_db.get(pool, adj_id)
+    await adjustments.set_thread(pool, adj_id, "C123", "1700000000.000100")
+    adj = await adjustments.get(pool, adj_id)
     assert adj is not None
     assert (adj.slack_channel, adj.slack_thread_ts) == ("C123", "1700000000.000100")
-    assert [a.id for a in await adjustments_db.list_pending(pool)] == [adj_id]
+    assert [a.id for a in await adjustments.list_pending(pool)] == [adj_id]
     await _decide(pool, M1, adj_id)
-    assert await adjustments_db.list_pending(pool) == []
+    assert await adjustments.list_pending(pool) == []
     # the bot may still update the thread of a decided request
-    await adjustments_db.set_thread(pool, adj_id, "C123", "1700000000.000200")
+    await adjustments.set_thread(pool, adj_id, "C123", "1700000000.000200")
     with pytest.raises(NotFound):
-        await adjustments_db.set_thread(pool, 999, "C", "1")
+        await adjustments.set_thread(pool, 999, "C", "1")
     with pytest.raises(NotFound):
         await _decide(pool, M1, 999)

@@ -23,9 +23,9 @@ from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE
 from bot.authz import Roles
 from bot.context import OpsContext
 from bot.slack_app import BOLT_APP, add_slack, web_client
+from core import recon
+from core import recon as recon_tickets
 from core.audit import Actor
-from core.recon import alerts_store as alerts_db
-from core.recon import tickets as recon_tickets
 from core.services import Services
 from tests.recon_script import Finding, Run
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, action_body, signed_headers
@@ -333,7 +333,7 @@ async def test_run_triage_replies_with_the_triage_report_in_the_thread(
 async def test_open_alerts_are_listed(rig: Rig) -> None:
     await rig.publish(Run(findings=[A, B], new_findings=[A, B]))
     await rig.publish(Run(findings=[B], resolved_findings=[A]))
-    assert [p.item.fingerprint for p in await alerts_db.open_posts(rig.pool)] == ["fp-b"]
+    assert [p.item.fingerprint for p in await recon.open_posts(rig.pool)] == ["fp-b"]
 
 
 # --- with the real reconciliation engine, as the scheduler runs it -------------------------
@@ -343,8 +343,8 @@ async def test_scheduled_reconcile_announces_a_real_finding_once_then_its_resolu
     rig: Rig,
 ) -> None:
     from bot import scheduler
-    from core.purchases import recovery
-    from core.purchases import service as purchases
+    from core import purchases
+    from core import purchases as recovery
 
     svc = rig.services
     old = replace(svc, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
@@ -387,7 +387,7 @@ async def test_open_ticket_on_a_real_alert_opens_a_ticket(
     rig: Rig, slack_client: TestClient[Any, Any]
 ) -> None:
     from bot import scheduler
-    from core.purchases import service as purchases
+    from core import purchases
 
     old = replace(rig.services, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
     async with rig.pool.acquire() as conn:

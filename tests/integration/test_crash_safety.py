@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from core.ledger import store as ledger_db
-from core.triage.diagnose import DiagnosisKind
-from core.triage.gather import triage
+from core import ledger
+from core.triage import DiagnosisKind, triage
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 SLOW_ENTRIES = """
@@ -61,7 +60,7 @@ async def test_terminated_backend_during_credit_writes_nothing_and_retry_credits
         # Nothing half-written: no ledger rows, no balance, the intent still pending.
         assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 0
         assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 0
-        assert await ledger_db.balance(pool, "dave") == 0
+        assert await ledger.balance(pool, "dave") == 0
         assert await pool.fetchval("SELECT status FROM purchase_intents") == "PENDING"
         assert (
             await pool.fetchval("SELECT count(*) FROM audit_log WHERE action='intent.confirm'") == 0
@@ -90,6 +89,6 @@ async def test_terminated_backend_during_credit_writes_nothing_and_retry_credits
         assert [r.status for r in retries] == [200, 200, 200]
         assert [(await r.json())["already_credited"] for r in retries] == [False, True, True]
 
-    assert await ledger_db.balance(pool, "dave") == 9
+    assert await ledger.balance(pool, "dave") == 9
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok

@@ -9,8 +9,8 @@ import asyncio
 
 import asyncpg
 
-from core.ledger import store as ledger_db
-from core.purchases.service import CREDIT_UNIQUE_CONSTRAINTS
+from core import ledger
+from core.purchases import CREDIT_UNIQUE_CONSTRAINTS
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 # Raises a unique violation named after a constraint the credit does not own, on the first
@@ -71,7 +71,7 @@ async def test_a_unique_race_outside_the_credit_is_retried_and_credits_once(
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
     outcomes = await pool.fetch("SELECT outcome FROM verification_attempts")
     assert [r["outcome"] for r in outcomes] == ["confirmed"]
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok
 
 
 async def test_a_unique_violation_that_persists_is_a_failed_credit_not_a_409(
@@ -113,6 +113,6 @@ async def test_a_new_users_first_purchases_verified_at_once_all_credit(
             )
         )
         assert [a.status for a in answers] == [200] * 12
-    assert await ledger_db.balance(pool, "finn") == 36
+    assert await ledger.balance(pool, "finn") == 36
     assert await pool.fetchval("SELECT count(*) FROM accounts WHERE user_id = 'finn'") == 1
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok

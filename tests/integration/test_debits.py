@@ -7,15 +7,15 @@ from typing import Any
 
 import asyncpg
 
+from core import ledger
 from core.audit import Actor
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, adjustment_postings
+from core.ledger import LedgerKind, adjustment_postings
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, service_bearer
 
 
 async def _fund(pool: asyncpg.Pool, user: str, credits: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await ledger_db.post(
+        await ledger.post(
             conn,
             kind=LedgerKind.ADJUSTMENT,
             postings=adjustment_postings(user, credits),
@@ -45,7 +45,7 @@ async def test_debit_that_would_go_negative_is_refused(pool: asyncpg.Pool) -> No
         )
         assert ok.status == 201
         assert (await ok.json())["balance"] == 0
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
     assert await pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind='debit'") == 1
 
 
@@ -81,7 +81,7 @@ async def test_repeated_debit_with_same_key_applies_once(pool: asyncpg.Pool) -> 
         )
         assert reused.status == 422
         assert (await reused.json())["error"]["code"] == "idempotency_key_reused"
-    assert await ledger_db.balance(pool, "alice") == 6
+    assert await ledger.balance(pool, "alice") == 6
 
 
 async def test_concurrent_debits_never_overdraw(pool: asyncpg.Pool) -> None:
@@ -99,8 +99,8 @@ async def test_concurrent_debits_never_overdraw(pool: asyncpg.Pool) -> None:
         statuses = await asyncio.gather(*(spend(i) for i in range(20)))
     assert statuses.count(201) == 3
     assert statuses.count(422) == 17
-    assert await ledger_db.balance(pool, "alice") == 1
-    assert (await ledger_db.health(pool)).ok
+    assert await ledger.balance(pool, "alice") == 1
+    assert (await ledger.health(pool)).ok
 
 
 async def test_concurrent_same_key_debits_apply_once(pool: asyncpg.Pool) -> None:
@@ -118,7 +118,7 @@ async def test_concurrent_same_key_debits_apply_once(pool: asyncpg.Pool) -> None
         results = await asyncio.gather(*(spend() for _ in range(30)))
     assert {s for s, _ in results} == {201}
     assert len({b["transaction_id"] for _, b in results}) == 1
-    assert await ledger_db.balance(pool, "alice") == 8
+    assert await ledger.balance(pool, "alice") == 8
 
 
 async def test_debit_needs_the_service_scope_and_a_key(pool: asyncpg.Pool) -> None:
@@ -136,12 +136,12 @@ async def test_debit_needs_the_service_scope_and_a_key(pool: asyncpg.Pool) -> No
         )
         assert no_key.status == 400
         assert (await no_key.json())["error"]["code"] == "idempotency_key_required"
-    assert await ledger_db.balance(pool, "alice") == 10
+    assert await ledger.balance(pool, "alice") == 10
 
 
 async def test_debit_writes_an_audit_record(pool: asyncpg.Pool) -> None:
     await _fund(pool, "alice", 10)
-    from core.ledger import debits
+    from core import ledger as debits
 
     async with pool.acquire() as conn:
         await debits.debit(

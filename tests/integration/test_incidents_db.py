@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from core import incidents
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.incidents import service as incidents_db
-from core.incidents.rules import Closeout, IncidentStatus, closeout
+from core.incidents import Closeout, IncidentStatus, closeout
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ONCALL = Actor("OC1", "slack")
@@ -32,29 +32,29 @@ async def _audit(pool: asyncpg.Pool, incident_id: int) -> list[str]:
 
 async def test_incident_lifecycle_is_recorded_and_audited(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        opened = await incidents_db.open_incident(conn, ONCALL, " duplicate credits ", now=NOW)
+        opened = await incidents.open_incident(conn, ONCALL, " duplicate credits ", now=NOW)
         assert (opened.title, opened.status, opened.opened_by) == (
             "duplicate credits",
             IncidentStatus.OPEN,
             "OC1",
         )
-        first = await incidents_db.add_note(conn, ONCALL, "gated verify", now=NOW)
-        await incidents_db.add_note(
+        first = await incidents.add_note(conn, ONCALL, "gated verify", now=NOW)
+        await incidents.add_note(
             conn, Actor("OC2", "cli"), "found tx 12", now=NOW, incident_id=opened.id
         )
-        closed = await incidents_db.close_incident(
+        closed = await incidents.close_incident(
             conn, Actor("M1", "slack"), CLOSEOUT, now=NOW + timedelta(hours=2)
         )
     assert first.incident_id == opened.id
     assert closed.status is IncidentStatus.CLOSED
     assert (closed.closed_by, closed.closed_at) == ("M1", NOW + timedelta(hours=2))
     assert closed.closeout == CLOSEOUT
-    assert [(n.author, n.text) for n in await incidents_db.notes(pool, opened.id)] == [
+    assert [(n.author, n.text) for n in await incidents.notes(pool, opened.id)] == [
         ("OC1", "gated verify"),
         ("OC2", "found tx 12"),
     ]
-    assert await incidents_db.list_open(pool) == []
-    assert await incidents_db.get(pool, opened.id) == closed
+    assert await incidents.list_open(pool) == []
+    assert await incidents.get(pool, opened.id) == closed
     assert await _audit(pool, opened.id) == [
         "incident.open",
         "incident.note",
@@ -69,12 +69,12 @@ async def test_incident_lifecycle_is_recorded_and_audited(pool: asyncpg.Pool) ->
 
 async def test_close_needs_the_whole_closeout(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        opened = await incidents_db.open_incident(conn, ONCALL, "missing credits", now=NOW)
+        opened = await incidents.open_incident(conn, ONCALL, "missing credits", now=NOW)
         partial = Closeout("race", "alice", "re-credited", "")
         with pytest.raises(InvalidInput, match="prevention action") as caught:
-            await incidents_db.close_incident(conn, ONCALL, partial, now=NOW)
+            await incidents.close_incident(conn, ONCALL, partial, now=NOW)
     assert caught.value.code == "closeout_incomplete"
-    still = await incidents_db.get(pool, opened.id)
+    still = await incidents.get(pool, opened.id)
     assert still is not None
     assert still.status is IncidentStatus.OPEN
     # and the database refuses a closed incident without it, whatever SQL is sent
@@ -90,34 +90,32 @@ async def test_close_needs_the_whole_closeout(pool: asyncpg.Pool) -> None:
 async def test_unnamed_incident_must_be_the_only_open_one(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(NotFound) as none:
-            await incidents_db.add_note(conn, ONCALL, "hello", now=NOW)
+            await incidents.add_note(conn, ONCALL, "hello", now=NOW)
         assert none.value.code == "no_open_incident"
-        a = await incidents_db.open_incident(conn, ONCALL, "a", now=NOW)
-        b = await incidents_db.open_incident(conn, ONCALL, "b", now=NOW)
+        a = await incidents.open_incident(conn, ONCALL, "a", now=NOW)
+        b = await incidents.open_incident(conn, ONCALL, "b", now=NOW)
         with pytest.raises(Conflict) as several:
-            await incidents_db.add_note(conn, ONCALL, "which?", now=NOW)
+            await incidents.add_note(conn, ONCALL, "which?", now=NOW)
         assert several.value.code == "several_open_incidents"
         with pytest.raises(Conflict):
-            await incidents_db.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
-        await incidents_db.close_incident(conn, ONCALL, CLOSEOUT, now=NOW, incident_id=a.id)
-        note = await incidents_db.add_note(conn, ONCALL, "only b is left", now=NOW)
+            await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
+        await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW, incident_id=a.id)
+        note = await incidents.add_note(conn, ONCALL, "only b is left", now=NOW)
     assert note.incident_id == b.id
-    assert [i.id for i in await incidents_db.list_open(pool)] == [b.id]
+    assert [i.id for i in await incidents.list_open(pool)] == [b.id]
 
 
 async def test_closed_incident_takes_no_notes_and_no_second_close(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        opened = await incidents_db.open_incident(conn, ONCALL, "x", now=NOW)
-        await incidents_db.close_incident(conn, ONCALL, CLOSEOUT, now=NOW, incident_id=opened.id)
+        opened = await incidents.open_incident(conn, ONCALL, "x", now=NOW)
+        await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW, incident_id=opened.id)
         with pytest.raises(Conflict) as noted:
-            await incidents_db.add_note(conn, ONCALL, "late", now=NOW, incident_id=opened.id)
+            await incidents.add_note(conn, ONCALL, "late", now=NOW, incident_id=opened.id)
         assert noted.value.code == "incident_closed"
         with pytest.raises(Conflict):
-            await incidents_db.close_incident(
-                conn, ONCALL, CLOSEOUT, now=NOW, incident_id=opened.id
-            )
+            await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW, incident_id=opened.id)
         with pytest.raises(NotFound) as unknown:
-            await incidents_db.add_note(conn, ONCALL, "?", now=NOW, incident_id=999)
+            await incidents.add_note(conn, ONCALL, "?", now=NOW, incident_id=999)
         assert unknown.value.code == "incident_not_found"
     with pytest.raises(asyncpg.CheckViolationError, match="not open"):
         await pool.execute(
@@ -134,15 +132,15 @@ async def test_closed_incident_takes_no_notes_and_no_second_close(pool: asyncpg.
 async def test_title_is_required(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(InvalidInput):
-            await incidents_db.open_incident(conn, ONCALL, "  ", now=NOW)
+            await incidents.open_incident(conn, ONCALL, "  ", now=NOW)
     assert await pool.fetchval("SELECT count(*) FROM incidents") == 0
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
 async def test_notes_are_append_only(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await incidents_db.open_incident(conn, ONCALL, "x", now=NOW)
-        await incidents_db.add_note(conn, ONCALL, "first", now=NOW)
+        await incidents.open_incident(conn, ONCALL, "x", now=NOW)
+        await incidents.add_note(conn, ONCALL, "first", now=NOW)
     with pytest.raises(asyncpg.RestrictViolationError):
         await pool.execute("UPDATE incident_notes SET text = 'edited'")
     with pytest.raises(asyncpg.RestrictViolationError):
@@ -151,15 +149,15 @@ async def test_notes_are_append_only(pool: asyncpg.Pool) -> None:
 
 async def test_note_racing_a_close_lands_before_it_or_is_refused(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        opened = await incidents_db.open_incident(conn, ONCALL, "race", now=NOW)
+        opened = await incidents.open_incident(conn, ONCALL, "race", now=NOW)
 
     async def note(i: int) -> object:
         async with pool.acquire() as conn:
-            return await incidents_db.add_note(conn, ONCALL, f"note {i}", now=NOW)
+            return await incidents.add_note(conn, ONCALL, f"note {i}", now=NOW)
 
     async def close() -> object:
         async with pool.acquire() as conn:
-            return await incidents_db.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
+            return await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
 
     results = await asyncio.gather(
         *(note(i) for i in range(5)),
@@ -175,19 +173,19 @@ async def test_note_racing_a_close_lands_before_it_or_is_refused(pool: asyncpg.P
     )
     last_note = await pool.fetchval("SELECT max(id) FROM audit_log WHERE action = 'incident.note'")
     assert last_note is None or last_note < closed_at
-    assert len(await incidents_db.notes(pool, opened.id)) == 10 - len(refused)
+    assert len(await incidents.notes(pool, opened.id)) == 10 - len(refused)
 
 
 async def test_thread_link(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        opened = await incidents_db.open_incident(conn, ONCALL, "x", now=NOW)
-        await incidents_db.set_thread(conn, opened.id, "C9", "1700000000.1")
-        await incidents_db.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
+        opened = await incidents.open_incident(conn, ONCALL, "x", now=NOW)
+        await incidents.set_thread(conn, opened.id, "C9", "1700000000.1")
+        await incidents.close_incident(conn, ONCALL, CLOSEOUT, now=NOW)
         # a closed incident's thread may still be re-linked (the bot re-posts its summary)
-        await incidents_db.set_thread(conn, opened.id, "C9", "1700000000.2")
+        await incidents.set_thread(conn, opened.id, "C9", "1700000000.2")
         with pytest.raises(NotFound):
-            await incidents_db.set_thread(conn, 999, "C9", "1")
-    got = await incidents_db.get(pool, opened.id)
+            await incidents.set_thread(conn, 999, "C9", "1")
+    got = await incidents.get(pool, opened.id)
     assert got is not None
     assert (got.slack_channel, got.slack_thread_ts) == ("C9", "1700000000.2")
-    assert await incidents_db.get(pool, 999) is None
+    assert await incidents.get(pool, 999) is None

@@ -7,17 +7,16 @@ import uuid
 import asyncpg
 import pytest
 
-from core import audit
+from core import audit, ledger
 from core.audit import Actor
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, Posting, adjustment_postings, purchase_postings
+from core.ledger import LedgerKind, Posting, adjustment_postings, purchase_postings
 
 SYSTEM = Actor("ops", "cli")
 
 
 async def _purchase(pool: asyncpg.Pool, user: str = "alice", credits: int = 5) -> int:
     async with pool.acquire() as conn, conn.transaction():
-        return await ledger_db.post(
+        return await ledger.post(
             conn,
             kind=LedgerKind.ADJUSTMENT,
             postings=adjustment_postings(user, credits),
@@ -50,20 +49,20 @@ async def test_updating_or_deleting_a_ledger_transaction_fails(pool: asyncpg.Poo
 async def test_unbalanced_ledger_transaction_fails_at_commit(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="unbalanced"):
         async with pool.acquire() as conn, conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.ADJUSTMENT,
                 postings=[Posting("user:alice", 5), Posting("system:adjustments", -4)],
                 created_by="t",
             )
     assert await pool.fetchval("SELECT count(*) FROM ledger_entries") == 0
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
 
 
 async def test_single_entry_transaction_fails(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.CheckViolationError):
         async with pool.acquire() as conn, conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.ADJUSTMENT,
                 postings=[Posting("user:a", 0 + 1)],
@@ -90,7 +89,7 @@ async def test_entries_cannot_be_added_to_a_committed_transaction(pool: asyncpg.
                 acct,
                 system,
             )
-    assert await ledger_db.balance(pool, "alice") == 5
+    assert await ledger.balance(pool, "alice") == 5
 
 
 async def test_zero_amount_entry_fails(pool: asyncpg.Pool) -> None:
@@ -98,7 +97,7 @@ async def test_zero_amount_entry_fails(pool: asyncpg.Pool) -> None:
         tx = await conn.fetchval(
             "INSERT INTO ledger_transactions (kind, created_by) VALUES ('adjustment','t') RETURNING id"
         )
-        acct = await ledger_db.account_id(conn, "user:z")
+        acct = await ledger.account_id(conn, "user:z")
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1,$2,0)",
@@ -125,7 +124,7 @@ async def test_purchase_credit_is_unique_per_signature(pool: asyncpg.Pool) -> No
     async with pool.acquire() as conn:
         first, second = await _intent(conn), await _intent(conn)
         async with conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.PURCHASE,
                 postings=purchase_postings("alice", 5),
@@ -135,7 +134,7 @@ async def test_purchase_credit_is_unique_per_signature(pool: asyncpg.Pool) -> No
             )
         with pytest.raises(asyncpg.UniqueViolationError):
             async with conn.transaction():
-                await ledger_db.post(
+                await ledger.post(
                     conn,
                     kind=LedgerKind.PURCHASE,
                     postings=purchase_postings("alice", 5),
@@ -143,14 +142,14 @@ async def test_purchase_credit_is_unique_per_signature(pool: asyncpg.Pool) -> No
                     intent_id=second,
                     purchase_signature="sig-1",
                 )
-    assert await ledger_db.balance(pool, "alice") == 5
+    assert await ledger.balance(pool, "alice") == 5
 
 
 async def test_purchase_credit_is_unique_per_intent(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         intent = await _intent(conn)
         async with conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.PURCHASE,
                 postings=purchase_postings("alice", 5),
@@ -160,7 +159,7 @@ async def test_purchase_credit_is_unique_per_intent(pool: asyncpg.Pool) -> None:
             )
         with pytest.raises(asyncpg.UniqueViolationError):
             async with conn.transaction():
-                await ledger_db.post(
+                await ledger.post(
                     conn,
                     kind=LedgerKind.PURCHASE,
                     postings=purchase_postings("alice", 5),
@@ -173,7 +172,7 @@ async def test_purchase_credit_is_unique_per_intent(pool: asyncpg.Pool) -> None:
 async def test_purchase_without_intent_or_signature_fails(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.CheckViolationError):
         async with pool.acquire() as conn, conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.PURCHASE,
                 postings=purchase_postings("alice", 5),
@@ -185,7 +184,7 @@ async def test_reversal_is_unique_per_reversed_transaction(pool: asyncpg.Pool) -
     original = await _purchase(pool, credits=5)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.REVERSAL,
                 postings=adjustment_postings("alice", -5),
@@ -194,35 +193,35 @@ async def test_reversal_is_unique_per_reversed_transaction(pool: asyncpg.Pool) -
             )
         with pytest.raises(asyncpg.UniqueViolationError):
             async with conn.transaction():
-                await ledger_db.post(
+                await ledger.post(
                     conn,
                     kind=LedgerKind.REVERSAL,
                     postings=adjustment_postings("alice", -5),
                     created_by="t",
                     reverses_id=original,
                 )
-    assert await ledger_db.balance(pool, "alice") == 0
+    assert await ledger.balance(pool, "alice") == 0
 
 
 async def test_debit_below_zero_is_refused_by_the_database(pool: asyncpg.Pool) -> None:
     await _purchase(pool, credits=3)
     with pytest.raises(asyncpg.CheckViolationError, match="below zero"):
         async with pool.acquire() as conn, conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.DEBIT,
                 postings=[Posting("user:alice", -4), Posting("system:spend", 4)],
                 created_by="t",
             )
-    assert await ledger_db.balance(pool, "alice") == 3
+    assert await ledger.balance(pool, "alice") == 3
 
 
 async def test_cached_balances_equal_entries_after_mixed_postings(pool: asyncpg.Pool) -> None:
     for user, amount in [("a", 5), ("b", 7), ("a", -2), ("c", 1), ("b", -7)]:
         await _purchase(pool, user, amount)
-    health = await ledger_db.health(pool)
+    health = await ledger.health(pool)
     assert health.ok
-    assert [await ledger_db.balance(pool, u) for u in "abc"] == [3, 0, 1]
+    assert [await ledger.balance(pool, u) for u in "abc"] == [3, 0, 1]
 
 
 async def test_audit_log_is_append_only_and_chain_verifies(pool: asyncpg.Pool) -> None:

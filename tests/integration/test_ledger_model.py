@@ -24,14 +24,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from core import db
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import AdjustmentPolicy, DecisionKind, new_request
+from core import adjustments, db, ledger, purchases
+from core import ledger as ledger_db
+from core.adjustments import AdjustmentPolicy, DecisionKind, new_request
 from core.audit import Actor
 from core.errors import Conflict, PayopsError, Unprocessable
-from core.ledger import debits
-from core.ledger import store as ledger_db
-from core.purchases import service as purchases
 from core.services import Services
 from tests.support import ScriptedVerifier, build_services, signature
 
@@ -147,7 +144,7 @@ class LedgerMachine(RuleBasedStateMachine):
             for _ in range(repeats):
                 async with self.pool.acquire() as conn:
                     try:
-                        await debits.debit(
+                        await ledger.debit(
                             conn,
                             Actor("shop", "api"),
                             user_id=user,
@@ -177,9 +174,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 request = new_request(
                     user_id=user, credits=credits, reason="model", policy=POLICY, now=now
                 )
-                adj = await adjustments_db.create(conn, Actor("oncall", "cli"), request)
+                adj = await adjustments.create(conn, Actor("oncall", "cli"), request)
                 for manager in sorted(MANAGERS)[: adj.approvals_required]:
-                    await adjustments_db.decide(
+                    await adjustments.decide(
                         conn, Actor(manager, "cli"), adj.id, DecisionKind.APPROVE, POLICY, now
                     )
 
@@ -193,11 +190,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
         async def go() -> None:
             async with self.pool.acquire() as conn:
-                adj = await adjustments_db.reverse_request(
+                adj = await adjustments.reverse_request(
                     conn, Actor("oncall", "cli"), tx_id, "duplicate", policy=POLICY, now=now
                 )
                 for manager in sorted(MANAGERS)[: adj.approvals_required]:
-                    await adjustments_db.decide(
+                    await adjustments.decide(
                         conn, Actor(manager, "cli"), adj.id, DecisionKind.APPROVE, POLICY, now
                     )
 

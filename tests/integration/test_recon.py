@@ -13,19 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import (
-    Adjustment,
-    AdjustmentKind,
-    AdjustmentPolicy,
-    DecisionKind,
-    new_request,
-)
+from core import adjustments, ledger
+from core.adjustments import Adjustment, AdjustmentKind, AdjustmentPolicy, DecisionKind, new_request
 from core.audit import Actor
 from core.chain.verdict import Confirmed, RejectCode, Rejected
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, debit_postings, purchase_postings
-from core.recon.run import ChainLookup, ReconRun, latest_run, open_findings, run_reconciliation
+from core.ledger import LedgerKind, debit_postings, purchase_postings
+from core.recon import ChainLookup, ReconRun, latest_run, open_findings, run_reconciliation
 from core.services import Services
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
@@ -115,8 +108,8 @@ async def adjust(
         kind=kind,
     )
     async with pool.acquire() as conn:
-        adj = await adjustments_db.create(conn, ONCALL, request)
-        result = await adjustments_db.decide(
+        adj = await adjustments.create(conn, ONCALL, request)
+        result = await adjustments.decide(
             conn, MANAGER, adj.id, DecisionKind.APPROVE, POLICY, datetime.now(UTC)
         )
     assert result.ledger_tx is not None
@@ -127,10 +120,10 @@ async def reverse(pool: asyncpg.Pool, ledger_tx: int) -> Adjustment:
     """A duplicate reversal of `ledger_tx`, approved."""
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
-        adj = await adjustments_db.reverse_request(
+        adj = await adjustments.reverse_request(
             conn, ONCALL, ledger_tx, "reverse the excess credit", policy=POLICY, now=now
         )
-        await adjustments_db.decide(conn, MANAGER, adj.id, DecisionKind.APPROVE, POLICY, now)
+        await adjustments.decide(conn, MANAGER, adj.id, DecisionKind.APPROVE, POLICY, now)
     return adj
 
 
@@ -285,7 +278,7 @@ async def test_a_second_credit_for_one_payment_and_its_reversal(svc: Services) -
     [f] = first.findings
     assert (f.signatures, f.credits, f.user_ids) == ((sig,), -4, ("alice",))
     assert first.drift_credits == -4
-    assert await ledger_db.balance(svc.pool, "alice") == 4
+    assert await ledger.balance(svc.pool, "alice") == 4
     assert third.totals.applied_credits == third.totals.expected_credits == 4
 
 
@@ -362,12 +355,12 @@ async def test_intent_stuck_pending_beyond_the_sla(svc: Services) -> None:
 async def test_negative_balance_after_an_approved_reversal(svc: Services) -> None:
     goodwill = await adjust(svc.pool, "carol", 9, kind=AdjustmentKind.OTHER)
     async with svc.pool.acquire() as conn, conn.transaction():
-        await ledger_db.post(
+        await ledger.post(
             conn, kind=LedgerKind.DEBIT, postings=debit_postings("carol", 9), created_by="shop"
         )
     assert goodwill.applied_ledger_tx is not None
     await reverse(svc.pool, goodwill.applied_ledger_tx)
-    assert await ledger_db.balance(svc.pool, "carol") == -9
+    assert await ledger.balance(svc.pool, "carol") == -9
 
     async def fix() -> None:
         await adjust(svc.pool, "carol", 9, kind=AdjustmentKind.OTHER)
@@ -400,7 +393,7 @@ async def test_confirmed_intent_whose_ledger_write_failed(svc: Services) -> None
 async def test_purchase_credit_for_an_intent_that_is_not_confirmed(svc: Services) -> None:
     intent = await create_intent(svc, "alice", 2)
     async with svc.pool.acquire() as conn, conn.transaction():
-        tx = await ledger_db.post(
+        tx = await ledger.post(
             conn,
             kind=LedgerKind.PURCHASE,
             postings=purchase_postings("alice", 2),
@@ -472,7 +465,7 @@ async def test_purchase_credited_to_another_user(svc: Services) -> None:
     intent = await create_intent(svc, "alice", 5)
     sig = signature()
     async with svc.pool.acquire() as conn, conn.transaction():  # a bug posts to bob
-        tx = await ledger_db.post(
+        tx = await ledger.post(
             conn,
             kind=LedgerKind.PURCHASE,
             postings=purchase_postings("bob", 5),

@@ -15,7 +15,7 @@ import pytest
 
 from core.chain.rpc import SolanaRpc
 from core.chain.solana_verifier import SolanaVerifier
-from core.recon.run import RpcChainLookup
+from core.recon import RpcChainLookup
 from core.services import Services
 from localnet import LocalnetInfo, start_localnet
 from localnet.wallet import Wallet

@@ -10,8 +10,8 @@ import pytest
 from bot import ops
 from bot.authz import Roles
 from bot.context import OpsContext
+from core import recon as recon_tickets
 from core.errors import Conflict, InvalidInput, NotFound
-from core.recon import tickets as recon_tickets
 from core.services import Services
 from tests.integration.test_recon import (
     MANAGER,

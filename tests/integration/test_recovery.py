@@ -16,14 +16,13 @@ import aiohttp
 import asyncpg
 import pytest
 
+from core import ledger, purchases
+from core import purchases as recovery
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.chain.solana_verifier import SolanaVerifier
 from core.gate import SwitchName, set_switch
-from core.ledger import store as ledger_db
-from core.purchases import recovery
-from core.purchases import service as purchases
-from core.purchases.intents import Intent
+from core.purchases import Intent
 from core.services import Services
 from localnet.server import LocalnetInfo, start_localnet
 from localnet.wallet import Wallet
@@ -114,7 +113,7 @@ async def _facts(pool: asyncpg.Pool, intent: Intent) -> dict[str, Any]:
     return {
         **dict(row.items()),
         "attempts": [(a["source"], a["outcome"], a["code"]) for a in attempts],
-        "balance": await ledger_db.balance(pool, intent.user_id),
+        "balance": await ledger.balance(pool, intent.user_id),
     }
 
 
@@ -140,7 +139,7 @@ async def test_sweep_credits_an_unverified_payment_exactly_once(rig: Rig) -> Non
     )
     assert audit is not None
     assert (audit["actor"], audit["source"]) == ("recovery", "scheduler")
-    assert (await ledger_db.health(rig.pool)).ok
+    assert (await ledger.health(rig.pool)).ok
 
 
 async def test_concurrent_sweeps_credit_once(rig: Rig) -> None:
@@ -158,7 +157,7 @@ async def test_concurrent_sweeps_credit_once(rig: Rig) -> None:
     outcomes = [outcome for _, outcome, _ in facts["attempts"]]
     assert outcomes.count("confirmed") == 1
     assert set(outcomes) <= {"confirmed", "duplicate"}
-    assert (await ledger_db.health(rig.pool)).ok
+    assert (await ledger.health(rig.pool)).ok
 
 
 async def test_a_verify_racing_the_sweep_credits_once(rig: Rig) -> None:
@@ -306,12 +305,12 @@ async def test_batch_takes_never_checked_then_least_recently_checked(rig: Rig) -
 
 
 async def test_expired_adjustments_are_closed(rig: Rig) -> None:
-    from core.adjustments import service as adjustments_db
-    from core.adjustments.rules import AdjustmentPolicy, new_request
+    from core import adjustments
+    from core.adjustments import AdjustmentPolicy, new_request
 
     policy = AdjustmentPolicy(managers=frozenset(), two_approvals_above=100, ttl=timedelta(hours=1))
     async with rig.pool.acquire() as conn:
-        adj = await adjustments_db.create(
+        adj = await adjustments.create(
             conn,
             Actor("op", "cli"),
             new_request(
@@ -323,7 +322,8 @@ async def test_expired_adjustments_are_closed(rig: Rig) -> None:
                 refs=[str(uuid.uuid4())],
             ),
         )
-    expired = await recovery.expire_adjustments(rig.pool, datetime.now(UTC))
+    async with rig.pool.acquire() as conn:
+        expired = await adjustments.expire_due(conn, datetime.now(UTC))
     assert [a.id for a in expired] == [adj.id]
     assert (
         await rig.pool.fetchval("SELECT status FROM adjustments WHERE id = $1", adj.id) == "EXPIRED"

@@ -23,9 +23,8 @@ import pytest
 
 from bot import scheduler as sched
 from bot.scheduler import Job, JobDeps, Scheduler, default_jobs
-from core import db, jobs
-from core.adjustments import service as adjustments_db
-from core.adjustments.rules import AdjustmentPolicy, new_request
+from core import adjustments, db, jobs
+from core.adjustments import AdjustmentPolicy, new_request
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.jobs import RunResult
@@ -267,7 +266,7 @@ async def test_expire_approvals_closes_requests_and_their_threads(pool: asyncpg.
         )
         policy = AdjustmentPolicy(frozenset(), two_approvals_above=100, ttl=timedelta(hours=1))
         async with pool.acquire() as conn:
-            adj = await adjustments_db.create(
+            adj = await adjustments.create(
                 conn,
                 Actor("op", "slack"),
                 new_request(
@@ -278,7 +277,7 @@ async def test_expire_approvals_closes_requests_and_their_threads(pool: asyncpg.
                     now=datetime.now(UTC) - timedelta(hours=2),
                 ),
             )
-        await adjustments_db.set_thread(pool, adj.id, "C_APPROVALS", "123.000001")
+        await adjustments.set_thread(pool, adj.id, "C_APPROVALS", "123.000001")
 
         result = await sched.expire_approvals(JobDeps(svc, None, sched.slack_client(svc)))
 

@@ -18,8 +18,8 @@ from slack_sdk.models.blocks import Block
 
 from api.app import create_app
 from bot.slack_app import add_slack
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, adjustment_postings
+from core import ledger
+from core.ledger import LedgerKind, adjustment_postings
 from core.logs import JsonFormatter, configure
 from core.services import Services
 from tests.slack_fake import (
@@ -315,7 +315,7 @@ async def test_adjustment_is_approved_in_the_thread_exactly_once(rig: SlackRig) 
     # Two managers click at once, twice each: one application.
     await asyncio.gather(*(rig.click("adjust_approve", str(adj_id), MANAGER, ts) for _ in range(2)))
     await rig.fake.wait_for(lambda: bool(rig.fake.of("chat.update")))
-    assert await ledger_db.balance(rig.pool, "alice") == 25
+    assert await ledger.balance(rig.pool, "alice") == 25
     assert (
         await rig.pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind='adjustment'")
         == 1
@@ -343,7 +343,7 @@ async def test_self_approval_is_refused_even_for_a_manager(rig: SlackRig) -> Non
     await rig.click("adjust_approve", str(adj_id), MANAGER, ts)
     await rig.fake.wait_for(lambda: bool(rig.fake.of(f"response:click-{MANAGER}")))
     assert "requester" in rig.fake.of(f"response:click-{MANAGER}")[-1]["text"]
-    assert await ledger_db.balance(rig.pool, "bob") == 0
+    assert await ledger.balance(rig.pool, "bob") == 0
     assert (
         await rig.pool.fetchval("SELECT status FROM adjustments WHERE id=$1", adj_id)
         == "PENDING_APPROVAL"
@@ -356,12 +356,12 @@ async def test_large_adjustment_needs_two_managers(rig: SlackRig) -> None:
     await rig.fake.wait_for(
         lambda: len([p for p in rig.fake.of("chat.postMessage") if p.get("thread_ts") == ts]) >= 1
     )
-    assert await ledger_db.balance(rig.pool, "carol") == 0
+    assert await ledger.balance(rig.pool, "carol") == 0
     await rig.click("adjust_approve", str(adj_id), MANAGER2, ts)
     await rig.fake.wait_for(
         lambda: len([p for p in rig.fake.of("chat.postMessage") if p.get("thread_ts") == ts]) >= 2
     )
-    assert await ledger_db.balance(rig.pool, "carol") == 500
+    assert await ledger.balance(rig.pool, "carol") == 500
 
 
 async def test_expired_request_cannot_be_approved(rig: SlackRig) -> None:
@@ -372,7 +372,7 @@ async def test_expired_request_cannot_be_approved(rig: SlackRig) -> None:
         lambda: any(c.method == f"response:click-{MANAGER}" for c in rig.fake.calls)
     )
     assert "expire" in rig.fake.of(f"response:click-{MANAGER}")[-1]["text"].lower()
-    assert await ledger_db.balance(rig.pool, "dave") == 0
+    assert await ledger.balance(rig.pool, "dave") == 0
     assert (
         await rig.pool.fetchval("SELECT status FROM adjustments WHERE id=$1", adj_id) == "EXPIRED"
     )
@@ -388,12 +388,12 @@ async def test_button_value_pointing_at_another_adjustment_is_refused(rig: Slack
     await rig.fake.wait_for(
         lambda: any(c.method == f"response:click-{MANAGER}" for c in rig.fake.calls)
     )
-    assert await ledger_db.balance(rig.pool, "frank") == 0
+    assert await ledger.balance(rig.pool, "frank") == 0
 
 
 async def test_reverse_a_duplicate_credit(rig: SlackRig) -> None:
     async with rig.pool.acquire() as conn, conn.transaction():
-        tx = await ledger_db.post(
+        tx = await ledger.post(
             conn,
             kind=LedgerKind.ADJUSTMENT,
             postings=adjustment_postings("gina", 9),

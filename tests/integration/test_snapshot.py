@@ -15,9 +15,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core import audit, db
-from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, adjustment_postings
+from core import audit, db, ledger
+from core.ledger import LedgerKind, adjustment_postings
 from payops import cli
 from payops.pgtools import SnapshotError, dsn_with_database, libpq_target
 from payops.restore import open_snapshot, restore_command
@@ -94,7 +93,7 @@ async def damage(dsn: str) -> None:
     conn = await db.connect(dsn)
     try:
         async with conn.transaction():
-            await ledger_db.post(
+            await ledger.post(
                 conn,
                 kind=LedgerKind.ADJUSTMENT,
                 postings=adjustment_postings("bob", 1000),
@@ -169,8 +168,8 @@ async def test_restore_brings_back_the_totals_and_drops_what_came_later(
     try:
         assert await conn.fetchval("SELECT to_regclass('from_a_newer_release')") is None
         assert await db.schema_version(conn) == db.latest_version()
-        assert (await ledger_db.health(conn)).ok
-        assert await ledger_db.balance(conn, "bob") == 7
+        assert (await ledger.health(conn)).ok
+        assert await ledger.balance(conn, "bob") == 7
         restored = await conn.fetchrow(
             "SELECT actor, source, after FROM audit_log WHERE action = 'database.restored'"
         )
@@ -305,7 +304,7 @@ async def test_a_snapshot_taken_while_writes_go_on_matches_its_dump(
         try:
             while not stop.is_set() and written < 2000:
                 async with conn.transaction():
-                    await ledger_db.post(
+                    await ledger.post(
                         conn,
                         kind=LedgerKind.ADJUSTMENT,
                         postings=adjustment_postings(f"user{written % 7}", 1),

@@ -13,15 +13,23 @@ import asyncpg
 import pytest
 from solders.keypair import Keypair
 
+from core import ledger, purchases
 from core.audit import Actor
 from core.chain.verdict import Pending, PendingReason, RejectCode, Rejected
 from core.errors import Unprocessable
-from core.ledger import store as ledger_db
-from core.purchases import service as purchases
-from core.purchases.intents import Intent
+from core.purchases import Intent
 from core.services import Services
-from core.triage.diagnose import DiagnosisKind, Scope, SubjectKind, classify_subject, parse_window
-from core.triage.gather import gather, triage, triage_window, window_summary
+from core.triage import (
+    DiagnosisKind,
+    Scope,
+    SubjectKind,
+    classify_subject,
+    gather,
+    parse_window,
+    triage,
+    triage_window,
+    window_summary,
+)
 from tests.support import ScriptedVerifier, build_services, signature
 
 SLA = timedelta(hours=1)
@@ -140,7 +148,7 @@ async def test_triage_finds_duplicate_credit_from_a_verify_race_without_constrai
     first, second = await create(svc, "alice", 5), await create(svc, "alice", 5)
     sig = signature()
     await asyncio.gather(verify(svc, first, sig, "req-a"), verify(svc, second, sig, "req-b"))
-    assert await ledger_db.balance(pool, "alice") == 10
+    assert await ledger.balance(pool, "alice") == 10
 
     for text in (sig, "alice", str(second.id)):
         report = await triage(pool, None, text, now(), SLA)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core.ledger import store as ledger_db
+from core import ledger
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 
@@ -42,12 +42,12 @@ async def test_200_concurrent_verifies_of_one_intent_credit_exactly_once(
     assert {status for status, _ in results} == {200}
     assert sum(1 for _, body in results if not body["already_credited"]) == 1
     assert {body["balance"] for _, body in results} == {7}
-    assert await ledger_db.balance(pool, "alice") == 7
+    assert await ledger.balance(pool, "alice") == 7
     assert (
         await pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind='purchase'") == 1
     )
     assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == 200
-    health = await ledger_db.health(pool)
+    health = await ledger.health(pool)
     assert health.ok, health
 
 
@@ -72,9 +72,9 @@ async def test_signature_used_by_one_intent_is_refused_for_another(pool: asyncpg
         assert (await clash.json())["error"]["code"] == "signature_already_used"
         again = await client.get(f"/v1/purchase-intents/{second['id']}", headers=bearer("bob"))
         assert (await again.json())["status"] == "PENDING"
-    assert await ledger_db.balance(pool, "bob") == 0
-    assert await ledger_db.balance(pool, "alice") == 5
-    assert (await ledger_db.health(pool)).ok
+    assert await ledger.balance(pool, "bob") == 0
+    assert await ledger.balance(pool, "alice") == 5
+    assert (await ledger.health(pool)).ok
 
 
 async def test_same_signature_raced_across_many_intents_credits_one(pool: asyncpg.Pool) -> None:
@@ -101,7 +101,7 @@ async def test_same_signature_raced_across_many_intents_credits_one(pool: asyncp
     assert (
         await pool.fetchval("SELECT count(*) FROM purchase_intents WHERE status='CONFIRMED'") == 1
     )
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok
 
 
 async def test_confirmed_intent_refuses_a_different_signature(pool: asyncpg.Pool) -> None:
@@ -115,7 +115,7 @@ async def test_confirmed_intent_refuses_a_different_signature(pool: asyncpg.Pool
         other = await client.post(url, json={"signature": signature()}, headers=bearer("alice"))
         assert other.status == 409
         assert (await other.json())["error"]["code"] == "intent_already_confirmed"
-    assert await ledger_db.balance(pool, "alice") == 5
+    assert await ledger.balance(pool, "alice") == 5
 
 
 async def test_duplicate_verify_after_credit_does_not_ask_the_chain(pool: asyncpg.Pool) -> None:
@@ -150,4 +150,4 @@ async def test_credit_matches_intent_and_balance_equals_entries(
         listed = await credits_resp.json()
     assert listed["balance"] == credits
     assert [e["amount"] for e in listed["entries"]] == [credits]
-    assert (await ledger_db.health(pool)).ok
+    assert (await ledger.health(pool)).ok

@@ -12,7 +12,7 @@ from bot import alert_blocks
 from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE, RunFacts, parse_ticket_value, ticket_value
 from bot.alerts import DRIFT_FINGERPRINT, alert_item, drift_item, run_facts
 from core.daily import DailyFigures
-from core.recon.alerts_store import AlertItem, AlertPost
+from core.recon import AlertItem, AlertPost
 from tests.recon_script import Finding, Run
 
 NOW = datetime(2025, 5, 6, 7, 8, tzinfo=UTC)

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.chain.encoding import MalformedTransaction
 from core.chain.rules import BLOCK_TIME_SKEW, decide, decide_raw
-from core.chain.transfers import MEMO_PROGRAM_V2, MalformedTransaction, parse_transaction
+from core.chain.transfers import MEMO_PROGRAM_V2, parse_transaction
 from core.chain.verdict import (
     TOKEN_2022_PROGRAM,
     TOKEN_PROGRAM,

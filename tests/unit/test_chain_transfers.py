@@ -15,11 +15,10 @@ import pytest
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from core.chain.encoding import b58decode
+from core.chain.encoding import MalformedTransaction, b58decode
 from core.chain.transfers import (
     MEMO_PROGRAM_V1,
     MEMO_PROGRAM_V2,
-    MalformedTransaction,
     ParsedTransaction,
     TokenBalanceChange,
     parse_transaction,

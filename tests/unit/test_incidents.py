@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.incidents.rules import (
+from core.incidents import (
     Closeout,
     Incident,
     IncidentStatus,

@@ -8,16 +8,16 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.chain.signatures import parse_signature
 from core.chain.verdict import RejectCode
 from core.config import load_settings
 from core.errors import Conflict, InvalidInput
-from core.ledger.postings import adjustment_postings, debit_postings, purchase_postings
-from core.purchases.intents import (
+from core.ledger import adjustment_postings, debit_postings, purchase_postings
+from core.purchases import (
     IntentStatus,
     Precheck,
     format_token_amount,
     new_intent,
-    parse_signature,
     precheck,
     rejection_closes_intent,
     solana_pay_url,

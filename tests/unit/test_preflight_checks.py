@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from solders.keypair import Keypair
 
-from core.ledger.store import LedgerHealth
+from core.ledger import LedgerHealth
 from payops.pgtools import dsn_with_database, libpq_target
 from payops.preflight_checks import (
     GATE_SWITCHES,

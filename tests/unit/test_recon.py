@@ -8,39 +8,35 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.recon.facts import (
+from core.recon import (
     AttemptFacts,
     BalanceFacts,
-    IntentFacts,
-    PaymentFacts,
-    SignatureFacts,
-    TxFacts,
-)
-from core.recon.rules import (
     Finding,
     FindingKind,
+    Flows,
+    IntentFacts,
+    PaymentFacts,
+    ReconTotals,
+    RunMode,
     Severity,
+    SignatureFacts,
+    TxFacts,
+    Watermark,
     attempt_findings,
     balance_findings,
+    carried_unchecked,
     chain_unchecked_finding,
+    choose_mode,
     fingerprint,
     intent_findings,
+    judge,
     ledger_total_findings,
     payment_findings,
     recheck_unmatched,
-    signature_findings,
-    tx_findings,
-)
-from core.recon.totals import (
-    Flows,
-    ReconTotals,
-    RunMode,
-    Watermark,
-    carried_unchecked,
-    choose_mode,
-    judge,
     settle,
+    signature_findings,
     totals_of,
+    tx_findings,
 )
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

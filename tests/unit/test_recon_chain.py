@@ -18,9 +18,14 @@ import pytest
 from core.chain.rpc import RpcUnavailable
 from core.chain.transfers import parse_transaction
 from core.config import PaymentConfig
-from core.recon.chain import ChainLimits, ChainObservation, observe, treasury_receipt
-from core.recon.facts import PaymentFacts
-from core.recon.rules import payment_findings
+from core.recon import (
+    ChainLimits,
+    ChainObservation,
+    PaymentFacts,
+    observe,
+    payment_findings,
+    treasury_receipt,
+)
 
 TOKEN = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
 TOKEN_2022 = "TokenzQdBNbLqP5VEhdkAS6EPFLC1PHnBqCXEpPxuEb"

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.config import PaymentConfig
-from core.purchases.intents import new_intent
-from core.purchases.recovery import Looked, Settle, deadline, settle
+from core.purchases import Looked, Settle, deadline, new_intent, settle
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 PAYMENT = PaymentConfig(

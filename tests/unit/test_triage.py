@@ -14,10 +14,9 @@ from solders.signature import Signature
 
 from core.chain.rpc import RpcUnavailable
 from core.errors import InvalidInput
-from core.ledger.postings import LedgerKind
-from core.purchases.intents import IntentStatus
-from core.triage.chain import chain_facts
-from core.triage.diagnose import (
+from core.ledger import LedgerKind
+from core.purchases import IntentStatus
+from core.triage import (
     AttemptFacts,
     AttemptSummaryRow,
     BalanceFacts,
@@ -32,6 +31,7 @@ from core.triage.diagnose import (
     Subject,
     SubjectKind,
     Window,
+    chain_facts,
     classify_subject,
     diagnose,
     parse_window,

@@ -20,10 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from core.ledger.postings import LedgerKind
-from core.purchases.intents import IntentStatus
+from core.ledger import LedgerKind
+from core.purchases import IntentStatus
 from core.triage.chain import SignatureStatusReader, chain_facts
-from core.triage.diagnose import TriageReport, diagnose
 from core.triage.evidence import (
     AttemptFacts,
     BalanceFacts,
@@ -35,6 +34,7 @@ from core.triage.evidence import (
     classify_subject,
     unique,
 )
+from core.triage.rules import TriageReport, diagnose
 from core.triage.window import (
     FAILED_OUTCOMES,
     AttemptSummaryRow,

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core.purchases.intents import IntentStatus
+from core.purchases import IntentStatus
 from core.triage.evidence import (
     REFUSED_OUTCOMES,
     AttemptFacts,
