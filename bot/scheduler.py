@@ -23,6 +23,7 @@ few seconds, then cancels them (recorded as failed; the next tick runs the job a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -37,7 +38,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
 from bot.cmd_adjust import adjustment_blocks, adjustment_text
-from core import adjustments, audit, jobs, purchases
+from core import adjustments, audit, jobs, purchases, watch
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.daily import daily_figures
@@ -315,9 +316,26 @@ def scheduler_context(
     async def run_scheduler(app: web.Application) -> AsyncIterator[None]:
         scheduler = Scheduler(services, default_jobs(services, rpc, slack_client(services)))
         scheduler.start()
+        stop = asyncio.Event()
+        watcher = None
+        if rpc is not None and services.settings.watch_enabled:
+            watcher = asyncio.create_task(watch.run(services, rpc, stop), name="watcher")
         try:
             yield
         finally:
+            stop.set()
+            if watcher is not None:
+                await _stop_watcher(watcher)
             await scheduler.stop()
 
     return run_scheduler
+
+
+async def _stop_watcher(task: asyncio.Task[None]) -> None:
+    """The watcher ends its poll in flight (a poll leaves nothing half-recorded), or is
+    cancelled after the jobs' grace."""
+    done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     summary_interval_seconds: float = Field(default=86400.0, ge=0.2, le=7 * 86400)
     housekeeping_interval_seconds: float = Field(default=3600.0, ge=0.2, le=86400)
     job_runs_retention_days: int = Field(default=7, ge=1, le=3650)
+    # The treasury watcher (core/watch): one replica at a time follows the treasury token
+    # account's history and credits what it finds.
+    watch_enabled: bool = True
+    watch_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
     # A finding still open this long after its alert is posted once more, to the managers.
     alert_escalate_after_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
 

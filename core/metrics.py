@@ -77,6 +77,23 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.watch_flows = Counter(
+            "payops_watch_flows_total",
+            "Transactions the treasury watcher recorded as changing the treasury, by direction",
+            ["direction"],
+            registry=self.registry,
+        )
+        self.watch_polls = Counter(
+            "payops_watch_polls_total",
+            "Treasury watcher polls on this replica (stopped: ended early, see the logs)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.watch_cursor_slot = Gauge(
+            "payops_watch_cursor_slot",
+            "Slot of the newest transaction the treasury watcher has recorded",
+            registry=self.registry,
+        )
         self._finding_kinds: set[str] = set()
 
     def set_recon(

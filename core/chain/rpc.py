@@ -288,6 +288,24 @@ class SolanaRpc:
         value = self._expect_context_value(method, await self._call(method, [address, config]))
         return None if value is None else self._expect_dict(method, value)
 
+    async def get_token_account_balance(self, address: str) -> tuple[int, int]:
+        """`getTokenAccountBalance`: (the balance in base units, the slot it was read at)."""
+        method = "getTokenAccountBalance"
+        result = await self._call(method, [address, {"commitment": self.commitment.value}])
+        context = result.get("context") if isinstance(result, dict) else None
+        value = result.get("value") if isinstance(result, dict) else None
+        slot = context.get("slot") if isinstance(context, dict) else None
+        amount = value.get("amount") if isinstance(value, dict) else None
+        if (
+            isinstance(slot, bool)
+            or not isinstance(slot, int)
+            or not isinstance(amount, str)
+            or not amount.isascii()
+            or not amount.isdigit()
+        ):
+            raise self._failed(method, f"unexpected result shape: {_describe(result)}")
+        return int(amount), slot
+
     async def get_slot(self) -> int:
         """`getSlot` at the configured commitment."""
         method = "getSlot"

@@ -22,9 +22,11 @@ from core.purchases.recovery import (
 from core.purchases.service import (
     CREDIT_UNIQUE_CONSTRAINTS,
     Credited,
+    StillPending,
     create_intent,
     credit_in,
     get_intent,
+    verify_detected,
     verify_intent,
 )
 from core.purchases.store import CONFIRM_SQL, insert
@@ -39,6 +41,7 @@ __all__ = [
     "Looked",
     "Precheck",
     "Settle",
+    "StillPending",
     "SweepReport",
     "create_intent",
     "credit_in",
@@ -54,5 +57,6 @@ __all__ = [
     "settle",
     "solana_pay_url",
     "sweep",
+    "verify_detected",
     "verify_intent",
 ]

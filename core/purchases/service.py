@@ -118,6 +118,20 @@ async def verify_for_recovery(
     return await _verify_checked(svc, actor, intent, signature, owner)
 
 
+async def verify_detected(
+    svc: Services, actor: Actor, intent_id: uuid.UUID, signature: str
+) -> VerifyResult:
+    """The treasury watcher's verify of a payment it found bound to `intent_id`: the same
+    rules and exactly-once credit as `verify_intent`, without the owner check (attempts
+    recorded with source 'watcher'). Raises what `verify_intent` raises."""
+    signature = parse_signature(signature)
+    intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
+    if intent is None:
+        raise NotFound("no such purchase intent", code="intent_not_found")
+    await _require_gate_open(svc)
+    return await _verify_checked(svc, actor, intent, signature, owner)
+
+
 async def _require_gate_open(svc: Services) -> None:
     if not (await svc.gate.state()).verify.is_open:
         svc.metrics.verify_outcomes.labels("paused", "verify_paused").inc()
@@ -369,5 +383,8 @@ async def _record(
 
 
 def attempt_source(actor: Actor) -> str:
-    """Where an attempt came from: the scheduler's re-checks are the recovery sweep's."""
-    return "recovery" if actor.source == "scheduler" else actor.source
+    """Where an attempt came from: the scheduler's re-checks are the recovery sweep's, but
+    for the treasury watcher's, which are its own."""
+    if actor.source == "scheduler":
+        return "watcher" if actor.id == "watcher" else "recovery"
+    return actor.source

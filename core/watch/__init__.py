@@ -1,0 +1,22 @@
+"""The treasury watcher: the chain side of the books (see `service`)."""
+
+from core.watch.rules import Flow, flow_of, intent_ids_in, new_signatures
+from core.watch.service import WATCHER_ACTOR, PollReport, TreasuryHistory, poll, run
+from core.watch.store import Cursor, RecordedFlow, cursor, flows_of_intent, recorded_total
+
+__all__ = [
+    "WATCHER_ACTOR",
+    "Cursor",
+    "Flow",
+    "PollReport",
+    "RecordedFlow",
+    "TreasuryHistory",
+    "cursor",
+    "flow_of",
+    "flows_of_intent",
+    "intent_ids_in",
+    "new_signatures",
+    "poll",
+    "recorded_total",
+    "run",
+]

@@ -1,0 +1,268 @@
+"""The treasury watcher: every payment to the treasury found within seconds, credited unasked.
+
+One poll (`poll`) reads the treasury token account's history newer than the durable cursor
+(`getSignaturesForAddress(account, until=cursor)`, paging back with `before` until the cursor
+is reached), fetches each new transaction once (`getTransaction`, at the configured
+commitment), and records, oldest first, each one that changed the account's balance of the
+mint as a flow — in the same database transaction that moves the cursor past it. A crash, a
+restart, a change of leader or an RPC outage therefore loses nothing (the cursor has not
+moved past what was not recorded) and records nothing twice (the flow's primary key).
+
+An inflow bound to an intent (its reference among the account keys, or its id in a memo) is
+then put through the verify rules and the exactly-once credit of a verify
+(`purchases.verify_detected`, attempts with source 'watcher'); once that reaches a final
+outcome the flow is settled. A flow left unsettled (the gate was closed, the process died,
+the payment was not final) is taken up again by the next poll.
+
+`run` keeps one watcher across replicas: a replica polls only while it holds the watcher's
+PostgreSQL advisory lock on a connection of its own; when that replica dies the server
+releases the lock and another takes over at its next try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from core import db, jobs, purchases
+from core.audit import Actor
+from core.chain.rpc import RpcUnavailable
+from core.chain.transfers import MalformedTransaction, parse_transaction
+from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, VerifyPaused
+from core.services import Services
+from core.watch import rules, store
+
+log = logging.getLogger("payops.watch")
+
+WATCHER_ACTOR = Actor("watcher", "scheduler")
+WATCHER_LOCK = "watcher"
+PAGE = 1000  # getSignaturesForAddress's largest page
+UNSETTLED_BATCH = 100
+
+
+class TreasuryHistory(Protocol):
+    """The chain calls the watcher makes (`SolanaRpc` has them)."""
+
+    async def get_signatures_for_address(
+        self,
+        address: str,
+        limit: int | None = None,
+        before: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    async def get_transaction(self, signature: str) -> dict[str, Any] | None: ...
+
+    async def get_token_account_balance(self, address: str) -> tuple[int, int]: ...
+
+
+@dataclass
+class PollReport:
+    """What one poll did; `stopped` says why it ended before the newest signature."""
+
+    started: bool = False
+    read: int = 0  # signatures read past the cursor
+    recorded: int = 0  # flows recorded
+    credited: int = 0
+    settled: int = 0  # bound inflows taken to a final outcome (credited or refused)
+    stopped: str | None = None
+    cursor_slot: int | None = None
+    credited_intents: list[str] = field(default_factory=list)
+
+
+async def poll(
+    svc: Services, rpc: TreasuryHistory, *, actor: Actor = WATCHER_ACTOR, page: int = PAGE
+) -> PollReport:
+    """Read what is new on the treasury token account, record it, credit what it pays."""
+    account = svc.payment.treasury_token_account
+    report = PollReport()
+    cursor = await store.cursor(svc.pool, account)
+    try:
+        if cursor is None:
+            cursor = await _start(svc, rpc, account)
+            report.started = True
+        await _settle_unsettled(svc, actor, account, report)
+        if report.stopped is None:
+            await _read_new(svc, rpc, actor, cursor, report, page)
+    except RpcUnavailable as exc:
+        report.stopped = f"rpc unavailable: {exc}"
+    latest = await store.cursor(svc.pool, account)
+    report.cursor_slot = None if latest is None else latest.slot
+    return report
+
+
+async def _start(svc: Services, rpc: TreasuryHistory, account: str) -> store.Cursor:
+    """Begin watching: the balance now is the start; history before it is not re-read."""
+    newest = await rpc.get_signatures_for_address(account, limit=1)
+    balance, slot = await rpc.get_token_account_balance(account)
+    signature = str(newest[0]["signature"]) if newest else None
+    async with svc.pool.acquire() as conn:
+        started = await store.start(conn, account, balance=balance, slot=slot, newest=signature)
+    log.info("watching %s from slot %s (balance %s)", account, slot, balance)
+    return started
+
+
+async def _read_new(
+    svc: Services,
+    rpc: TreasuryHistory,
+    actor: Actor,
+    cursor: store.Cursor,
+    report: PollReport,
+    page: int,
+) -> None:
+    pages = await _pages_since(rpc, cursor.account, cursor.signature, page)
+    slots = {str(r["signature"]): int(r.get("slot") or 0) for batch in pages for r in batch}
+    for signature, failed in rules.new_signatures(pages):
+        report.read += 1
+        if failed:
+            # A failed transaction moved nothing: pass it, recording nothing.
+            async with svc.pool.acquire() as conn:
+                await store.advance(conn, cursor.account, signature, slots[signature])
+            continue
+        raw = await rpc.get_transaction(signature)
+        if raw is None:
+            report.stopped = f"{signature} is listed but not yet at the commitment"
+            return
+        await _record_one(svc, actor, cursor.account, signature, raw, report)
+        if report.stopped is not None:
+            return
+    if report.read == 0:
+        await store.touch(svc.pool, cursor.account)
+
+
+async def _pages_since(
+    rpc: TreasuryHistory, account: str, until: str | None, size: int
+) -> list[list[dict[str, Any]]]:
+    """Every signature newer than `until`, in pages (newest first) read back with `before`."""
+    pages: list[list[dict[str, Any]]] = []
+    before: str | None = None
+    while True:
+        page = await rpc.get_signatures_for_address(account, limit=size, before=before, until=until)
+        if page:
+            pages.append(page)
+        if len(page) < size:
+            return pages
+        before = str(page[-1]["signature"])
+
+
+async def _record_one(
+    svc: Services,
+    actor: Actor,
+    account: str,
+    signature: str,
+    raw: dict[str, Any],
+    report: PollReport,
+) -> None:
+    try:
+        tx = parse_transaction(raw)
+    except MalformedTransaction as exc:
+        # Not a transaction we can read: stop here rather than pass a payment by.
+        report.stopped = f"{signature}: unreadable getTransaction answer: {exc}"
+        return
+    flow = rules.flow_of(tx, account, svc.payment.mint)
+    bound: list[tuple[Any, str]] = []
+    async with svc.pool.acquire() as conn, conn.transaction():
+        if flow is not None:
+            ids = rules.intent_ids_in(flow.memos)
+            bound = await store.bound_intents(conn, flow.account_keys, ids) if flow.inflow else []
+            refs = [ref for _, ref in bound if ref in flow.account_keys]
+            intent_id = bound[0][0] if bound else None
+            if await store.record(conn, account, flow, intent_id=intent_id, refs=refs):
+                report.recorded += 1
+                svc.metrics.watch_flows.labels("inflow" if flow.inflow else "outflow").inc()
+        await store.advance(conn, account, signature, tx.slot)
+    if flow is not None and bound:
+        await _settle(
+            svc,
+            actor,
+            store.RecordedFlow(
+                signature=flow.signature,
+                slot=flow.slot,
+                block_time=flow.block_time,
+                amount=flow.amount,
+                payer=flow.payer,
+                intent_id=bound[0][0],
+                settled=False,
+            ),
+            report,
+        )
+
+
+async def _settle_unsettled(svc: Services, actor: Actor, account: str, report: PollReport) -> None:
+    for flow in await store.unsettled(svc.pool, account, UNSETTLED_BATCH):
+        await _settle(svc, actor, flow, report)
+        if report.stopped is not None:
+            return
+
+
+async def _settle(
+    svc: Services, actor: Actor, flow: store.RecordedFlow, report: PollReport
+) -> None:
+    """Put a bound inflow through the verify; settle it once the outcome is final."""
+    assert flow.intent_id is not None
+    try:
+        result = await purchases.verify_detected(svc, actor, flow.intent_id, flow.signature)
+    except VerifyPaused:
+        report.stopped = "verify gate closed: detected payments wait for it to reopen"
+        return
+    except (Conflict, Unprocessable, InvalidInput, NotFound) as exc:
+        log.info(
+            "detected payment refused: %s",
+            exc,
+            extra={"intent_id": str(flow.intent_id), "tx_signature": flow.signature},
+        )
+    else:
+        if isinstance(result, purchases.StillPending):
+            return  # not final yet: the next poll takes it up again
+        if not result.duplicate:
+            report.credited += 1
+            report.credited_intents.append(str(flow.intent_id))
+    await store.settle(svc.pool, flow.signature)
+    report.settled += 1
+
+
+async def run(svc: Services, rpc: TreasuryHistory, stop: asyncio.Event) -> None:
+    """Poll every `watch_interval_seconds` while this replica holds the watcher's lock."""
+    interval = svc.settings.watch_interval_seconds
+    while not stop.is_set():
+        try:
+            async with db.session(svc.pool) as conn:
+                if await _lead(conn):
+                    await _poll_while_leading(svc, rpc, stop, interval)
+        except db.DATABASE_ERRORS as exc:
+            log.warning("watcher: database unavailable: %s", exc)
+        except Exception:
+            # A bug must not stop payment detection for good: say so loudly, try again.
+            log.exception("watcher: poll failed")
+        await _wait(stop, interval)
+
+
+async def _lead(conn: asyncpg.Connection) -> bool:
+    granted = await conn.fetchval(
+        "SELECT pg_try_advisory_lock($1, $2)", jobs.JOB_LOCK_CLASS, jobs.lock_key(WATCHER_LOCK)
+    )
+    return bool(granted)
+
+
+async def _poll_while_leading(
+    svc: Services, rpc: TreasuryHistory, stop: asyncio.Event, interval: float
+) -> None:
+    log.info("watcher leading on %s", jobs.replica_id())
+    while not stop.is_set():
+        report = await poll(svc, rpc)
+        svc.metrics.watch_polls.labels("stopped" if report.stopped else "ok").inc()
+        if report.cursor_slot is not None:
+            svc.metrics.watch_cursor_slot.set(report.cursor_slot)
+        if report.stopped:
+            log.warning("watcher poll stopped early: %s", report.stopped)
+        await _wait(stop, interval)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,183 @@
+"""SQL of the treasury watcher: its cursor and the flows it recorded (no policy here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.watch.rules import Flow
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far the watcher has read one account's history."""
+
+    account: str
+    signature: str | None  # newest recorded; None: nothing since watching began
+    slot: int | None
+    start_balance: int
+    start_slot: int
+    started_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFlow:
+    """A flow as stored, with the intent it was bound to and whether it is settled."""
+
+    signature: str
+    slot: int
+    block_time: datetime | None
+    amount: int
+    payer: str
+    intent_id: uuid.UUID | None
+    settled: bool
+
+
+def _cursor(row: Any) -> Cursor:
+    return Cursor(
+        account=row["account"],
+        signature=row["signature"],
+        slot=row["slot"],
+        start_balance=int(row["start_balance"]),
+        start_slot=row["start_slot"],
+        started_at=row["started_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _flow(row: Any) -> RecordedFlow:
+    return RecordedFlow(
+        signature=row["signature"],
+        slot=row["slot"],
+        block_time=row["block_time"],
+        amount=int(row["amount"]),
+        payer=row["payer"],
+        intent_id=row["intent_id"],
+        settled=row["settled_at"] is not None,
+    )
+
+
+async def cursor(db: asyncpg.Connection | asyncpg.Pool, account: str) -> Cursor | None:
+    row = await db.fetchrow("SELECT * FROM treasury_cursor WHERE account = $1", account)
+    return None if row is None else _cursor(row)
+
+
+async def start(
+    conn: asyncpg.Connection, account: str, *, balance: int, slot: int, newest: str | None
+) -> Cursor:
+    """Begin watching `account`: its balance now, and its newest signature as the cursor.
+    A second start (another replica got there first) keeps the first."""
+    await conn.execute(
+        """INSERT INTO treasury_cursor (account, signature, slot, start_balance, start_slot)
+           VALUES ($1, $2, $3, $4, $3) ON CONFLICT (account) DO NOTHING""",
+        account,
+        newest,
+        slot,
+        balance,
+    )
+    started = await cursor(conn, account)
+    assert started is not None  # inserted above, or already there
+    return started
+
+
+async def bound_intents(
+    conn: asyncpg.Connection, keys: Sequence[str], ids: Sequence[uuid.UUID]
+) -> list[tuple[uuid.UUID, str]]:
+    """(id, reference) of the intents whose reference is among `keys` or whose id is in `ids`,
+    oldest first."""
+    rows = await conn.fetch(
+        """SELECT id, reference FROM purchase_intents
+           WHERE reference = ANY($1::text[]) OR id = ANY($2::uuid[])
+           ORDER BY created_at, id""",
+        list(keys),
+        list(ids),
+    )
+    return [(r["id"], r["reference"]) for r in rows]
+
+
+async def record(
+    conn: asyncpg.Connection,
+    account: str,
+    flow: Flow,
+    *,
+    intent_id: uuid.UUID | None,
+    refs: Sequence[str],
+) -> bool:
+    """Record `flow` (once: a re-read records nothing). True if this call recorded it."""
+    status = await conn.execute(
+        """INSERT INTO treasury_flows
+               (signature, account, slot, block_time, amount, payer, refs, memos, intent_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (signature) DO NOTHING""",
+        flow.signature,
+        account,
+        flow.slot,
+        flow.block_time,
+        flow.amount,
+        flow.payer,
+        list(refs),
+        [m[:500] for m in flow.memos],
+        intent_id,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def advance(conn: asyncpg.Connection, account: str, signature: str, slot: int) -> None:
+    """Move the cursor to `signature` (call in the transaction that recorded up to it)."""
+    await conn.execute(
+        """UPDATE treasury_cursor SET signature = $2, slot = greatest(coalesce(slot, $3), $3),
+               updated_at = now()
+           WHERE account = $1""",
+        account,
+        signature,
+        slot,
+    )
+
+
+async def touch(db: asyncpg.Connection | asyncpg.Pool, account: str) -> None:
+    """The watcher read the account and found nothing new: it is up to date as of now."""
+    await db.execute("UPDATE treasury_cursor SET updated_at = now() WHERE account = $1", account)
+
+
+async def unsettled(
+    db: asyncpg.Connection | asyncpg.Pool, account: str, limit: int
+) -> list[RecordedFlow]:
+    """Inflows bound to an intent that the watcher has not yet taken to a final outcome."""
+    rows = await db.fetch(
+        """SELECT * FROM treasury_flows
+           WHERE account = $1 AND intent_id IS NOT NULL AND settled_at IS NULL AND amount > 0
+           ORDER BY slot, signature LIMIT $2""",
+        account,
+        limit,
+    )
+    return [_flow(r) for r in rows]
+
+
+async def settle(db: asyncpg.Connection | asyncpg.Pool, signature: str) -> None:
+    await db.execute(
+        "UPDATE treasury_flows SET settled_at = now() WHERE signature = $1 AND settled_at IS NULL",
+        signature,
+    )
+
+
+async def flows_of_intent(
+    db: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID
+) -> list[RecordedFlow]:
+    rows = await db.fetch(
+        "SELECT * FROM treasury_flows WHERE intent_id = $1 ORDER BY slot, signature", intent_id
+    )
+    return [_flow(r) for r in rows]
+
+
+async def recorded_total(db: asyncpg.Connection | asyncpg.Pool, account: str) -> int:
+    """The sum of every flow recorded for `account` (inflows minus outflows)."""
+    value = await db.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM treasury_flows WHERE account = $1", account
+    )
+    return int(value)

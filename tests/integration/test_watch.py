@@ -1,0 +1,206 @@
+"""The treasury watcher against a real local chain and PostgreSQL: payments nobody verified are
+found from the treasury's own history and credited once; every change to the treasury is
+recorded once; the cursor never passes what was not recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from core import ledger, watch
+from core.audit import Actor
+from core.chain.rpc import RpcUnavailable, SolanaRpc
+from core.gate import SwitchName, set_switch
+from tests.chain_rig import Rig
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def _intent_facts(pool: asyncpg.Pool, intent_id: Any) -> dict[str, Any]:
+    row = await pool.fetchrow(
+        """SELECT i.status, i.tx_signature,
+                  (SELECT count(*) FROM ledger_transactions t WHERE t.intent_id = i.id) AS credits,
+                  (SELECT array_agg(source || ':' || outcome ORDER BY id)
+                     FROM verification_attempts a WHERE a.intent_id = i.id) AS attempts
+           FROM purchase_intents i WHERE i.id = $1""",
+        intent_id,
+    )
+    assert row is not None
+    return dict(row.items())
+
+
+async def _flows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT signature, amount, intent_id, settled_at IS NOT NULL AS settled, refs"
+        " FROM treasury_flows ORDER BY slot, signature"
+    )
+    return [dict(r.items()) for r in rows]
+
+
+async def test_a_payment_nobody_verified_is_credited_once(rig: Rig) -> None:
+    first = await watch.poll(rig.services, rig.rpc)  # begins watching: the start balance
+    assert first.started
+    assert first.recorded == 0
+    intent = await rig.intent("nadia", credits=4)
+    signature = await rig.pay(intent)  # the phone wallet pays; nobody calls verify
+
+    report = await watch.poll(rig.services, rig.rpc)
+
+    assert (report.recorded, report.credited) == (1, 1)
+    facts = await _intent_facts(rig.pool, intent.id)
+    assert facts == {
+        "status": "CONFIRMED",
+        "tx_signature": signature,
+        "credits": 1,
+        "attempts": ["watcher:confirmed"],
+    }
+    assert await ledger.balance(rig.pool, "nadia") == 4
+    flows = await _flows(rig.pool)
+    assert flows == [
+        {
+            "signature": signature,
+            "amount": intent.amount,
+            "intent_id": intent.id,
+            "settled": True,
+            "refs": [intent.reference],
+        }
+    ]
+    again = await watch.poll(rig.services, rig.rpc)
+    assert (again.read, again.recorded, again.credited) == (0, 0, 0)
+    assert await ledger.balance(rig.pool, "nadia") == 4
+
+
+async def test_every_change_to_the_treasury_is_recorded_and_ties_to_its_balance(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    bound = await rig.intent("omar", credits=2)
+    await rig.pay(bound)
+    stray = await rig.intent("omar", credits=1)  # pays without its reference: not bound
+    unbound_sig = await rig.wallet.pay(
+        {
+            "token_program": stray.token_program,
+            "mint": stray.mint,
+            "recipient": stray.recipient,
+            "amount": "777",
+            "reference": stray.reference,
+        },
+        decimals=rig.info.decimals,
+        with_reference=False,
+    )
+    await rig.wallet.wait_finalized(unbound_sig)
+
+    report = await watch.poll(rig.services, rig.rpc)
+
+    assert report.recorded == 2
+    flows = {f["signature"]: f for f in await _flows(rig.pool)}
+    assert flows[unbound_sig]["intent_id"] is None
+    assert flows[unbound_sig]["amount"] == 777
+    cursor = await watch.cursor(rig.pool, rig.info.treasury_token_account)
+    assert cursor is not None
+    on_chain, _ = await rig.rpc.get_token_account_balance(rig.info.treasury_token_account)
+    recorded = await watch.recorded_total(rig.pool, rig.info.treasury_token_account)
+    assert cursor.start_balance + recorded == on_chain
+    assert (await _intent_facts(rig.pool, stray.id))["status"] == "PENDING"
+
+
+async def test_a_memo_carrying_the_intent_id_binds_the_payment(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("pia", credits=3)
+    signature = await rig.wallet.pay(
+        {
+            "token_program": intent.token_program,
+            "mint": intent.mint,
+            "recipient": intent.recipient,
+            "amount": str(intent.amount),
+            "reference": intent.reference,
+        },
+        decimals=rig.info.decimals,
+        with_reference=False,
+        memo=str(intent.id),
+    )
+    await rig.wallet.wait_finalized(signature)
+
+    report = await watch.poll(rig.services, rig.rpc)
+
+    assert report.credited == 1
+    assert (await _intent_facts(rig.pool, intent.id))["status"] == "CONFIRMED"
+
+
+class _FetchFails:
+    """The node lists signatures but cannot serve the transactions (an outage mid-poll)."""
+
+    def __init__(self, rpc: SolanaRpc) -> None:
+        self._rpc = rpc
+
+    async def get_signatures_for_address(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return await self._rpc.get_signatures_for_address(*args, **kwargs)
+
+    async def get_token_account_balance(self, address: str) -> tuple[int, int]:
+        return await self._rpc.get_token_account_balance(address)
+
+    async def get_transaction(self, signature: str) -> dict[str, Any] | None:
+        raise RpcUnavailable("getTransaction", "connection refused")
+
+
+async def test_an_outage_mid_poll_moves_the_cursor_past_nothing(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    before = await watch.cursor(rig.pool, rig.info.treasury_token_account)
+    intent = await rig.intent("quinn", credits=2)
+    await rig.pay(intent)
+
+    broken = await watch.poll(rig.services, _FetchFails(rig.rpc))
+
+    assert broken.stopped is not None
+    assert "rpc unavailable" in broken.stopped
+    assert await watch.cursor(rig.pool, rig.info.treasury_token_account) == before
+    assert await _flows(rig.pool) == []
+    healed = await watch.poll(rig.services, rig.rpc)
+    assert (healed.recorded, healed.credited) == (1, 1)
+    assert (await _intent_facts(rig.pool, intent.id))["credits"] == 1
+
+
+async def test_pages_back_to_the_cursor_whatever_the_page_size(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intents = [await rig.intent("rosa", credits=1) for _ in range(5)]
+    for intent in intents:
+        await rig.pay(intent)
+
+    report = await watch.poll(rig.services, rig.rpc, page=2)
+
+    assert (report.read, report.recorded, report.credited) == (5, 5, 5)
+    assert await ledger.balance(rig.pool, "rosa") == 5
+
+
+async def test_a_closed_gate_holds_detected_payments_until_it_reopens(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("sven", credits=2)
+    await rig.pay(intent)
+    async with rig.pool.acquire() as conn:
+        await set_switch(
+            conn, SwitchName.VERIFY, is_open=False, reason="incident", actor=Actor("op", "cli")
+        )
+
+    held = await watch.poll(rig.services, rig.rpc)
+
+    assert held.recorded == 1
+    assert held.credited == 0
+    assert [f["settled"] for f in await _flows(rig.pool)] == [False]
+    assert (await _intent_facts(rig.pool, intent.id))["status"] == "PENDING"
+    async with rig.pool.acquire() as conn:
+        await set_switch(
+            conn, SwitchName.VERIFY, is_open=True, reason="fixed", actor=Actor("op", "cli")
+        )
+    released = await watch.poll(rig.services, rig.rpc)
+    assert released.credited == 1
+    assert (await _intent_facts(rig.pool, intent.id))["credits"] == 1
+
+
+async def test_a_recorded_flow_cannot_be_changed_or_deleted(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    await rig.pay(await rig.intent("tara"))
+    await watch.poll(rig.services, rig.rpc)
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await rig.pool.execute("DELETE FROM treasury_flows")
+    with pytest.raises(asyncpg.RaiseError, match="cannot change"):
+        await rig.pool.execute("UPDATE treasury_flows SET amount = amount + 1")
