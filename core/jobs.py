@@ -23,6 +23,7 @@ outnumber the runs by the number of replicas); they are counted in the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -104,6 +105,44 @@ def tick_of(now: datetime, interval: float) -> datetime:
     micros = round(interval * 1_000_000)
     since = (now - _EPOCH) // timedelta(microseconds=1)
     return _EPOCH + timedelta(microseconds=since - since % micros)
+
+
+async def lead(
+    pool: asyncpg.Pool,
+    name: str,
+    interval: float,
+    work: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+) -> None:
+    """Run `work` every `interval` seconds on one replica at a time, until `stop` is set.
+
+    For work that follows a stream (the treasury watcher, webhook delivery) rather than
+    ticks: a replica leads while it holds `name`'s advisory lock on a connection of its own,
+    and checks that connection before each round, so a leader that lost it (the database
+    restarted) stops at once. A replica that died releases the lock with its connection;
+    the others try for it every `interval`. Nothing is written to `job_runs`."""
+    while not stop.is_set():
+        try:
+            async with db.session(pool) as conn:
+                if await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1, $2)", JOB_LOCK_CLASS, lock_key(name)
+                ):
+                    log.info("%s: leading on %s", name, replica_id())
+                    while not stop.is_set():
+                        await conn.fetchval("SELECT 1")  # still ours: the lock lives with it
+                        await work()
+                        await _wait(stop, interval)
+        except db.DATABASE_ERRORS as exc:
+            log.warning("%s: database unavailable: %s", name, exc)
+        except Exception:
+            # A bug must not stop the work for good: say so loudly, then try again.
+            log.exception("%s: round failed", name)
+        await _wait(stop, interval)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def run_once(

@@ -14,22 +14,19 @@ then put through the verify rules and the exactly-once credit of a verify
 outcome the flow is settled. A flow left unsettled (the gate was closed, the process died,
 the payment was not final) is taken up again by the next poll.
 
-`run` keeps one watcher across replicas: a replica polls only while it holds the watcher's
-PostgreSQL advisory lock on a connection of its own; when that replica dies the server
-releases the lock and another takes over at its next try.
+`run` keeps one watcher across replicas (`jobs.lead`): a replica polls only while it holds
+the watcher's PostgreSQL advisory lock on a connection of its own; when that replica dies the
+server releases the lock and another takes over at its next try.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import asyncpg
-
-from core import db, jobs, purchases
+from core import jobs, purchases
 from core.audit import Actor
 from core.chain.rpc import RpcUnavailable
 from core.chain.transfers import MalformedTransaction, parse_transaction
@@ -227,42 +224,14 @@ async def _settle(
 
 
 async def run(svc: Services, rpc: TreasuryHistory, stop: asyncio.Event) -> None:
-    """Poll every `watch_interval_seconds` while this replica holds the watcher's lock."""
-    interval = svc.settings.watch_interval_seconds
-    while not stop.is_set():
-        try:
-            async with db.session(svc.pool) as conn:
-                if await _lead(conn):
-                    await _poll_while_leading(svc, rpc, stop, interval)
-        except db.DATABASE_ERRORS as exc:
-            log.warning("watcher: database unavailable: %s", exc)
-        except Exception:
-            # A bug must not stop payment detection for good: say so loudly, try again.
-            log.exception("watcher: poll failed")
-        await _wait(stop, interval)
+    """Poll every `watch_interval_seconds` while this replica leads (`jobs.lead`)."""
 
-
-async def _lead(conn: asyncpg.Connection) -> bool:
-    granted = await conn.fetchval(
-        "SELECT pg_try_advisory_lock($1, $2)", jobs.JOB_LOCK_CLASS, jobs.lock_key(WATCHER_LOCK)
-    )
-    return bool(granted)
-
-
-async def _poll_while_leading(
-    svc: Services, rpc: TreasuryHistory, stop: asyncio.Event, interval: float
-) -> None:
-    log.info("watcher leading on %s", jobs.replica_id())
-    while not stop.is_set():
+    async def round_() -> None:
         report = await poll(svc, rpc)
         svc.metrics.watch_polls.labels("stopped" if report.stopped else "ok").inc()
         if report.cursor_slot is not None:
             svc.metrics.watch_cursor_slot.set(report.cursor_slot)
         if report.stopped:
             log.warning("watcher poll stopped early: %s", report.stopped)
-        await _wait(stop, interval)
 
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    await jobs.lead(svc.pool, WATCHER_LOCK, svc.settings.watch_interval_seconds, round_, stop)
