@@ -38,7 +38,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
 from bot.cmd_adjust import adjustment_blocks, adjustment_text
-from core import adjustments, audit, jobs, purchases, watch
+from core import adjustments, audit, jobs, purchases, watch, webhooks
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.daily import daily_figures
@@ -317,25 +317,70 @@ def scheduler_context(
         scheduler = Scheduler(services, default_jobs(services, rpc, slack_client(services)))
         scheduler.start()
         stop = asyncio.Event()
-        watcher = None
-        if rpc is not None and services.settings.watch_enabled:
-            watcher = asyncio.create_task(watch.run(services, rpc, stop), name="watcher")
+        streams = await _start_streams(services, rpc, stop)
         try:
             yield
         finally:
             stop.set()
-            if watcher is not None:
-                await _stop_watcher(watcher)
+            for task in streams:
+                await _stop_stream(task)
             await scheduler.stop()
 
     return run_scheduler
 
 
-async def _stop_watcher(task: asyncio.Task[None]) -> None:
-    """The watcher ends its poll in flight (a poll leaves nothing half-recorded), or is
+async def _start_streams(
+    services: Services, rpc: SolanaRpc | None, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The work that follows a stream rather than ticks, each on one replica at a time: the
+    treasury watcher and webhook delivery."""
+    tasks = []
+    if rpc is not None and services.settings.watch_enabled:
+        tasks.append(asyncio.create_task(watch.run(services, rpc, stop), name="watcher"))
+    async with services.pool.acquire() as conn:
+        await webhooks.sync_endpoints(conn, services.settings.webhook_url)
+    sender = webhooks.sender_for(services)
+    if sender is not None:
+        slack = slack_client(services)
+
+        async def announce(dead: list[webhooks.Delivery]) -> None:
+            await _announce_dead_webhooks(services, slack, dead)
+
+        tasks.append(
+            asyncio.create_task(webhooks.run(services, sender, stop, announce), name="webhooks")
+        )
+    return tasks
+
+
+async def _stop_stream(task: asyncio.Task[None]) -> None:
+    """A stream ends its round in flight (a round leaves nothing half-written), or is
     cancelled after the jobs' grace."""
     done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
     if not done:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _announce_dead_webhooks(
+    svc: Services, slack: AsyncWebClient | None, dead: list[webhooks.Delivery]
+) -> None:
+    """Events given up on, to the alerts channel: someone must look at the receiver."""
+    channel = alerts.alerts_target(svc, slack)
+    if channel is None or slack is None:
+        log.warning("%d webhook deliveries given up; Slack alerts are not configured", len(dead))
+        return
+    lines = [
+        f"• `{d.event.id}` {d.event.type} → {d.endpoint}"
+        for d in dead[:10]
+    ]
+    text = (
+        f":warning: {len(dead)} webhook deliveries given up after "
+        f"{svc.settings.webhook_retry_seconds // 3600} h of retries:\n"
+        + "\n".join(lines)
+        + "\nDeliver again: `payops ops webhooks retry <event id>`."
+    )
+    try:
+        await slack.chat_postMessage(channel=channel, text=text[:3000])
+    except Exception as exc:  # the alert is best effort; the deliveries stay listed as dead
+        log.warning("could not announce dead webhooks: %s", exc)

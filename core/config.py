@@ -131,6 +131,15 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
 
+    # Webhooks (core/webhooks): signed events for other services, from a transactional outbox
+    webhook_url: Annotated[tuple[str, ...], NoDecode] = ()  # one or more, comma-separated
+    webhook_secret: SecretStr | None = None
+    webhook_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_seconds: int = Field(default=86400, ge=60, le=30 * 86400)
+    webhook_backoff_base_seconds: float = Field(default=1.0, gt=0, le=3600)
+    webhook_backoff_cap_seconds: float = Field(default=600.0, gt=0, le=86400)
+
     # Slack
     slack_api_url: str = "https://slack.com/api/"
     slack_alerts_channel: str | None = None
@@ -148,7 +157,24 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "PAYOPS_SLACK_APP_TOKEN")
     )
 
-    _split_lists = field_validator("slack_oncall", "slack_managers", mode="before")(_csv)
+    _split_lists = field_validator("slack_oncall", "slack_managers", "webhook_url", mode="before")(
+        _csv
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return value
 
     @field_validator("token_mint", "treasury_owner", "treasury_token_account", "smoke_reference")
     @classmethod

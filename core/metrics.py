@@ -94,6 +94,17 @@ class Metrics:
             "Slot of the newest transaction the treasury watcher has recorded",
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "payops_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (dead: given up after the retry period)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_outbox_depth = Gauge(
+            "payops_webhook_outbox_depth",
+            "Webhook deliveries not yet made (as the delivering replica last counted)",
+            registry=self.registry,
+        )
         self._finding_kinds: set[str] = set()
 
     def set_recon(

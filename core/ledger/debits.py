@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core import audit
+from core import audit, webhooks
 from core.audit import Actor
 from core.errors import InvalidInput, Unprocessable
 from core.ledger import store as ledger_db
@@ -57,6 +57,18 @@ async def debit(
             created_by=actor.id,
             description=reason,
             idempotency_key=f"{actor.id}:{key}",
+        )
+        await webhooks.enqueue(
+            conn,
+            "credits.debited",
+            f"user:{user_id}",
+            {
+                "user_id": user_id,
+                "credits": credits,
+                "balance": balance - credits,
+                "ledger_transaction_id": tx_id,
+                "reason": reason,
+            },
         )
         await audit.record(
             conn,

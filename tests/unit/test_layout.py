@@ -23,7 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ("core", "api", "bot", "payops", "localnet")
-DOMAINS = frozenset({"ledger", "purchases", "adjustments", "incidents", "recon", "triage", "watch"})
+DOMAINS = frozenset(
+    {"ledger", "purchases", "adjustments", "incidents", "recon", "triage", "watch", "webhooks"}
+)
 # The development commands that run the local chain; nothing that `payops serve` loads.
 DEV_TOOLS = frozenset({"payops.cli", "payops.up", "payops.demo"})
 FORBIDDEN = {

@@ -1,0 +1,45 @@
+"""Signed webhooks for other services, from a transactional outbox (see `service`)."""
+
+from core.webhooks.rules import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    Event,
+    backoff,
+    body_of,
+    gives_up,
+    sign,
+    verify,
+)
+from core.webhooks.service import DeliveryReport, Sender, deliver, run, sender_for
+from core.webhooks.store import (
+    Delivery,
+    deliveries,
+    depth,
+    enqueue,
+    replay,
+    retry,
+    sync_endpoints,
+)
+
+__all__ = [
+    "EVENT_ID_HEADER",
+    "SIGNATURE_HEADER",
+    "Delivery",
+    "DeliveryReport",
+    "Event",
+    "Sender",
+    "backoff",
+    "body_of",
+    "deliver",
+    "deliveries",
+    "depth",
+    "enqueue",
+    "gives_up",
+    "replay",
+    "retry",
+    "run",
+    "sender_for",
+    "sign",
+    "sync_endpoints",
+    "verify",
+]
