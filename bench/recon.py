@@ -245,7 +245,7 @@ def _summary(t: Timing) -> dict[str, Any]:
         "seconds": round(t.wall, 3),
         "postgres_cpu_seconds": round(t.server_cpu, 3),
         "python_cpu_seconds": round(t.python_cpu, 3),
-        "mode": run.mode,
+        "mode": run.mode.value,
         "zero_drift": run.zero_drift,
         "findings": len(run.findings),
         "totals": run.totals.to_json(),

@@ -10,39 +10,27 @@ from datetime import datetime, timedelta
 
 from bot import blocks as b
 from core.daily import DailyFigures
-from core.recon import AlertItem, AlertPost
+from core.recon import AlertItem, AlertPost, ReconRun, Severity
 
 OPEN_TICKET = "recon_open_ticket"
 RUN_TRIAGE = "recon_triage"
 TOP_EXAMPLES = 5
 MAX_BUTTON_VALUE = 2000  # Slack's limit on a button's value
 SHORT = 12  # a fingerprint as people read and type it (`/pay-recon ticket open <fp>`)
-SEVERITIES = ("critical", "warning", "info")
+SEVERITIES = tuple(Severity)  # critical first
 DRIFT_FINGERPRINT = "drift"  # the pseudo-finding of a non-zero drift: no ticket of its own
-_ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":white_circle:"}
+_ICON = {
+    Severity.CRITICAL: ":red_circle:",
+    Severity.WARNING: ":large_orange_circle:",
+    Severity.INFO: ":white_circle:",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class RunFacts:
-    """What the messages say about the reconciliation run behind them."""
-
-    run_id: int
-    full: bool
-    window_start: datetime | None
-    window_end: datetime
-    drift_credits: int
-    drift_tokens: int
-    open_findings: int
-    chain_checked: bool
-    zero_drift: bool
-
-    @property
-    def scope(self) -> str:
-        if self.full:
-            return "full"
-        if self.window_start is None:
-            return "incremental"
-        return f"{self.window_start:%Y-%m-%d %H:%M} - {self.window_end:%H:%M} UTC"
+def scope(run: ReconRun) -> str:
+    """What a run covered, as the alerts name it."""
+    if run.window_start is None:
+        return run.mode.value  # full or incremental
+    return f"{run.window_start:%Y-%m-%d %H:%M} - {run.window_end:%H:%M} UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +61,14 @@ def parse_ticket_value(value: str) -> list[str]:
 
 def by_severity(items: Sequence[AlertItem]) -> list[AlertItem]:
     rank = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(items, key=lambda i: (rank.get(i.severity, len(rank)), i.kind, i.fingerprint))
+    return sorted(items, key=lambda i: (rank[i.severity], str(i.kind), i.fingerprint))
 
 
 def _kinds_line(items: Sequence[AlertItem]) -> str:
     rank = {s: i for i, s in enumerate(SEVERITIES)}
-    counts = Counter((i.severity, i.kind) for i in items)
-    ordered = sorted(counts.items(), key=lambda kv: (rank.get(kv[0][0], len(rank)), kv[0][1]))
-    return "\n".join(f"{_ICON.get(sev, '')} *{kind}*: {n} ({sev})" for (sev, kind), n in ordered)
+    counts = Counter((i.severity, str(i.kind)) for i in items)
+    ordered = sorted(counts.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1]))
+    return "\n".join(f"{_ICON[sev]} *{kind}*: {n} ({sev})" for (sev, kind), n in ordered)
 
 
 def ticketable(item: AlertItem) -> bool:
@@ -96,7 +84,7 @@ def _example(item: AlertItem, index: int, prefix: str) -> list[b.Block]:
         buttons.append(b.button("Run triage", RUN_TRIAGE, item.triage[:MAX_BUTTON_VALUE]))
     out = [
         b.section(
-            f"{_ICON.get(item.severity, '')} *{item.kind}* ({item.severity}) "
+            f"{_ICON[item.severity]} *{item.kind}* ({item.severity}) "
             f"`{item.fingerprint[:SHORT]}`\n{item.summary}"
         )
     ]
@@ -135,18 +123,18 @@ def _text_lines(items: Sequence[AlertItem]) -> list[str]:
     ]
 
 
-def announcement(items: Sequence[AlertItem], run: RunFacts) -> Message:
+def announcement(items: Sequence[AlertItem], run: ReconRun) -> Message:
     """New findings of a run (and non-zero drift): what, how many, top examples, buttons."""
-    critical = any(i.severity == "critical" for i in items)
+    critical = any(i.severity is Severity.CRITICAL for i in items)
     icon = ":rotating_light:" if critical else ":warning:"
     title = f"{icon} Reconciliation: {len(items)} new finding{'s' if len(items) != 1 else ''}"
     blocks = [
         b.header(title),
         b.fields(
             [
-                ("Run", f"#{run.run_id} ({run.scope})"),
+                ("Run", f"#{run.id} ({scope(run)})"),
                 ("Drift", f"{run.drift_credits:+d} credits / {run.drift_tokens:+d} tokens"),
-                ("Open findings", str(run.open_findings)),
+                ("Open findings", str(len(run.findings))),
                 ("Chain checked", "yes" if run.chain_checked else "no (RPC unavailable)"),
             ]
         ),
@@ -159,7 +147,7 @@ def announcement(items: Sequence[AlertItem], run: RunFacts) -> Message:
         ),
     ]
     text = (
-        f"Reconciliation run #{run.run_id} ({run.scope}): {len(items)} new finding(s); "
+        f"Reconciliation run #{run.id} ({scope(run)}): {len(items)} new finding(s); "
         f"drift {run.drift_credits:+d} credits / {run.drift_tokens:+d} tokens\n"
         + "\n".join(_text_lines(items))
     )
@@ -188,9 +176,9 @@ def escalation(
     return Message(text[:3000], blocks)
 
 
-def resolution(posts: Sequence[AlertPost], run: RunFacts | None) -> Message:
+def resolution(posts: Sequence[AlertPost], run: ReconRun | None) -> Message:
     """A thread reply: these findings announced in this thread are resolved."""
-    by = f" by reconciliation run #{run.run_id} ({run.scope})" if run else ""
+    by = f" by reconciliation run #{run.id} ({scope(run)})" if run else ""
     title = f":white_check_mark: Resolved{by}: {len(posts)} finding(s)"
     lines = [f"• *{p.item.kind}* `{p.item.fingerprint[:SHORT]}`" for p in posts[:40]]
     if len(posts) > 40:
@@ -200,7 +188,7 @@ def resolution(posts: Sequence[AlertPost], run: RunFacts | None) -> Message:
     return Message(text[:3000], blocks)
 
 
-def daily_summary(fig: DailyFigures, run: RunFacts | None, open_alerts: int) -> Message:
+def daily_summary(fig: DailyFigures, run: ReconRun | None, open_alerts: int) -> Message:
     """The daily summary for the alerts channel."""
     span = f"{fig.since:%Y-%m-%d %H:%M} - {fig.until:%Y-%m-%d %H:%M} UTC"
     attempts = ", ".join(f"{k} {v}" for k, v in fig.verify_attempts.items()) or "none"
@@ -210,7 +198,7 @@ def daily_summary(fig: DailyFigures, run: RunFacts | None, open_alerts: int) -> 
     else:
         state = "zero drift" if run.zero_drift else "DRIFT"
         recon = (
-            f"run #{run.run_id} ({run.scope}): {state}, {run.open_findings} open finding(s), "
+            f"run #{run.id} ({scope(run)}): {state}, {len(run.findings)} open finding(s), "
             f"drift {run.drift_credits:+d} credits / {run.drift_tokens:+d} tokens"
         )
     pairs = [

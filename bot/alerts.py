@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from slack_bolt.async_app import AsyncApp
@@ -37,7 +37,6 @@ from bot.alert_blocks import (
     OPEN_TICKET,
     RUN_TRIAGE,
     SHORT,
-    RunFacts,
     parse_ticket_value,
 )
 from bot.authz import Roles
@@ -46,62 +45,12 @@ from core import recon
 from core import recon as recon_tickets
 from core.daily import DailyFigures
 from core.errors import PayopsError
-from core.recon import AlertItem, AlertPost
+from core.recon import DRIFT_KIND, AlertItem, AlertPost, Finding, ReconRun, Severity
 from core.services import Services
 
 log = logging.getLogger("payops.alerts")
 
 TICKET_COMMAND = "/pay-recon ticket open"
-
-
-class FindingLike(Protocol):
-    """What the alerts read of a reconciliation finding (`core.recon.Finding`)."""
-
-    @property
-    def fingerprint(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def severity(self) -> str: ...
-    @property
-    def user_ids(self) -> tuple[str, ...]: ...
-    @property
-    def signatures(self) -> tuple[str, ...]: ...
-    @property
-    def intent_ids(self) -> tuple[str, ...]: ...
-    @property
-    def credits(self) -> int: ...
-    @property
-    def tokens(self) -> int: ...
-    @property
-    def detail(self) -> str: ...
-
-
-class RunLike(Protocol):
-    """What the alerts read of a reconciliation run (`core.recon.ReconRun`)."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def full(self) -> bool: ...
-    @property
-    def window_start(self) -> datetime | None: ...
-    @property
-    def window_end(self) -> datetime: ...
-    @property
-    def findings(self) -> Sequence[FindingLike]: ...
-    @property
-    def new_findings(self) -> Sequence[FindingLike]: ...
-    @property
-    def resolved_findings(self) -> Sequence[FindingLike]: ...
-    @property
-    def drift_credits(self) -> int: ...
-    @property
-    def drift_tokens(self) -> int: ...
-    @property
-    def zero_drift(self) -> bool: ...
-    @property
-    def chain_checked(self) -> bool: ...
 
 
 def _some(values: Sequence[str], label: str, shown: int = 3) -> str | None:
@@ -111,7 +60,7 @@ def _some(values: Sequence[str], label: str, shown: int = 3) -> str | None:
     return f"{label}: " + ", ".join(f"`{v}`" for v in values[:shown]) + more
 
 
-def alert_item(finding: FindingLike) -> AlertItem:
+def alert_item(finding: Finding) -> AlertItem:
     """A finding as an alert states it: its detail, amounts and who/what it touches."""
     parts = [
         f"credits {finding.credits:+d}" if finding.credits else None,
@@ -126,32 +75,18 @@ def alert_item(finding: FindingLike) -> AlertItem:
     return AlertItem(finding.fingerprint, finding.kind, finding.severity, summary[:1500], target)
 
 
-def drift_item(run: RunLike) -> AlertItem:
+def drift_item(run: ReconRun) -> AlertItem:
     return AlertItem(
         DRIFT_FINGERPRINT,
-        "drift",
-        "critical",
+        DRIFT_KIND,
+        Severity.CRITICAL,
         f"expected minus applied: {run.drift_credits:+d} credits, {run.drift_tokens:+d} tokens "
-        f"(run #{run.id}, {run_facts(run).scope})",
+        f"(run #{run.id}, {alert_blocks.scope(run)})",
     )
 
 
-def has_drift(run: RunLike) -> bool:
+def has_drift(run: ReconRun) -> bool:
     return run.drift_credits != 0 or run.drift_tokens != 0
-
-
-def run_facts(run: RunLike) -> RunFacts:
-    return RunFacts(
-        run_id=run.id,
-        full=run.full,
-        window_start=run.window_start,
-        window_end=run.window_end,
-        drift_credits=run.drift_credits,
-        drift_tokens=run.drift_tokens,
-        open_findings=len(run.findings),
-        chain_checked=run.chain_checked,
-        zero_drift=run.zero_drift,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +112,7 @@ def alerts_target(svc: Services, client: AsyncWebClient | None) -> str | None:
     return svc.settings.slack_alerts_channel
 
 
-async def publish_run(svc: Services, client: AsyncWebClient | None, run: RunLike) -> Published:
+async def publish_run(svc: Services, client: AsyncWebClient | None, run: ReconRun) -> Published:
     """Post what a reconciliation run changed, each thing once (module docstring)."""
     channel = alerts_target(svc, client)
     if channel is None or client is None:
@@ -191,7 +126,7 @@ async def publish_run(svc: Services, client: AsyncWebClient | None, run: RunLike
 
     seen: dict[str, AlertItem] = {}
     for finding in (*run.findings, *run.new_findings):
-        if finding.severity != "info":
+        if finding.severity is not Severity.INFO:
             seen.setdefault(finding.fingerprint, alert_item(finding))
     if has_drift(run):
         seen[DRIFT_FINGERPRINT] = drift_item(run)
@@ -206,13 +141,13 @@ async def _announce(
     pool: asyncpg.Pool,
     channel: str,
     items: list[AlertItem],
-    run: RunLike,
+    run: ReconRun,
     now: datetime,
 ) -> int:
     claimed = await recon.claim_new(pool, items, channel, now)
     if not claimed:
         return 0
-    message = alert_blocks.announcement(claimed, run_facts(run))
+    message = alert_blocks.announcement(claimed, run)
     fingerprints = [i.fingerprint for i in claimed]
     try:
         posted = await client.chat_postMessage(
@@ -246,7 +181,7 @@ async def _escalate(svc: Services, client: AsyncWebClient, now: datetime) -> int
     return len(due)
 
 
-async def _resolve(client: AsyncWebClient, pool: asyncpg.Pool, run: RunLike, now: datetime) -> int:
+async def _resolve(client: AsyncWebClient, pool: asyncpg.Pool, run: ReconRun, now: datetime) -> int:
     due = await recon.claim_resolutions(pool, now)
     threads: dict[tuple[str, str], list[AlertPost]] = {}
     for post in due:
@@ -254,7 +189,7 @@ async def _resolve(client: AsyncWebClient, pool: asyncpg.Pool, run: RunLike, now
         threads.setdefault((post.channel, post.ts), []).append(post)
     groups = list(threads.items())
     for done, ((channel, ts), posts) in enumerate(groups):
-        message = alert_blocks.resolution(posts, run_facts(run))
+        message = alert_blocks.resolution(posts, run)
         try:
             await client.chat_postMessage(
                 channel=channel, thread_ts=ts, text=message.text, blocks=message.blocks
@@ -271,16 +206,14 @@ async def post_summary(
     svc: Services,
     client: AsyncWebClient | None,
     figures: DailyFigures,
-    run: RunLike | None,
+    run: ReconRun | None,
 ) -> bool:
     """Post the daily summary to the alerts channel; False when Slack is not configured."""
     channel = alerts_target(svc, client)
     if channel is None or client is None:
         return False
     open_alerts = len(await recon.open_posts(svc.pool))
-    message = alert_blocks.daily_summary(
-        figures, None if run is None else run_facts(run), open_alerts
-    )
+    message = alert_blocks.daily_summary(figures, run, open_alerts)
     await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
     return True
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
+from typing import Literal, TypeAlias
 
 import asyncpg
 
@@ -27,6 +28,9 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
+
+# Tables whose rows remember the Slack message they are discussed in.
+ThreadTable: TypeAlias = Literal["adjustments", "incidents"]
 
 MIGRATE_LOCK_KEY = 7_305_101_001  # pg_advisory_lock key owned by `payops migrate`
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -157,3 +161,18 @@ async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     if not exists:
         return 0
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def set_slack_thread(
+    conn: asyncpg.Connection | asyncpg.Pool, table: ThreadTable, row_id: int, channel: str, ts: str
+) -> bool:
+    """Remember the Slack message (channel, ts) where row `row_id` of `table` is discussed, so
+    the bot can reply or update it later. False when no row has that id."""
+    # `table` is one of two literals, never input: safe to splice into the statement
+    done = await conn.execute(
+        f"UPDATE {table} SET slack_channel = $2, slack_thread_ts = $3 WHERE id = $1",  # noqa: S608
+        row_id,
+        channel,
+        ts,
+    )
+    return bool(done != "UPDATE 0")

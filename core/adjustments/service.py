@@ -1,4 +1,4 @@
-"""SQL for adjustments: requests, reversals, decisions that apply exactly once, expiry.
+"""Adjustments, the use case: requests, reversals, decisions that apply exactly once, expiry.
 
 A decision is one database transaction: lock the adjustment row, load its decisions, judge
 with the pure `core.adjustments.decide`, record the decision and — when it applies — post
@@ -16,17 +16,16 @@ from typing import Any
 
 import asyncpg
 
-from core import audit, ledger
+from core import audit, db, ledger
+from core.adjustments import store
 from core.adjustments.rules import (
     Adjustment,
-    AdjustmentKind,
     AdjustmentPolicy,
     AdjustmentRequest,
     AdjustmentStatus,
     Decision,
     DecisionKind,
     Outcome,
-    Refs,
     Resolution,
     ReversibleTx,
     reversal_request,
@@ -35,12 +34,7 @@ from core.adjustments.rules import (
 from core.adjustments.rules import decide as judge
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.ledger import LedgerKind, adjustment_postings
-
-_COLUMNS = """id, user_id, credits, kind, tx_signatures, intent_ids, ticket, reason, requester,
-    requester_source, status, approvals_required, created_at, expires_at, decided_at,
-    reverses_ledger_tx, applied_ledger_tx, slack_channel, slack_thread_ts"""
-_SELECT = f"SELECT {_COLUMNS} FROM adjustments"  # noqa: S608 (constants only)
+from core.ledger import adjustment_postings
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,38 +46,6 @@ class DecisionResult:
     approvals_required: int
     ledger_tx: int | None  # the ledger transaction posted, when applied
     balance: int | None  # the user's balance after applying
-
-
-def adjustment_from_row(row: Any) -> Adjustment:
-    return Adjustment(
-        id=row["id"],
-        user_id=row["user_id"],
-        credits=row["credits"],
-        kind=AdjustmentKind(row["kind"]),
-        refs=Refs(tuple(row["tx_signatures"]), tuple(row["intent_ids"]), row["ticket"]),
-        reason=row["reason"],
-        requester=row["requester"],
-        requester_source=row["requester_source"],
-        status=AdjustmentStatus(row["status"]),
-        approvals_required=row["approvals_required"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        decided_at=row["decided_at"],
-        reverses_ledger_tx=row["reverses_ledger_tx"],
-        applied_ledger_tx=row["applied_ledger_tx"],
-        slack_channel=row["slack_channel"],
-        slack_thread_ts=row["slack_thread_ts"],
-    )
-
-
-def _decision_from_row(row: Any) -> Decision:
-    return Decision(
-        adjustment_id=row["adjustment_id"],
-        approver=row["approver"],
-        decision=DecisionKind(row["decision"]),
-        note=row["note"],
-        created_at=row["created_at"],
-    )
 
 
 def _facts(adj: Adjustment) -> dict[str, Any]:
@@ -107,26 +69,7 @@ async def create(conn: asyncpg.Connection, actor: Actor, request: AdjustmentRequ
     """Store a request as PENDING_APPROVAL, requested by `actor`, with its audit record."""
     async with conn.transaction():
         try:
-            row = await conn.fetchrow(
-                f"""INSERT INTO adjustments (user_id, credits, kind, tx_signatures, intent_ids,
-                       ticket, reason, requester, requester_source, approvals_required,
-                       created_at, expires_at, reverses_ledger_tx)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                   RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
-                request.user_id,
-                request.credits,
-                request.kind.value,
-                list(request.refs.tx_signatures),
-                list(request.refs.intent_ids),
-                request.refs.ticket,
-                request.reason,
-                actor.id,
-                actor.source,
-                request.approvals_required,
-                request.created_at,
-                request.expires_at,
-                request.reverses_ledger_tx,
-            )
+            adj = await store.insert(conn, actor, request)
         except asyncpg.UniqueViolationError as exc:
             # only the one-live-reversal-per-transaction index can clash here
             raise Conflict(
@@ -134,7 +77,6 @@ async def create(conn: asyncpg.Connection, actor: Actor, request: AdjustmentRequ
                 "request waiting or applied",
                 code="reversal_pending",
             ) from exc
-        adj = adjustment_from_row(row)
         await audit.record(
             conn, actor, action="adjustment.request", subject=_subject(adj), after=_facts(adj)
         )
@@ -143,26 +85,10 @@ async def create(conn: asyncpg.Connection, actor: Actor, request: AdjustmentRequ
 
 async def reversible_tx(conn: asyncpg.Connection | asyncpg.Pool, ledger_tx_id: int) -> ReversibleTx:
     """The facts of a ledger transaction as a reversal needs them, or `NotFound`."""
-    row = await conn.fetchrow(
-        """SELECT t.id, t.kind, t.intent_id, t.purchase_signature, a.user_id, e.amount,
-                  (SELECT r.id FROM ledger_transactions r WHERE r.reverses_id = t.id) AS reversed_by
-           FROM ledger_transactions t
-           JOIN ledger_entries e ON e.transaction_id = t.id
-           JOIN accounts a ON a.id = e.account_id AND a.kind = 'user'
-           WHERE t.id = $1""",
-        ledger_tx_id,
-    )
-    if row is None:
+    found = await store.reversible_tx(conn, ledger_tx_id)
+    if found is None:
         raise NotFound(f"no ledger transaction {ledger_tx_id}", code="ledger_tx_not_found")
-    return ReversibleTx(
-        id=row["id"],
-        kind=LedgerKind(row["kind"]),
-        user_id=row["user_id"],
-        user_amount=row["amount"],
-        reversed_by=row["reversed_by"],
-        intent_id=None if row["intent_id"] is None else str(row["intent_id"]),
-        purchase_signature=row["purchase_signature"],
-    )
+    return found
 
 
 async def reverse_request(
@@ -185,41 +111,26 @@ async def reverse_request(
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int) -> Adjustment | None:
-    row = await conn.fetchrow(_SELECT + " WHERE id = $1", adjustment_id)
-    return None if row is None else adjustment_from_row(row)
+    return await store.get(conn, adjustment_id)
 
 
 async def decisions(conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int) -> list[Decision]:
     """The decisions taken on a request, oldest first."""
-    rows = await conn.fetch(
-        """SELECT adjustment_id, approver, decision, note, created_at
-           FROM adjustment_decisions WHERE adjustment_id = $1 ORDER BY id""",
-        adjustment_id,
-    )
-    return [_decision_from_row(r) for r in rows]
+    return await store.decisions(conn, adjustment_id)
 
 
 async def list_pending(
     conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 100
 ) -> list[Adjustment]:
     """Requests waiting for approval, oldest first (including any due to expire)."""
-    rows = await conn.fetch(
-        _SELECT + " WHERE status = 'PENDING_APPROVAL' ORDER BY id LIMIT $1", limit
-    )
-    return [adjustment_from_row(r) for r in rows]
+    return await store.list_pending(conn, limit=limit)
 
 
 async def set_thread(
     conn: asyncpg.Connection | asyncpg.Pool, adjustment_id: int, channel: str, ts: str
 ) -> None:
     """Remember the Slack message that asks for approval, so the bot can update it later."""
-    done = await conn.execute(
-        "UPDATE adjustments SET slack_channel = $2, slack_thread_ts = $3 WHERE id = $1",
-        adjustment_id,
-        channel,
-        ts,
-    )
-    if done == "UPDATE 0":
+    if not await db.set_slack_thread(conn, "adjustments", adjustment_id, channel, ts):
         raise NotFound(f"no adjustment {adjustment_id}", code="adjustment_not_found")
 
 
@@ -248,10 +159,9 @@ async def decide(
         raise InvalidInput("the note is at most 500 characters", code="invalid_note")
     refused: Conflict | None = None
     async with conn.transaction():
-        row = await conn.fetchrow(_SELECT + " WHERE id = $1 FOR UPDATE", adjustment_id)
-        if row is None:
+        adj = await store.get(conn, adjustment_id, lock=True)
+        if adj is None:
             raise NotFound(f"no adjustment {adjustment_id}", code="adjustment_not_found")
-        adj = adjustment_from_row(row)
         try:
             outcome = judge(
                 adj, await decisions(conn, adjustment_id), actor.id, decision, policy, now, note
@@ -272,15 +182,7 @@ async def _settle(
     conn: asyncpg.Connection, actor: Actor, adj: Adjustment, outcome: Outcome, now: datetime
 ) -> DecisionResult:
     decision = outcome.decision
-    await conn.execute(
-        """INSERT INTO adjustment_decisions (adjustment_id, approver, decision, note, created_at)
-           VALUES ($1, $2, $3, $4, $5)""",
-        decision.adjustment_id,
-        decision.approver,
-        decision.decision.value,
-        decision.note,
-        decision.created_at,
-    )
+    await store.insert_decision(conn, decision)
     await audit.record(
         conn,
         actor,
@@ -329,14 +231,7 @@ async def _apply(
             f"ledger transaction {adj.reverses_ledger_tx} is already reversed",
             code="already_reversed",
         ) from exc
-    row = await conn.fetchrow(
-        f"""UPDATE adjustments SET status = 'APPLIED', applied_ledger_tx = $2, decided_at = $3
-           WHERE id = $1 RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
-        adj.id,
-        ledger_tx,
-        now,
-    )
-    applied = adjustment_from_row(row)
+    applied = await store.mark_applied(conn, adj.id, ledger_tx, now)
     after = before + adj.credits
     await audit.record(
         conn,
@@ -363,14 +258,7 @@ async def _close(
     **extra: Any,
 ) -> Adjustment:
     """REJECTED or EXPIRED, with its audit record."""
-    row = await conn.fetchrow(
-        f"""UPDATE adjustments SET status = $2, decided_at = $3
-           WHERE id = $1 RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
-        adj.id,
-        status.value,
-        now,
-    )
-    closed = adjustment_from_row(row)
+    closed = await store.mark_closed(conn, adj.id, status, now)
     action = {AdjustmentStatus.REJECTED: "reject", AdjustmentStatus.EXPIRED: "expire"}[status]
     await audit.record(
         conn,
@@ -394,14 +282,7 @@ async def expire_due(
     actor = actor or Actor("scheduler", "scheduler")
     expired: list[Adjustment] = []
     async with conn.transaction():
-        rows = await conn.fetch(
-            _SELECT
-            + """ WHERE status = 'PENDING_APPROVAL' AND expires_at <= $1
-                          ORDER BY id FOR UPDATE SKIP LOCKED""",
-            now,
-        )
-        for row in rows:
-            adj = adjustment_from_row(row)
+        for adj in await store.lock_due(conn, now):
             expired.append(await _close(conn, actor, adj, AdjustmentStatus.EXPIRED, now))
     return expired
 

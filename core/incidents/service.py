@@ -1,4 +1,5 @@
-"""SQL for incidents and their notes; every change is audited in the same transaction.
+"""Incidents, the use case: open, note, close; every change is audited in the same
+transaction. The SQL is `core.incidents.store`.
 
 Noting and closing lock the incident row, so a note never lands on an incident that is
 being closed at the same moment (migration 0002 refuses notes on a closed incident anyway).
@@ -7,63 +8,23 @@ being closed at the same moment (migration 0002 refuses notes on a closed incide
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from core import audit
+from core import audit, db
 from core.audit import Actor
 from core.errors import NotFound
+from core.incidents import store
 from core.incidents.rules import (
     Closeout,
     Incident,
     IncidentNote,
-    IncidentStatus,
     check_closeout,
     check_note,
     check_open,
     check_title,
     pick_open,
 )
-
-_COLUMNS = """id, title, status, opened_by, opened_at, slack_channel, slack_thread_ts,
-    closed_by, closed_at, root_cause, affected_users, corrective_action, prevention_action"""
-_SELECT = f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608 (constants only)
-
-
-def incident_from_row(row: Any) -> Incident:
-    status = IncidentStatus(row["status"])
-    return Incident(
-        id=row["id"],
-        title=row["title"],
-        status=status,
-        opened_by=row["opened_by"],
-        opened_at=row["opened_at"],
-        slack_channel=row["slack_channel"],
-        slack_thread_ts=row["slack_thread_ts"],
-        closed_by=row["closed_by"],
-        closed_at=row["closed_at"],
-        closeout=(
-            Closeout(
-                root_cause=row["root_cause"],
-                affected_users=row["affected_users"],
-                corrective_action=row["corrective_action"],
-                prevention_action=row["prevention_action"],
-            )
-            if status is IncidentStatus.CLOSED
-            else None
-        ),
-    )
-
-
-def _note_from_row(row: Any) -> IncidentNote:
-    return IncidentNote(
-        id=row["id"],
-        incident_id=row["incident_id"],
-        author=row["author"],
-        text=row["text"],
-        created_at=row["created_at"],
-    )
 
 
 def _subject(incident_id: int) -> str:
@@ -76,14 +37,7 @@ async def open_incident(
     """Open an incident titled `title`, opened by `actor`."""
     title = check_title(title)
     async with conn.transaction():
-        row = await conn.fetchrow(
-            f"""INSERT INTO incidents (title, opened_by, opened_at) VALUES ($1, $2, $3)
-                RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
-            title,
-            actor.id,
-            now,
-        )
-        incident = incident_from_row(row)
+        incident = await store.insert(conn, title, actor.id, now)
         await audit.record(
             conn,
             actor,
@@ -97,13 +51,12 @@ async def open_incident(
 async def _lock(conn: asyncpg.Connection, incident_id: int | None) -> Incident:
     """The named incident, or the single open one, row-locked and still open."""
     if incident_id is None:
-        rows = await conn.fetch(_SELECT + " WHERE status = 'open' ORDER BY id FOR UPDATE")
-        incident = pick_open([incident_from_row(r) for r in rows])
+        incident = pick_open(await store.list_open(conn, lock=True))
     else:
-        row = await conn.fetchrow(_SELECT + " WHERE id = $1 FOR UPDATE", incident_id)
-        if row is None:
+        found = await store.get(conn, incident_id, lock=True)
+        if found is None:
             raise NotFound(f"no incident {incident_id}", code="incident_not_found")
-        incident = incident_from_row(row)
+        incident = found
     check_open(incident)
     return incident
 
@@ -120,23 +73,15 @@ async def add_note(
     text = check_note(text)
     async with conn.transaction():
         incident = await _lock(conn, incident_id)
-        row = await conn.fetchrow(
-            """INSERT INTO incident_notes (incident_id, author, text, created_at)
-               VALUES ($1, $2, $3, $4)
-               RETURNING id, incident_id, author, text, created_at""",
-            incident.id,
-            actor.id,
-            text,
-            now,
-        )
+        note = await store.insert_note(conn, incident.id, actor.id, text, now)
         await audit.record(
             conn,
             actor,
             action="incident.note",
             subject=_subject(incident.id),
-            after={"note_id": row["id"], "text": text},
+            after={"note_id": note.id, "text": text},
         )
-    return _note_from_row(row)
+    return note
 
 
 async def close_incident(
@@ -151,20 +96,7 @@ async def close_incident(
     closeout = check_closeout(closeout)
     async with conn.transaction():
         incident = await _lock(conn, incident_id)
-        row = await conn.fetchrow(
-            f"""UPDATE incidents SET status = 'closed', closed_by = $2, closed_at = $3,
-                    root_cause = $4, affected_users = $5, corrective_action = $6,
-                    prevention_action = $7
-                WHERE id = $1 RETURNING {_COLUMNS}""",  # noqa: S608 (constants only)
-            incident.id,
-            actor.id,
-            now,
-            closeout.root_cause,
-            closeout.affected_users,
-            closeout.corrective_action,
-            closeout.prevention_action,
-        )
-        closed = incident_from_row(row)
+        closed = await store.mark_closed(conn, incident.id, actor.id, closeout, now)
         await audit.record(
             conn,
             actor,
@@ -186,32 +118,19 @@ async def set_thread(
     conn: asyncpg.Connection | asyncpg.Pool, incident_id: int, channel: str, ts: str
 ) -> None:
     """Remember the incident's Slack thread, where the bot posts its updates."""
-    done = await conn.execute(
-        "UPDATE incidents SET slack_channel = $2, slack_thread_ts = $3 WHERE id = $1",
-        incident_id,
-        channel,
-        ts,
-    )
-    if done == "UPDATE 0":
+    if not await db.set_slack_thread(conn, "incidents", incident_id, channel, ts):
         raise NotFound(f"no incident {incident_id}", code="incident_not_found")
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, incident_id: int) -> Incident | None:
-    row = await conn.fetchrow(_SELECT + " WHERE id = $1", incident_id)
-    return None if row is None else incident_from_row(row)
+    return await store.get(conn, incident_id)
 
 
 async def list_open(conn: asyncpg.Connection | asyncpg.Pool) -> list[Incident]:
     """Open incidents, oldest first."""
-    rows = await conn.fetch(_SELECT + " WHERE status = 'open' ORDER BY id")
-    return [incident_from_row(r) for r in rows]
+    return await store.list_open(conn)
 
 
 async def notes(conn: asyncpg.Connection | asyncpg.Pool, incident_id: int) -> list[IncidentNote]:
     """An incident's notes, oldest first."""
-    rows = await conn.fetch(
-        """SELECT id, incident_id, author, text, created_at FROM incident_notes
-           WHERE incident_id = $1 ORDER BY id""",
-        incident_id,
-    )
-    return [_note_from_row(r) for r in rows]
+    return await store.notes(conn, incident_id)

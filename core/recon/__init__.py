@@ -1,5 +1,7 @@
 from core.recon.alerts_store import (
+    DRIFT_KIND,
     AlertItem,
+    AlertKind,
     AlertPost,
     claim_escalations,
     claim_new,
@@ -44,11 +46,12 @@ from core.recon.rules import (
     signature_findings,
     tx_findings,
 )
-from core.recon.run import ReconRun, latest_run, open_findings, run_reconciliation
-from core.recon.store import findings_of
+from core.recon.run import latest_run, open_findings, run_reconciliation
+from core.recon.store import findings_of, run_from_row
 from core.recon.tickets import Ticket, close_ticket, get_ticket, list_open, open_ticket, ticket_ref
 from core.recon.totals import (
     Flows,
+    ReconRun,
     ReconTotals,
     RunMode,
     Watermark,
@@ -60,7 +63,9 @@ from core.recon.totals import (
 )
 
 __all__ = [
+    "DRIFT_KIND",
     "AlertItem",
+    "AlertKind",
     "AlertPost",
     "AttemptFacts",
     "BalanceFacts",
@@ -109,6 +114,7 @@ __all__ = [
     "release_escalations",
     "release_new",
     "release_resolutions",
+    "run_from_row",
     "run_reconciliation",
     "set_escalated",
     "set_posted",

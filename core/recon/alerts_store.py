@@ -12,13 +12,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import asyncpg
 
+from core.recon.rules import FindingKind, Severity
+
 STALE_CLAIM = timedelta(minutes=5)
+# The kind of the drift pseudo-finding: alerted like a finding, never stored as one.
+DRIFT_KIND: Final = "drift"
 
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+AlertKind: TypeAlias = FindingKind | Literal["drift"]
+
+
+def alert_kind(text: str) -> AlertKind:
+    """A stored alert's kind: a finding kind, or the drift pseudo-finding's."""
+    return DRIFT_KIND if text == DRIFT_KIND else FindingKind(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +36,8 @@ class AlertItem:
     """What an alert says about one finding."""
 
     fingerprint: str
-    kind: str
-    severity: str
+    kind: AlertKind
+    severity: Severity
     summary: str
     triage: str | None = None  # what "Run triage" looks up
 
@@ -47,7 +57,11 @@ class AlertPost:
 def _post(row: Any) -> AlertPost:
     return AlertPost(
         item=AlertItem(
-            row["fingerprint"], row["kind"], row["severity"], row["summary"], row["triage"]
+            row["fingerprint"],
+            alert_kind(row["kind"]),
+            Severity(row["severity"]),
+            row["summary"],
+            row["triage"],
         ),
         posted_at=row["posted_at"],
         channel=row["channel"],
@@ -80,8 +94,8 @@ async def claim_new(
            WHERE a.resolved_at IS NOT NULL OR (a.ts IS NULL AND a.posted_at < $8)
            RETURNING fingerprint""",
         [i.fingerprint for i in items],
-        [i.kind for i in items],
-        [i.severity for i in items],
+        [str(i.kind) for i in items],
+        [i.severity.value for i in items],
         [i.summary for i in items],
         [i.triage for i in items],
         now,

@@ -64,8 +64,8 @@ class Finding:
     """One anomaly. Same anomaly, same fingerprint: alerting posts each fingerprint once."""
 
     fingerprint: str
-    kind: str
-    severity: str  # "critical" | "warning" | "info"
+    kind: FindingKind
+    severity: Severity
     user_ids: tuple[str, ...]
     signatures: tuple[str, ...]
     intent_ids: tuple[str, ...]
@@ -118,8 +118,8 @@ def finding(
         ]
     return Finding(
         fingerprint=fingerprint(kind.value, subjects),
-        kind=kind.value,
-        severity=severity.value,
+        kind=kind,
+        severity=severity,
         user_ids=users,
         signatures=sigs,
         intent_ids=intents,

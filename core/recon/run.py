@@ -40,11 +40,10 @@ from core.recon import chain as recon_chain
 from core.recon import checks as recon_checks
 from core.recon import scope as recon_sql
 from core.recon import store as recon_store
-from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup, RpcChainLookup
+from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup
 from core.recon.rules import (
     Finding,
     FindingKind,
-    Severity,
     attempt_findings,
     balance_findings,
     chain_unchecked_finding,
@@ -56,7 +55,8 @@ from core.recon.rules import (
     tx_findings,
 )
 from core.recon.totals import (
-    ReconTotals,
+    Flows,
+    ReconRun,
     RunMode,
     Watermark,
     carried_unchecked,
@@ -67,48 +67,10 @@ from core.recon.totals import (
     totals_of,
 )
 
-__all__ = [
-    "ChainLimits",
-    "ChainLookup",
-    "Finding",
-    "FindingKind",
-    "ReconRun",
-    "ReconTotals",
-    "RpcChainLookup",
-    "Severity",
-    "latest_run",
-    "open_findings",
-    "run_reconciliation",
-]
+__all__ = ["latest_run", "open_findings", "run_reconciliation"]
 
 RECON_LOCK_KEY = 7_305_101_004  # pg_advisory_lock key: one reconciliation at a time
 DEFAULT_CHAIN_LIMITS = ChainLimits()
-
-
-@dataclass(frozen=True)
-class ReconRun:
-    """A stored run: its totals, the findings open after it, what it found new and resolved."""
-
-    id: int
-    started_at: datetime
-    finished_at: datetime
-    full: bool
-    window_start: datetime | None
-    window_end: datetime
-    totals: ReconTotals
-    findings: list[Finding]
-    new_findings: list[Finding]
-    resolved_findings: list[Finding]
-    drift_credits: int
-    drift_tokens: int
-    zero_drift: bool
-    chain_checked: bool
-    mode: str = RunMode.FULL.value
-
-    @property
-    def blocking_findings(self) -> list[Finding]:
-        """The open findings that count against zero drift (all but info)."""
-        return [f for f in self.findings if f.blocking]
 
 
 async def run_reconciliation(
@@ -158,6 +120,28 @@ async def run_reconciliation(
                 conn.terminate()
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What a run covers, decided before it reads anything."""
+
+    mode: RunMode
+    span: tuple[datetime, datetime] | None  # window runs: intents created in [start, end)
+    since: Watermark | None  # incremental runs: where the previous run stopped
+    base: Flows  # incremental runs: the previous run's flows, which the changes add to
+    cutoff: datetime  # intents created before it and still PENDING are stale
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What the snapshot holds for a run's scope."""
+
+    before: list[Finding]  # open before the run
+    flows: Flows
+    corrections: int
+    correction_credits: int
+    watermark: Watermark | None
+
+
 async def _run(
     conn: asyncpg.Connection,
     pool: asyncpg.Pool,
@@ -172,125 +156,167 @@ async def _run(
     ignore: Collection[str],
     limits: ChainLimits,
 ) -> ReconRun:
+    """Scope, observe the chain (outside the snapshot), then read, classify and record in
+    one REPEATABLE READ transaction."""
     clock = time.monotonic()
-    previous = await recon_store.last_watermarked(conn)
-    mode = choose_mode(
-        full=full,
-        window_start=window[0],
-        has_watermark=previous is not None and previous.watermark is not None,
-    )
+    scope = await _scope(conn, now=now, full=full, window=window, pending_sla=pending_sla)
+    observation = NOT_CHECKED
+    if chain is not None:
+        observation = await _observe(conn, chain, payment, scope, ignore, limits)
+    horizon = await recon_sql.horizon(conn)
+    async with conn.transaction(isolation="repeatable_read"):
+        read = await _read(conn, pool, scope, horizon)
+        found = await _classify(conn, scope, read, observation, now=now, pending_sla=pending_sla)
+        finished = now + timedelta(seconds=time.monotonic() - clock)
+        return await _record(
+            conn, scope, read, found, observation, actor=actor, started=now, finished=finished
+        )
+
+
+async def _scope(
+    conn: asyncpg.Connection,
+    *,
+    now: datetime,
+    full: bool,
+    window: tuple[datetime | None, datetime | None],
+    pending_sla: timedelta,
+) -> _Scope:
+    previous = await recon_store.last_watermark(conn)
+    mode = choose_mode(full=full, window_start=window[0], has_watermark=previous is not None)
     span: tuple[datetime, datetime] | None = None
     if mode is RunMode.WINDOW:
         assert window[0] is not None
         span = (window[0], window[1] or now)
         if span[0] >= span[1]:
             raise InvalidInput("the window must end after it starts", code="invalid_window")
-    since = previous.watermark if mode is RunMode.INCREMENTAL and previous else None
-    cutoff = now - pending_sla
+    since, base = previous if mode is RunMode.INCREMENTAL and previous else (None, Flows())
+    return _Scope(mode, span, since, base, cutoff=now - pending_sla)
 
-    observation = NOT_CHECKED
-    if chain is not None:
-        references = await recon_checks.reference_candidates(
-            conn,
-            limit=limits.reference_lookups,
-            changed_since=None if since is None else since.horizon,
-            window=span,
-        )
-        observation = await recon_chain.observe(
-            chain,
-            payment,
-            references=references,
-            known=functools.partial(recon_checks.known_signatures, conn),
-            ignore=ignore,
-            limits=limits,
-        )
 
-    horizon = await recon_sql.horizon(conn)
-    async with conn.transaction(isolation="repeatable_read"):
-        snapshot, snapshot_time = await recon_sql.begin(conn)
-        before = await recon_store.open_now(conn)
-        await recon_sql.add_open(conn, before)
-        if mode is RunMode.FULL:
-            flows, _ = await recon_sql.add_full(conn, pool)
-            await recon_sql.add_stale(conn, cutoff)
-        elif mode is RunMode.INCREMENTAL:
-            assert previous is not None
-            assert since is not None
-            await recon_sql.add_changed(conn, since.horizon)
-            await recon_sql.add_stale(conn, cutoff)
-            flows = previous.totals.flows + await recon_sql.changed_flows(conn, since)
-        else:
-            assert span is not None
-            await recon_sql.add_window(conn, *span)
-            await recon_sql.add_stale(conn, cutoff, span)
-            flows = await recon_sql.window_flows(conn, *span)
-        await recon_sql.add_derived(conn)
-        corrections, correction_credits = await recon_sql.corrections(conn, span)
+async def _observe(
+    conn: asyncpg.Connection,
+    chain: ChainLookup,
+    payment: PaymentConfig,
+    scope: _Scope,
+    ignore: Collection[str],
+    limits: ChainLimits,
+) -> recon_chain.ChainObservation:
+    references = await recon_checks.reference_candidates(
+        conn,
+        limit=limits.reference_lookups,
+        changed_since=None if scope.since is None else scope.since.horizon,
+        window=scope.span,
+    )
+    return await recon_chain.observe(
+        chain,
+        payment,
+        references=references,
+        known=functools.partial(recon_checks.known_signatures, conn),
+        ignore=ignore,
+        limits=limits,
+    )
 
-        found: list[Finding] = []
-        for intent in await recon_checks.intent_facts(conn, cutoff):
-            found += intent_findings(intent, now, pending_sla)
-        for attempt in await recon_checks.attempt_facts(conn):
-            found += attempt_findings(attempt)
-        for sig in await recon_checks.signature_facts(conn):
-            found += signature_findings(sig)
-        for balance in await recon_checks.balance_facts(conn):
-            found += balance_findings(balance)
-        for tx in await recon_checks.tx_facts(conn):
-            found += tx_findings(tx)
-        found += ledger_total_findings(flows.ledger_total)
-        found += await _chain_findings(conn, observation, before)
 
-        settlement = settle(before, found, carried_unchecked(mode, observation.attempted))
-        totals = totals_of(
-            flows,
-            correction_credits=correction_credits,
-            corrections=corrections,
-            findings=settlement.open,
-        )
-        drift = judge(totals, settlement.open)
-        finished = now + timedelta(seconds=time.monotonic() - clock)
-        record = recon_store.NewRun(
-            started_at=now,
-            finished_at=finished,
-            mode=mode,
-            window_start=None if span is None else span[0],
-            window_end=now if span is None else span[1],
-            watermark=None if span else Watermark(horizon, snapshot, snapshot_time),
-            totals=totals,
-            drift_credits=drift.credits,
-            drift_tokens=drift.tokens,
-            zero_drift=drift.zero,
-            chain_checked=observation.checked,
-            actor=actor.id,
-            source=actor.source,
-        )
-        run_id = await recon_store.save(conn, record, settlement)
-        await audit.record(
-            conn,
-            actor,
-            action="recon.run",
-            subject=f"recon_run:{run_id}",
-            after=_audit_facts(record, settlement.open, settlement.new, settlement.resolved)
-            | {"chain": observation.to_json()},
-        )
-    return ReconRun(
-        id=run_id,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        full=mode is RunMode.FULL,
-        window_start=record.window_start,
-        window_end=record.window_end,
-        totals=totals,
+async def _read(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, scope: _Scope, horizon: datetime
+) -> _Read:
+    """Take the snapshot and load what the scope covers, plus every finding open before."""
+    snapshot, snapshot_time = await recon_sql.begin(conn)
+    before = await recon_store.open_now(conn)
+    await recon_sql.add_open(conn, before)
+    if scope.mode is RunMode.FULL:
+        flows, _ = await recon_sql.add_full(conn, pool)
+        await recon_sql.add_stale(conn, scope.cutoff)
+    elif scope.mode is RunMode.INCREMENTAL:
+        assert scope.since is not None
+        await recon_sql.add_changed(conn, scope.since.horizon)
+        await recon_sql.add_stale(conn, scope.cutoff)
+        flows = scope.base + await recon_sql.changed_flows(conn, scope.since)
+    else:
+        assert scope.span is not None
+        await recon_sql.add_window(conn, *scope.span)
+        await recon_sql.add_stale(conn, scope.cutoff, scope.span)
+        flows = await recon_sql.window_flows(conn, *scope.span)
+    await recon_sql.add_derived(conn)
+    corrections, correction_credits = await recon_sql.corrections(conn, scope.span)
+    # a window does not cover everything that changed: the next incremental run must not
+    # start from it
+    watermark = None if scope.span else Watermark(horizon, snapshot, snapshot_time)
+    return _Read(before, flows, corrections, correction_credits, watermark)
+
+
+async def _classify(
+    conn: asyncpg.Connection,
+    scope: _Scope,
+    read: _Read,
+    observation: recon_chain.ChainObservation,
+    *,
+    now: datetime,
+    pending_sla: timedelta,
+) -> list[Finding]:
+    """Every finding the facts in scope show (pure rules over set-based reads)."""
+    found: list[Finding] = []
+    for intent in await recon_checks.intent_facts(conn, scope.cutoff):
+        found += intent_findings(intent, now, pending_sla)
+    for attempt in await recon_checks.attempt_facts(conn):
+        found += attempt_findings(attempt)
+    for sig in await recon_checks.signature_facts(conn):
+        found += signature_findings(sig)
+    for balance in await recon_checks.balance_facts(conn):
+        found += balance_findings(balance)
+    for tx in await recon_checks.tx_facts(conn):
+        found += tx_findings(tx)
+    found += ledger_total_findings(read.flows.ledger_total)
+    found += await _chain_findings(conn, observation, read.before)
+    return found
+
+
+async def _record(
+    conn: asyncpg.Connection,
+    scope: _Scope,
+    read: _Read,
+    found: list[Finding],
+    observation: recon_chain.ChainObservation,
+    *,
+    actor: Actor,
+    started: datetime,
+    finished: datetime,
+) -> ReconRun:
+    """Settle against the findings open before, judge the drift, store and audit the run."""
+    settlement = settle(read.before, found, carried_unchecked(scope.mode, observation.attempted))
+    totals = totals_of(
+        read.flows,
+        correction_credits=read.correction_credits,
+        corrections=read.corrections,
         findings=settlement.open,
-        new_findings=settlement.new,
-        resolved_findings=settlement.resolved,
+    )
+    drift = judge(totals, settlement.open)
+    run = ReconRun(
+        id=await recon_store.next_run_id(conn),
+        started_at=started,
+        finished_at=finished,
+        mode=scope.mode,
+        window_start=None if scope.span is None else scope.span[0],
+        window_end=started if scope.span is None else scope.span[1],
+        watermark=read.watermark,
+        totals=totals,
         drift_credits=drift.credits,
         drift_tokens=drift.tokens,
         zero_drift=drift.zero,
         chain_checked=observation.checked,
-        mode=mode.value,
+        findings=settlement.open,
+        new_findings=settlement.new,
+        resolved_findings=settlement.resolved,
     )
+    await recon_store.save(conn, run, settlement.changed, actor)
+    await audit.record(
+        conn,
+        actor,
+        action="recon.run",
+        subject=f"recon_run:{run.id}",
+        after=_audit_facts(run) | {"chain": observation.to_json()},
+    )
+    return run
 
 
 async def _chain_findings(
@@ -315,9 +341,7 @@ async def _chain_findings(
     return found
 
 
-def _audit_facts(
-    run: recon_store.NewRun, open_: list[Finding], new: list[Finding], resolved: list[Finding]
-) -> dict[str, Any]:
+def _audit_facts(run: ReconRun) -> dict[str, Any]:
     return {
         "mode": run.mode.value,
         "window_start": None if run.window_start is None else run.window_start.isoformat(),
@@ -327,9 +351,9 @@ def _audit_facts(
         "drift_tokens": str(run.drift_tokens),
         "expected_credits": run.totals.expected_credits,
         "applied_credits": run.totals.applied_credits,
-        "open_findings": len(open_),
-        "new_findings": [f.fingerprint for f in new][:50],
-        "resolved_findings": [f.fingerprint for f in resolved][:50],
+        "open_findings": len(run.findings),
+        "new_findings": [f.fingerprint for f in run.new_findings][:50],
+        "resolved_findings": [f.fingerprint for f in run.resolved_findings][:50],
         "chain_checked": run.chain_checked,
     }
 
@@ -337,27 +361,7 @@ def _audit_facts(
 async def latest_run(pool: asyncpg.Pool) -> ReconRun | None:
     """The latest stored run with the findings open after it, or None before any run."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        row = await recon_store.latest(conn)
-        if row is None:
-            return None
-        still_open, new, resolved = await recon_store.findings_of(conn, row.id)
-    return ReconRun(
-        id=row.id,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        full=row.mode is RunMode.FULL,
-        window_start=row.window_start,
-        window_end=row.window_end,
-        totals=row.totals,
-        findings=ordered(still_open),
-        new_findings=ordered(new),
-        resolved_findings=ordered(resolved),
-        drift_credits=row.drift_credits,
-        drift_tokens=row.drift_tokens,
-        zero_drift=row.zero_drift,
-        chain_checked=row.chain_checked,
-        mode=row.mode.value,
-    )
+        return await recon_store.latest(conn)
 
 
 async def open_findings(pool: asyncpg.Pool) -> list[Finding]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
 
-from core.recon.rules import Finding
-from core.recon.totals import ReconTotals, RunMode, Settlement, Watermark
+from core.audit import Actor
+from core.recon.rules import Finding, FindingKind, Severity
+from core.recon.totals import Flows, ReconRun, ReconTotals, RunMode, Watermark, ordered
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -26,10 +25,11 @@ _FINDING_COLUMNS = """fingerprint, kind, severity, user_ids, signatures, intent_
 
 
 def finding_from_row(row: Any) -> Finding:
+    """A `recon_findings` row; its kind and severity text become the enums here."""
     return Finding(
         fingerprint=row["fingerprint"],
-        kind=row["kind"],
-        severity=row["severity"],
+        kind=FindingKind(row["kind"]),
+        severity=Severity(row["severity"]),
         user_ids=tuple(row["user_ids"]),
         signatures=tuple(row["signatures"]),
         intent_ids=tuple(row["intent_ids"]),
@@ -43,8 +43,8 @@ def finding_from_row(row: Any) -> Finding:
 def _finding_json(f: Finding) -> dict[str, Any]:
     return {
         "fingerprint": f.fingerprint,
-        "kind": f.kind,
-        "severity": f.severity,
+        "kind": f.kind.value,
+        "severity": f.severity.value,
         "user_ids": list(f.user_ids),
         "signatures": list(f.signatures),
         "intent_ids": list(f.intent_ids),
@@ -55,32 +55,20 @@ def _finding_json(f: Finding) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    """A stored run, as the table holds it."""
-
-    id: int
-    started_at: datetime
-    finished_at: datetime
-    mode: RunMode
-    window_start: datetime | None
-    window_end: datetime
-    watermark: Watermark | None
-    totals: ReconTotals
-    drift_credits: int
-    drift_tokens: int
-    zero_drift: bool
-    chain_checked: bool
-
-
 def _json(value: Any) -> Any:
     # pools made by core.db decode jsonb; a bare connection hands back text
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _run_from_row(row: Any) -> RunRow:
+def run_from_row(
+    row: Any,
+    findings: Sequence[Finding] = (),
+    new: Sequence[Finding] = (),
+    resolved: Sequence[Finding] = (),
+) -> ReconRun:
+    """A `recon_runs` row, with the findings open after it, new in it and resolved by it."""
     watermark = _json(row["watermark"])
-    return RunRow(
+    return ReconRun(
         id=row["id"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
@@ -93,6 +81,9 @@ def _run_from_row(row: Any) -> RunRow:
         drift_tokens=int(row["drift_tokens"]),
         zero_drift=row["zero_drift"],
         chain_checked=row["chain_checked"],
+        findings=ordered(findings),
+        new_findings=ordered(new),
+        resolved_findings=ordered(resolved),
     )
 
 
@@ -100,20 +91,27 @@ _RUN_COLUMNS = """id, started_at, finished_at, mode, window_start, window_end, w
     drift_credits, drift_tokens, zero_drift, chain_checked"""
 
 
-async def last_watermarked(conn: Conn) -> RunRow | None:
-    """The latest full or incremental run: where the next incremental run starts."""
+async def last_watermark(conn: Conn) -> tuple[Watermark, Flows] | None:
+    """Where the next incremental run starts: the latest full or incremental run's watermark
+    and the flows it counted."""
     row = await conn.fetchrow(
-        f"SELECT {_RUN_COLUMNS} FROM recon_runs WHERE watermark IS NOT NULL "  # noqa: S608
+        "SELECT watermark, totals FROM recon_runs WHERE watermark IS NOT NULL "
         "ORDER BY id DESC LIMIT 1"
     )
-    return None if row is None else _run_from_row(row)
+    if row is None:
+        return None
+    totals = ReconTotals.from_json(_json(row["totals"]))
+    return Watermark.from_json(_json(row["watermark"])), totals.flows
 
 
-async def latest(conn: Conn) -> RunRow | None:
+async def latest(conn: Conn) -> ReconRun | None:
+    """The latest run with its findings; `conn` in one snapshot (repeatable read)."""
     row = await conn.fetchrow(
         f"SELECT {_RUN_COLUMNS} FROM recon_runs ORDER BY id DESC LIMIT 1"  # noqa: S608
     )
-    return None if row is None else _run_from_row(row)
+    if row is None:
+        return None
+    return run_from_row(row, *await findings_of(conn, row["id"]))
 
 
 async def open_now(conn: Conn) -> list[Finding]:
@@ -141,63 +139,52 @@ async def findings_of(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class NewRun:
-    started_at: datetime
-    finished_at: datetime
-    mode: RunMode
-    window_start: datetime | None
-    window_end: datetime
-    watermark: Watermark | None
-    totals: ReconTotals
-    drift_credits: int
-    drift_tokens: int
-    zero_drift: bool
-    chain_checked: bool
-    actor: str
-    source: str
+async def next_run_id(conn: asyncpg.Connection) -> int:
+    """An id for the run about to be stored, so the run is whole before it is saved."""
+    return int(await conn.fetchval("SELECT nextval(pg_get_serial_sequence('recon_runs', 'id'))"))
 
 
-async def save(conn: asyncpg.Connection, run: NewRun, settlement: Settlement) -> int:
-    """Store the run and move its findings: insert the new, refresh those found again, mark
-    the resolved. Set-based, inside the caller's transaction. Returns the run id."""
-    run_id = int(
-        await conn.fetchval(
-            """INSERT INTO recon_runs (started_at, finished_at, mode, full_run, window_start,
-                   window_end, watermark, totals, drift_credits, drift_tokens, zero_drift,
-                   chain_checked, open_findings, blocking_findings, new_findings,
-                   resolved_findings, actor, source)
-               VALUES ($1, $2, $3, $3 = 'full', $4, $5, $6::text::jsonb, $7::text::jsonb, $8, $9,
-                       $10, $11, $12, $13, $14, $15, $16, $17)
-               RETURNING id""",
-            run.started_at,
-            run.finished_at,
-            run.mode.value,
-            run.window_start,
-            run.window_end,
-            None if run.watermark is None else json.dumps(run.watermark.to_json()),
-            json.dumps(run.totals.to_json()),
-            run.drift_credits,
-            run.drift_tokens,
-            run.zero_drift,
-            run.chain_checked,
-            len(settlement.open),
-            sum(1 for f in settlement.open if f.blocking),
-            len(settlement.new),
-            len(settlement.resolved),
-            run.actor,
-            run.source,
-        )
+async def save(
+    conn: asyncpg.Connection, run: ReconRun, changed: Sequence[Finding], actor: Actor
+) -> None:
+    """Store the run and move its findings: insert the new, refresh those found again with
+    other amounts or detail (`changed`), mark the resolved. Set-based, inside the caller's
+    transaction."""
+    await conn.execute(
+        """INSERT INTO recon_runs (id, started_at, finished_at, mode, full_run, window_start,
+               window_end, watermark, totals, drift_credits, drift_tokens, zero_drift,
+               chain_checked, open_findings, blocking_findings, new_findings,
+               resolved_findings, actor, source)
+           VALUES ($1, $2, $3, $4, $4 = 'full', $5, $6, $7::text::jsonb, $8::text::jsonb, $9,
+                   $10, $11, $12, $13, $14, $15, $16, $17, $18)""",
+        run.id,
+        run.started_at,
+        run.finished_at,
+        run.mode.value,
+        run.window_start,
+        run.window_end,
+        None if run.watermark is None else json.dumps(run.watermark.to_json()),
+        json.dumps(run.totals.to_json()),
+        run.drift_credits,
+        run.drift_tokens,
+        run.zero_drift,
+        run.chain_checked,
+        len(run.findings),
+        len(run.blocking_findings),
+        len(run.new_findings),
+        len(run.resolved_findings),
+        actor.id,
+        actor.source,
     )
-    await _upsert(conn, run_id, settlement.new, insert=True)
-    await _upsert(conn, run_id, settlement.changed)
+    run_id = run.id
+    await _upsert(conn, run_id, run.new_findings, insert=True)
+    await _upsert(conn, run_id, changed)
     await conn.execute(
         """UPDATE recon_findings SET status = 'resolved', resolved_run = $1
            WHERE status = 'open' AND fingerprint = ANY ($2::text[])""",
         run_id,
-        [f.fingerprint for f in settlement.resolved],
+        [f.fingerprint for f in run.resolved_findings],
     )
-    return run_id
 
 
 _ROWS = """SELECT * FROM jsonb_to_recordset($2::text::jsonb) AS x(

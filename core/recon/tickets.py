@@ -21,6 +21,7 @@ import asyncpg
 from core import audit
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
+from core.recon.rules import FindingKind, Severity
 
 MIN_PREFIX = 8  # characters of a fingerprint that identify it
 MAX_FINDINGS = 50
@@ -32,8 +33,8 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 class TicketFinding:
     id: int
     fingerprint: str
-    kind: str
-    severity: str
+    kind: FindingKind
+    severity: Severity
     status: str  # open | resolved
     detail: str
     resolved_run: int | None
@@ -290,8 +291,8 @@ def _ticket(row: Any, findings: Sequence[Any], adjustments: Sequence[Any]) -> Ti
             TicketFinding(
                 f["id"],
                 f["fingerprint"],
-                f["kind"],
-                f["severity"],
+                FindingKind(f["kind"]),
+                Severity(f["severity"]),
                 f["status"],
                 f["detail"],
                 f["resolved_run"],

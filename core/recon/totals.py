@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.recon.rules import Finding, FindingKind
+from core.recon.rules import Finding, FindingKind, Severity
 
 # Findings whose tokens are drift: base units at the treasury that back no credit.
 TOKEN_DRIFT_KINDS = frozenset({FindingKind.UNMATCHED_PAYMENT, FindingKind.OVERPAYMENT})
-_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+_SEVERITY_ORDER = {s: n for n, s in enumerate(Severity)}
 
 
 class RunMode(enum.StrEnum):
@@ -155,15 +155,48 @@ def totals_of(
     flows: Flows, *, correction_credits: int, corrections: int, findings: Iterable[Finding]
 ) -> ReconTotals:
     """The totals: the flows, the corrections and the open findings counted by kind."""
+    # keyed by the kind's text: the totals are stored as JSON and read back as they were
     by_kind: dict[str, int] = {}
     for f in findings:
-        by_kind[f.kind] = by_kind.get(f.kind, 0) + 1
+        by_kind[f.kind.value] = by_kind.get(f.kind.value, 0) + 1
     return ReconTotals(
         **dataclasses.asdict(flows),
         correction_credits=correction_credits,
         corrections=corrections,
         by_kind=dict(sorted(by_kind.items())),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReconRun:
+    """A stored run: its scope, totals and drift, the findings open after it, what it found
+    new and what it resolved. The engine builds it once and stores it; `core.recon.store`
+    reads it back the same (`run_from_row`)."""
+
+    id: int
+    started_at: datetime
+    finished_at: datetime
+    mode: RunMode
+    window_start: datetime | None  # set for window runs only
+    window_end: datetime
+    watermark: Watermark | None  # where the next incremental run starts; None for windows
+    totals: ReconTotals
+    drift_credits: int
+    drift_tokens: int
+    zero_drift: bool
+    chain_checked: bool
+    findings: list[Finding]  # open after the run, critical first
+    new_findings: list[Finding]
+    resolved_findings: list[Finding]
+
+    @property
+    def full(self) -> bool:
+        return self.mode is RunMode.FULL
+
+    @property
+    def blocking_findings(self) -> list[Finding]:
+        """The open findings that count against zero drift (all but info)."""
+        return [f for f in self.findings if f.blocking]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +249,7 @@ def carried_unchecked(mode: RunMode, chain_attempted: bool) -> Callable[[Finding
 def ordered(findings: Iterable[Finding]) -> list[Finding]:
     """Critical first, then by kind and fingerprint: a stable order for people and tests."""
     return sorted(
-        findings, key=lambda f: (_SEVERITY_ORDER.get(f.severity, 9), f.kind, f.fingerprint)
+        findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.kind.value, f.fingerprint)
     )
 
 

@@ -26,8 +26,9 @@ from bot.slack_app import BOLT_APP, add_slack, web_client
 from core import recon
 from core import recon as recon_tickets
 from core.audit import Actor
+from core.recon import FindingKind, ReconRun, Severity
 from core.services import Services
-from tests.recon_script import Finding, Run
+from tests.recon_script import scripted_finding, scripted_run
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, action_body, signed_headers
 from tests.support import ScriptedVerifier, build_services
 
@@ -35,10 +36,16 @@ pytestmark = pytest.mark.timeout(60)
 
 ONCALL, MANAGER, STRANGER = "U_ONCALL", "U_MGR", "U_STRANGER"
 SIG = "4" * 87
-A = Finding("fp-a", "duplicate_signature", "critical", ("alice",), (SIG,), credits=5)
-B = Finding("fp-b", "stale_pending", "warning", intent_ids=(str(uuid.uuid4()),))
-C = Finding("fp-c", "unmatched_payment", "critical", signatures=(SIG,), tokens=10_000)
-INFO = Finding("fp-info", "overpaid", "info", ("carol",))
+A = scripted_finding(
+    "fp-a", FindingKind.DUPLICATE_SIGNATURE, Severity.CRITICAL, ("alice",), (SIG,), credits=5
+)
+B = scripted_finding(
+    "fp-b", FindingKind.STALE_PENDING, Severity.WARNING, intent_ids=(str(uuid.uuid4()),)
+)
+C = scripted_finding(
+    "fp-c", FindingKind.UNMATCHED_PAYMENT, Severity.CRITICAL, signatures=(SIG,), tokens=10_000
+)
+INFO = scripted_finding("fp-info", FindingKind.OVERPAYMENT, Severity.INFO, ("carol",))
 
 
 class Clock:
@@ -56,7 +63,7 @@ class Rig:
     pool: asyncpg.Pool
     clock: Clock
 
-    async def publish(self, run: Run) -> alerts.Published:
+    async def publish(self, run: ReconRun) -> alerts.Published:
         return await alerts.publish_run(self.services, web_client(self.services), run)
 
     def posts(self) -> list[dict[str, Any]]:
@@ -104,9 +111,9 @@ def _values(payload: dict[str, Any], action_id: str) -> list[str]:
 
 
 async def test_new_findings_are_announced_once(rig: Rig) -> None:
-    first = await rig.publish(Run(findings=[A, B, INFO], new_findings=[A, B, INFO]))
-    again = await rig.publish(Run(id=8, findings=[A, B, INFO]))
-    more = await rig.publish(Run(id=9, findings=[A, B, C, INFO], new_findings=[C]))
+    first = await rig.publish(scripted_run(findings=[A, B, INFO], new_findings=[A, B, INFO]))
+    again = await rig.publish(scripted_run(id=8, findings=[A, B, INFO]))
+    more = await rig.publish(scripted_run(id=9, findings=[A, B, C, INFO], new_findings=[C]))
 
     assert (first.announced, again.announced, more.announced) == (2, 0, 1)
     posts = rig.posts()
@@ -123,19 +130,19 @@ async def test_new_findings_are_announced_once(rig: Rig) -> None:
 
 async def test_an_open_finding_missed_earlier_is_announced(rig: Rig) -> None:
     # Not "new" in this run (e.g. it opened before Slack was configured): still announced once.
-    await rig.publish(Run(findings=[A]))
-    await rig.publish(Run(findings=[A]))
+    await rig.publish(scripted_run(findings=[A]))
+    await rig.publish(scripted_run(findings=[A]))
     assert len(rig.posts()) == 1
 
 
 async def test_escalation_is_posted_once_to_the_managers(rig: Rig) -> None:
-    await rig.publish(Run(findings=[A, B], new_findings=[A, B]))
+    await rig.publish(scripted_run(findings=[A, B], new_findings=[A, B]))
     rig.clock.offset = timedelta(minutes=30)
-    early = await rig.publish(Run(findings=[A, B]))
-    await rig.publish(Run(findings=[C], new_findings=[C]))
+    early = await rig.publish(scripted_run(findings=[A, B]))
+    await rig.publish(scripted_run(findings=[C], new_findings=[C]))
     rig.clock.offset = timedelta(hours=1, minutes=1)
-    late = await rig.publish(Run(findings=[A, B, C]))
-    later = await rig.publish(Run(findings=[A, B, C]))
+    late = await rig.publish(scripted_run(findings=[A, B, C]))
+    later = await rig.publish(scripted_run(findings=[A, B, C]))
 
     assert (early.escalated, late.escalated, later.escalated) == (0, 2, 0)
     escalations = [p for p in rig.posts() if ":sos:" in p["text"]]
@@ -151,14 +158,14 @@ async def test_escalation_is_posted_once_to_the_managers(rig: Rig) -> None:
 
 
 async def test_resolution_is_posted_once_in_the_original_thread(rig: Rig) -> None:
-    await rig.publish(Run(findings=[A, B], new_findings=[A, B]))
-    await rig.publish(Run(findings=[C], new_findings=[C]))
+    await rig.publish(scripted_run(findings=[A, B], new_findings=[A, B]))
+    await rig.publish(scripted_run(findings=[C], new_findings=[C]))
     root_ab, root_c = (p for p in rig.fake.calls if p.method == "chat.postMessage")
     del root_c
     ts_ab = await rig.pool.fetchval("SELECT ts FROM alert_posts WHERE fingerprint = 'fp-a'")
 
-    resolved = await rig.publish(Run(id=10, findings=[B, C], resolved_findings=[A]))
-    repeated = await rig.publish(Run(id=11, findings=[B, C], resolved_findings=[A]))
+    resolved = await rig.publish(scripted_run(id=10, findings=[B, C], resolved_findings=[A]))
+    repeated = await rig.publish(scripted_run(id=11, findings=[B, C], resolved_findings=[A]))
 
     assert (resolved.resolved, repeated.resolved) == (1, 0)
     replies = [p for p in rig.posts() if p.get("thread_ts")]
@@ -172,24 +179,24 @@ async def test_resolution_is_posted_once_in_the_original_thread(rig: Rig) -> Non
     assert root_ab.payload["channel"] == "C_ALERTS"
 
     # Back again after its resolution was posted: a new finding, announced again.
-    back = await rig.publish(Run(id=12, findings=[A, B, C], new_findings=[A]))
+    back = await rig.publish(scripted_run(id=12, findings=[A, B, C], new_findings=[A]))
     assert back.announced == 1
     assert "fp-a" in rig.posts()[-1]["text"]
 
 
 async def test_a_resolved_finding_is_not_escalated(rig: Rig) -> None:
-    await rig.publish(Run(findings=[A], new_findings=[A]))
+    await rig.publish(scripted_run(findings=[A], new_findings=[A]))
     rig.clock.offset = timedelta(hours=2)
-    published = await rig.publish(Run(findings=[], resolved_findings=[A]))
+    published = await rig.publish(scripted_run(findings=[], resolved_findings=[A]))
     assert (published.escalated, published.resolved) == (0, 1)
 
 
 async def test_drift_is_announced_once_and_resolved_by_a_full_run(rig: Rig) -> None:
     drifting = {"drift_credits": -3, "drift_tokens": -30_000, "zero_drift": False}
-    first = await rig.publish(Run(**drifting))
-    second = await rig.publish(Run(**drifting))
-    window_clean = await rig.publish(Run())  # a window of intents cannot prove zero drift
-    full_clean = await rig.publish(Run(window_start=None))  # incremental: the whole ledger
+    first = await rig.publish(scripted_run(**drifting))
+    second = await rig.publish(scripted_run(**drifting))
+    window_clean = await rig.publish(scripted_run())  # a window of intents cannot prove zero drift
+    full_clean = await rig.publish(scripted_run(window_start=None))  # incremental: the whole ledger
 
     assert (first.announced, second.announced) == (1, 0)
     assert (window_clean.resolved, full_clean.resolved) == (0, 1)
@@ -203,18 +210,18 @@ async def test_drift_is_announced_once_and_resolved_by_a_full_run(rig: Rig) -> N
 async def test_a_failed_post_is_retried_by_the_next_run(rig: Rig) -> None:
     rig.fake.rate_limit_next = 20  # more than the client's retries
     with pytest.raises(SlackApiError):
-        await rig.publish(Run(findings=[A], new_findings=[A]))
+        await rig.publish(scripted_run(findings=[A], new_findings=[A]))
     assert await rig.pool.fetchval("SELECT count(*) FROM alert_posts") == 0
     rig.fake.rate_limit_next = 0
 
-    retried = await rig.publish(Run(findings=[A]))
+    retried = await rig.publish(scripted_run(findings=[A]))
 
     assert retried.announced == 1
     assert len(rig.posts()) == 1
 
 
 async def test_concurrent_runs_announce_a_finding_once(rig: Rig) -> None:
-    run = Run(findings=[A, B, C], new_findings=[A, B, C])
+    run = scripted_run(findings=[A, B, C], new_findings=[A, B, C])
     results = await asyncio.gather(*(rig.publish(run) for _ in range(4)))
     assert sum(r.announced for r in results) == 3
     assert len(rig.posts()) >= 1
@@ -227,7 +234,7 @@ async def test_nothing_is_posted_or_recorded_without_an_alerts_channel(rig: Rig)
         rig.services,
         settings=rig.services.settings.model_copy(update={"slack_alerts_channel": None}),
     )
-    published = await alerts.publish_run(quiet, web_client(quiet), Run(findings=[A]))
+    published = await alerts.publish_run(quiet, web_client(quiet), scripted_run(findings=[A]))
     assert published.skipped is not None
     assert rig.posts() == []
     assert await rig.pool.fetchval("SELECT count(*) FROM alert_posts") == 0
@@ -275,7 +282,7 @@ async def _click(
 
 
 async def _announced(rig: Rig) -> str:
-    await rig.publish(Run(findings=[A, B], new_findings=[A, B]))
+    await rig.publish(scripted_run(findings=[A, B], new_findings=[A, B]))
     return str(await rig.pool.fetchval("SELECT ts FROM alert_posts WHERE fingerprint = 'fp-a'"))
 
 
@@ -331,8 +338,8 @@ async def test_run_triage_replies_with_the_triage_report_in_the_thread(
 
 
 async def test_open_alerts_are_listed(rig: Rig) -> None:
-    await rig.publish(Run(findings=[A, B], new_findings=[A, B]))
-    await rig.publish(Run(findings=[B], resolved_findings=[A]))
+    await rig.publish(scripted_run(findings=[A, B], new_findings=[A, B]))
+    await rig.publish(scripted_run(findings=[B], resolved_findings=[A]))
     assert [p.item.fingerprint for p in await recon.open_posts(rig.pool)] == ["fp-b"]
 
 

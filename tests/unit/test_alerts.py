@@ -9,11 +9,11 @@ import pytest
 from slack_sdk.models.blocks import Block
 
 from bot import alert_blocks
-from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE, RunFacts, parse_ticket_value, ticket_value
-from bot.alerts import DRIFT_FINGERPRINT, alert_item, drift_item, run_facts
+from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE, parse_ticket_value, ticket_value
+from bot.alerts import DRIFT_FINGERPRINT, alert_item, drift_item
 from core.daily import DailyFigures
-from core.recon import AlertItem, AlertPost
-from tests.recon_script import Finding, Run
+from core.recon import DRIFT_KIND, AlertItem, AlertPost, FindingKind, ReconRun, Severity
+from tests.recon_script import scripted_finding, scripted_run
 
 NOW = datetime(2025, 5, 6, 7, 8, tzinfo=UTC)
 SIG = "5" * 87
@@ -39,26 +39,41 @@ def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
     ]
 
 
-def facts(**overrides: Any) -> RunFacts:
+def facts(**overrides: Any) -> ReconRun:
+    """A window run over the last day with drift and three open findings."""
     values: dict[str, Any] = {
-        "run_id": 7,
-        "full": False,
+        "id": 7,
         "window_start": NOW - timedelta(days=1),
         "window_end": NOW,
         "drift_credits": -5,
         "drift_tokens": -50_000,
-        "open_findings": 3,
+        "findings": FINDINGS,
         "chain_checked": True,
         "zero_drift": False,
     }
+    if overrides.get("full"):
+        values["window_start"] = None
     values.update(overrides)
-    return RunFacts(**values)
+    return scripted_run(**values)
 
 
 FINDINGS = [
-    Finding("fp-dup", "duplicate_signature", "critical", ("alice",), (SIG,), credits=5),
-    Finding("fp-stale", "stale_pending", "warning", intent_ids=("i-1", "i-2", "i-3", "i-4")),
-    Finding("fp-chain", "unmatched_payment", "critical", signatures=(SIG,), tokens=20_000),
+    scripted_finding(
+        "fp-dup", FindingKind.DUPLICATE_SIGNATURE, Severity.CRITICAL, ("alice",), (SIG,), credits=5
+    ),
+    scripted_finding(
+        "fp-stale",
+        FindingKind.STALE_PENDING,
+        Severity.WARNING,
+        intent_ids=("i-1", "i-2", "i-3", "i-4"),
+    ),
+    scripted_finding(
+        "fp-chain",
+        FindingKind.UNMATCHED_PAYMENT,
+        Severity.CRITICAL,
+        signatures=(SIG,),
+        tokens=20_000,
+    ),
 ]
 
 
@@ -82,8 +97,15 @@ def test_announcement_says_what_how_many_and_offers_ticket_and_triage() -> None:
 
 
 def test_announcement_shows_the_top_examples_and_counts_the_rest() -> None:
-    many = [Finding(f"fp-{n:02d}", "stale_pending", "warning") for n in range(12)]
-    many.append(Finding("fp-crit", "negative_balance", "critical", user_ids=("bob",)))
+    many = [
+        scripted_finding(f"fp-{n:02d}", FindingKind.STALE_PENDING, Severity.WARNING)
+        for n in range(12)
+    ]
+    many.append(
+        scripted_finding(
+            "fp-crit", FindingKind.NEGATIVE_BALANCE, Severity.CRITICAL, user_ids=("bob",)
+        )
+    )
     message = alert_blocks.announcement([alert_item(f) for f in many], facts())
 
     valid(message.blocks)
@@ -104,7 +126,12 @@ def test_announcement_of_warnings_only_is_a_warning() -> None:
 
 def test_long_details_and_many_fingerprints_stay_within_slack_limits() -> None:
     huge = [
-        Finding(f"fingerprint-{n:04d}-" + "x" * 40, "k", "critical", detail="d" * 5000)
+        scripted_finding(
+            f"fingerprint-{n:04d}-" + "x" * 40,
+            FindingKind.STALE_PENDING,
+            Severity.CRITICAL,
+            detail="d" * 5000,
+        )
         for n in range(200)
     ]
     message = alert_blocks.announcement([alert_item(f) for f in huge], facts())
@@ -164,24 +191,28 @@ def test_resolution_lists_what_resolved() -> None:
 
 
 def test_drift_is_a_critical_pseudo_finding() -> None:
-    run = Run(drift_credits=3, drift_tokens=30_000, zero_drift=False)
+    run = scripted_run(drift_credits=3, drift_tokens=30_000, zero_drift=False)
     item = drift_item(run)
-    assert (item.fingerprint, item.kind, item.severity) == (DRIFT_FINGERPRINT, "drift", "critical")
+    assert (item.fingerprint, item.kind, item.severity) == (
+        DRIFT_FINGERPRINT,
+        DRIFT_KIND,
+        Severity.CRITICAL,
+    )
     assert "+3 credits" in item.summary
-    message = alert_blocks.announcement([item], run_facts(run))
+    message = alert_blocks.announcement([item], run)
     valid(message.blocks)
     # Drift is no reconciliation finding a ticket could hold, nor one subject to triage.
     assert buttons(message.blocks) == []
-    with_finding = alert_blocks.announcement([item, alert_item(FINDINGS[0])], run_facts(run))
+    with_finding = alert_blocks.announcement([item, alert_item(FINDINGS[0])], run)
     valid(with_finding.blocks)
     assert [v for a, v in buttons(with_finding.blocks) if a == OPEN_TICKET] == ["fp-dup"]
 
 
 def test_alert_item_summarizes_a_finding() -> None:
-    finding = Finding(
+    finding = scripted_finding(
         "fp",
-        "missing_credit",
-        "critical",
+        FindingKind.CONFIRMED_WITHOUT_CREDIT,
+        Severity.CRITICAL,
         user_ids=("u1", "u2", "u3", "u4"),
         signatures=(SIG,),
         credits=7,

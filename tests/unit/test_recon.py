@@ -416,8 +416,8 @@ def F(
 ) -> Finding:
     return Finding(
         fingerprint=fingerprint(kind.value, [subject]),
-        kind=kind.value,
-        severity=severity.value,
+        kind=kind,
+        severity=severity,
         user_ids=(),
         signatures=(),
         intent_ids=(),
