@@ -31,7 +31,7 @@ import asyncpg
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import alert_blocks, cmd_triage
+from bot import alert_blocks
 from bot.alert_blocks import (
     DRIFT_FINGERPRINT,
     OPEN_TICKET,
@@ -41,6 +41,7 @@ from bot.alert_blocks import (
     parse_ticket_value,
 )
 from bot.authz import Roles
+from bot.commands import triage as cmd_triage
 from bot.context import OpsContext
 from core import recon
 from core import recon as recon_tickets

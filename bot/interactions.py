@@ -10,8 +10,8 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.authz import Roles
-from bot.cmd_adjust import adjustment_blocks, adjustment_text, policy
-from bot.cmd_incident import incident_blocks, incident_text
+from bot.commands.adjust import adjustment_blocks, adjustment_text, policy
+from bot.commands.incident import incident_blocks, incident_text
 from bot.context import OpsContext
 from bot.replies import Reply
 from core import adjustments, incidents

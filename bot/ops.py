@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Awaitable, Callable
 
-from bot import cmd_adjust, cmd_gate, cmd_incident, cmd_recon, cmd_smoke, cmd_triage
+from bot.commands import adjust, gate, incident, recon, smoke, triage
 from bot.context import OpsContext
 from bot.replies import Reply
 from core.errors import InvalidInput
@@ -18,12 +18,12 @@ from core.errors import InvalidInput
 Handler = Callable[[OpsContext, list[str]], Awaitable[Reply]]
 
 COMMANDS: dict[str, tuple[Handler, str]] = {
-    "triage": (cmd_triage.run, cmd_triage.HELP),
-    "gate": (cmd_gate.run, cmd_gate.HELP),
-    "smoke": (cmd_smoke.run, cmd_smoke.HELP),
-    "adjust": (cmd_adjust.run, cmd_adjust.HELP),
-    "recon": (cmd_recon.run, cmd_recon.HELP),
-    "incident": (cmd_incident.run, cmd_incident.HELP),
+    "triage": (triage.run, triage.HELP),
+    "gate": (gate.run, gate.HELP),
+    "smoke": (smoke.run, smoke.HELP),
+    "adjust": (adjust.run, adjust.HELP),
+    "recon": (recon.run, recon.HELP),
+    "incident": (incident.run, incident.HELP),
 }
 
 

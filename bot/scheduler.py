@@ -36,7 +36,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
-from bot.cmd_adjust import adjustment_blocks, adjustment_text
+from bot.commands.adjust import adjustment_blocks, adjustment_text
 from core import adjustments, audit, jobs, purchases
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc

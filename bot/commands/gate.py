@@ -65,9 +65,9 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     if action == "status":
         return state_reply(await gate.read(svc.pool))
     if action == "rollback-check":
-        from bot import cmd_rollback
+        from bot.commands import rollback
 
-        return await cmd_rollback.run(ctx, rest)
+        return await rollback.run(ctx, rest)
     reason = " ".join(rest).strip()
     async with svc.pool.acquire() as conn:
         if action == "close":
