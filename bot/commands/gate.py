@@ -7,6 +7,7 @@ import asyncpg
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import SlackUI
 from core import gate, recon, smoke
 from core.errors import InvalidInput
 from core.gate import GateState, Switch, SwitchName
@@ -112,3 +113,6 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         state = await gate.read(conn)
     svc.gate.invalidate()
     return state_reply(state, title, alert=True)
+
+
+SLACK = SlackUI()
