@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot import blocks as b
+from bot.replies import slack_text
 from core.daily import DailyFigures
 from core.recon import AlertItem, AlertPost, ReconRun, Severity
 
@@ -151,7 +152,7 @@ def announcement(items: Sequence[AlertItem], run: ReconRun) -> Message:
         f"drift {run.drift_credits:+d} credits / {run.drift_tokens:+d} tokens\n"
         + "\n".join(_text_lines(items))
     )
-    return Message(text[:3000], blocks)
+    return Message(slack_text(text), blocks)
 
 
 def escalation(
@@ -173,7 +174,7 @@ def escalation(
         *_examples(items, "recon_escalated"),
     ]
     text = f"{title}\n{who}\n" + "\n".join(_text_lines(items))
-    return Message(text[:3000], blocks)
+    return Message(slack_text(text), blocks)
 
 
 def resolution(posts: Sequence[AlertPost], run: ReconRun | None) -> Message:
@@ -185,7 +186,7 @@ def resolution(posts: Sequence[AlertPost], run: ReconRun | None) -> Message:
         lines.append(f"…and {len(posts) - 40} more")
     blocks = [b.section(f"*{title}*\n" + "\n".join(lines))]
     text = f"{title}\n" + "\n".join(f"- {p.item.kind} {p.item.fingerprint[:SHORT]}" for p in posts)
-    return Message(text[:3000], blocks)
+    return Message(slack_text(text), blocks)
 
 
 def daily_summary(fig: DailyFigures, run: ReconRun | None, open_alerts: int) -> Message:
@@ -225,7 +226,7 @@ def daily_summary(fig: DailyFigures, run: ReconRun | None, open_alerts: int) -> 
     ]
     text = f"Payments daily summary {span}\n" + "\n".join(f"{k}: {v}" for k, v in pairs)
     text += f"\nReconciliation: {recon}\nVerify attempts: {attempts}\nJob failures: {failures}"
-    return Message(text[:3000], blocks)
+    return Message(slack_text(text), blocks)
 
 
 def _ago(delta: timedelta) -> str:

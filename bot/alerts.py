@@ -22,35 +22,23 @@ recorded, so the findings are announced once Slack is configured.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
-from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import alert_blocks, cmd_triage
+from bot import alert_blocks
 from bot.alert_blocks import (
     DRIFT_FINGERPRINT,
-    OPEN_TICKET,
-    RUN_TRIAGE,
-    SHORT,
-    parse_ticket_value,
 )
-from bot.authz import Roles
-from bot.context import OpsContext
 from core import recon
-from core import recon as recon_tickets
 from core.daily import DailyFigures
-from core.errors import PayopsError
 from core.recon import DRIFT_KIND, AlertItem, AlertPost, Finding, ReconRun, Severity
 from core.services import Services
 
 log = logging.getLogger("payops.alerts")
-
-TICKET_COMMAND = "/pay-recon ticket open"
 
 
 def _some(values: Sequence[str], label: str, shown: int = 3) -> str | None:
@@ -216,90 +204,3 @@ async def post_summary(
     message = alert_blocks.daily_summary(figures, run, open_alerts)
     await client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks)
     return True
-
-
-# --- the buttons ---------------------------------------------------------------------------
-
-
-def register_alert_actions(
-    app: AsyncApp, services: Services, roles: Roles, context_for: Callable[[str], OpsContext]
-) -> None:
-    """The alert buttons: "Open ticket" (`recon_open_ticket`), "Run triage" (`recon_triage`)."""
-
-    async def refuse(respond: Any, message: str) -> None:
-        await respond(
-            text=f":no_entry: {message}", response_type="ephemeral", replace_original=False
-        )
-
-    @app.action(OPEN_TICKET)
-    async def open_ticket(
-        ack: Any, body: dict[str, Any], client: AsyncWebClient, respond: Any
-    ) -> None:
-        await ack()
-        user = body.get("user", {}).get("id", "")
-        ctx = context_for(user)
-        action = (body.get("actions") or [{}])[0]
-        fingerprints = parse_ticket_value(str(action.get("value", "")))
-        message_ts = str((body.get("message") or {}).get("ts") or "")
-        try:
-            await roles.require_oncall(user)
-            # The button must belong to the alert it was clicked on: a forged value naming
-            # other findings is refused.
-            known = {p.item.fingerprint for p in await recon.of_message(services.pool, message_ts)}
-            if not fingerprints or not set(fingerprints) <= known:
-                raise PayopsError(
-                    "this button does not belong to that alert", code="invalid_action"
-                )
-            async with services.pool.acquire() as conn:
-                ticket = await recon_tickets.open_ticket(
-                    conn, ctx.actor, fingerprints, now=services.clock(), note="from a drift alert"
-                )
-        except PayopsError as exc:
-            await refuse(respond, exc.message)
-            return
-        except Exception:
-            log.exception(
-                "opening a ticket from an alert failed", extra={"request_id": ctx.actor.request_id}
-            )
-            await refuse(
-                respond,
-                f"the ticket could not be opened (request id {ctx.actor.request_id}); run "
-                f"`{TICKET_COMMAND} {' '.join(fp[:SHORT] for fp in fingerprints)}` instead",
-            )
-            return
-        ref = recon_tickets.ticket_ref(ticket.id)
-        text = f"<@{user}> opened {ref} for {len(ticket.findings)} finding(s)"
-        channel = (body.get("channel") or {}).get("id")
-        if channel and message_ts:
-            await client.chat_postMessage(channel=channel, thread_ts=message_ts, text=text)
-        else:
-            await respond(text=text, response_type="ephemeral", replace_original=False)
-
-    @app.action(RUN_TRIAGE)
-    async def run_triage(
-        ack: Any, body: dict[str, Any], client: AsyncWebClient, respond: Any
-    ) -> None:
-        await ack()
-        user = body.get("user", {}).get("id", "")
-        ctx = context_for(user)
-        target = str(((body.get("actions") or [{}])[0]).get("value", "")).strip()
-        try:
-            await roles.require_oncall(user)
-            if not target:
-                raise PayopsError("this button names nothing to triage", code="invalid_action")
-            reply = await cmd_triage.run(ctx, [target])
-        except PayopsError as exc:
-            await refuse(respond, exc.message)
-            return
-        except Exception:
-            log.exception("triage from an alert failed", extra={"request_id": ctx.actor.request_id})
-            await refuse(respond, f"triage failed unexpectedly (request id {ctx.actor.request_id})")
-            return
-        channel = (body.get("channel") or {}).get("id")
-        message_ts = (body.get("message") or {}).get("ts")
-        if channel and message_ts:
-            await client.chat_postMessage(
-                channel=channel, thread_ts=message_ts, text=reply.text[:3000], blocks=reply.blocks
-            )
-        else:
-            await respond(text=reply.text[:3000], blocks=reply.blocks, response_type="ephemeral")

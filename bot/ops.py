@@ -1,30 +1,55 @@
-"""The runbook's commands, independent of where they are typed.
+"""The runbook's commands, independent of where they are typed: the one list of them.
 
 `run(ctx, command, text)` is what Slack's `/pay-<command> <text>` and the CLI's
 `payops ops <command> <text>` both call; it returns a `Reply` (text + blocks). Authorization
 is decided before (bot/authz.py); every state change inside is audited with `ctx.actor`.
+
+`COMMANDS` is what Slack registers (bot/slack_app.py: each slash command with its buttons and
+forms), what the CLI offers (payops/cli.py's `ops` choices) and what manifest.yml must list.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from bot import cmd_adjust, cmd_gate, cmd_incident, cmd_recon, cmd_smoke, cmd_triage
+from bot.commands import adjust, gate, incident, recon, rollback, smoke, triage
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import SlackUI
 from core.errors import InvalidInput
 
 Handler = Callable[[OpsContext, list[str]], Awaitable[Reply]]
 
-COMMANDS: dict[str, tuple[Handler, str]] = {
-    "triage": (cmd_triage.run, cmd_triage.HELP),
-    "gate": (cmd_gate.run, cmd_gate.HELP),
-    "smoke": (cmd_smoke.run, cmd_smoke.HELP),
-    "adjust": (cmd_adjust.run, cmd_adjust.HELP),
-    "recon": (cmd_recon.run, cmd_recon.HELP),
-    "incident": (cmd_incident.run, cmd_incident.HELP),
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Handler
+    help: str
+    # Its Slack UI, registered as `/pay-<name>`; None for a command only the CLI offers.
+    slack: SlackUI | None
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("triage", triage.run, triage.HELP, triage.SLACK),
+        Command("gate", gate.run, gate.HELP, gate.SLACK),
+        Command("smoke", smoke.run, smoke.HELP, smoke.SLACK),
+        Command("adjust", adjust.run, adjust.HELP, adjust.SLACK),
+        Command("recon", recon.run, recon.HELP, recon.SLACK),
+        Command("incident", incident.run, incident.HELP, incident.SLACK),
+        # `payops ops rollback-check` is `/pay-gate rollback-check` (the gate's sub-command).
+        Command("rollback-check", rollback.run, rollback.HELP, None),
+    )
 }
+
+
+def slash_commands() -> dict[str, SlackUI]:
+    """The commands Slack offers as `/pay-<name>`, with their UI."""
+    return {c.name: c.slack for c in COMMANDS.values() if c.slack is not None}
 
 
 def split_args(text: str) -> list[str]:
@@ -40,8 +65,8 @@ async def run(ctx: OpsContext, command: str, text: str) -> Reply:
     if command not in COMMANDS:
         known = ", ".join(sorted(COMMANDS))
         raise InvalidInput(f"unknown command {command!r}; known: {known}", code="unknown_command")
-    handler, usage = COMMANDS[command]
+    found = COMMANDS[command]
     args = split_args(text)
     if args[:1] == ["help"]:
-        return Reply(text=usage)
-    return await handler(ctx, args)
+        return Reply(text=found.help)
+    return await found.run(ctx, args)

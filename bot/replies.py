@@ -6,6 +6,17 @@ from dataclasses import dataclass, field
 
 from bot.blocks import Block
 
+# Slack refuses a message text longer than this; longer replies are cut with a visible marker.
+SLACK_TEXT_LIMIT = 3000
+TRUNCATED = "\n… (cut at Slack's 3,000 characters)"
+
+
+def slack_text(text: str, limit: int = SLACK_TEXT_LIMIT) -> str:
+    """`text` as Slack accepts it: whole when it fits, else cut and marked as cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
+
 
 @dataclass(frozen=True)
 class Reply:

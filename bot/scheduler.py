@@ -37,7 +37,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import alerts
-from bot.cmd_adjust import adjustment_blocks, adjustment_text
+from bot.commands.adjust import adjustment_blocks, adjustment_text
+from bot.replies import slack_text
 from core import adjustments, audit, jobs, purchases, watch, webhooks
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
@@ -370,10 +371,7 @@ async def _announce_dead_webhooks(
     if channel is None or slack is None:
         log.warning("%d webhook deliveries given up; Slack alerts are not configured", len(dead))
         return
-    lines = [
-        f"• `{d.event.id}` {d.event.type} → {d.endpoint}"
-        for d in dead[:10]
-    ]
+    lines = [f"• `{d.event.id}` {d.event.type} → {d.endpoint}" for d in dead[:10]]
     text = (
         f":warning: {len(dead)} webhook deliveries given up after "
         f"{svc.settings.webhook_retry_seconds // 3600} h of retries:\n"
@@ -381,6 +379,6 @@ async def _announce_dead_webhooks(
         + "\nDeliver again: `payops ops webhooks retry <event id>`."
     )
     try:
-        await slack.chat_postMessage(channel=channel, text=text[:3000])
+        await slack.chat_postMessage(channel=channel, text=slack_text(text))
     except Exception as exc:  # the alert is best effort; the deliveries stay listed as dead
         log.warning("could not announce dead webhooks: %s", exc)

@@ -1,4 +1,4 @@
-"""The Slack Bolt app: slash commands, approval buttons, the incident closeout modal.
+"""The Slack Bolt app: every command of the registry (bot/ops.py) with its buttons and forms.
 
 HTTP mode: `POST /slack/events` on the service's aiohttp app, verified with the signing
 secret. Socket Mode when SLACK_APP_TOKEN is set, connected in the aiohttp start-up. Every
@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -21,10 +21,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import interactions, ops
-from bot.alerts import register_alert_actions
+from bot import ops
 from bot.authz import Roles
 from bot.context import OpsContext
+from bot.replies import slack_text
+from bot.slack_ui import ActionHandler, Click, SlackEnv, SlackUI, Submission, ViewHandler
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.errors import ConfigError, PayopsError
@@ -32,7 +33,7 @@ from core.services import Services
 
 log = logging.getLogger("payops.bot")
 
-COMMANDS = tuple(ops.COMMANDS)
+H = TypeVar("H")
 BOLT_APP = web.AppKey("bolt_app", AsyncApp)
 
 
@@ -66,30 +67,44 @@ def create_bolt_app(services: Services, rpc: SolanaRpc | None) -> AsyncApp:
     def context_for(user: str) -> OpsContext:
         return OpsContext(services, rpc, Actor(user, "slack", uuid.uuid4().hex), roles)
 
-    for name in COMMANDS:
-        app.command(f"/pay-{name}")(_command_handler(name, roles, context_for))
-    interactions.register(app, services, roles, context_for)
-    register_alert_actions(app, services, roles, context_for)
+    env = SlackEnv(services, roles, context_for)
+    for name, ui in ops.slash_commands().items():
+        app.command(f"/pay-{name}")(_command_handler(name, ui, env))
+    for action_id, on_click in declared(lambda ui: ui.actions).items():
+        app.action(action_id)(_action_handler(on_click, env))
+    for callback_id, on_submit in declared(lambda ui: ui.views).items():
+        app.view(callback_id)(_view_handler(on_submit, env))
     return app
 
 
-def _command_handler(name: str, roles: Roles, context_for: Any) -> Any:
+def declared(ids_of: Callable[[SlackUI], Mapping[str, H]]) -> dict[str, H]:
+    """Every slash command's action ids (or view callback ids) with their handlers.
+
+    Bolt would run only the first handler of an id declared twice, so that is refused here.
+    """
+    found: dict[str, H] = {}
+    for name, ui in ops.slash_commands().items():
+        for key, handler in ids_of(ui).items():
+            if key in found:
+                raise ConfigError(f"/pay-{name} declares {key!r}, which another command has")
+            found[key] = handler
+    return found
+
+
+def _command_handler(name: str, ui: SlackUI, env: SlackEnv) -> Any:
     async def handle(
         ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
     ) -> None:
         await ack()
         user = command.get("user_id", "")
-        ctx: OpsContext = context_for(user)
+        ctx = env.context_for(user)
         try:
             text = (command.get("text") or "").strip()
             if text != "help":
-                await roles.require_oncall(user)
-            if name == "incident" and text == "close":
-                # The closeout is a form: root cause, affected users, corrective and
-                # prevention action (the runbook's closeout); see interactions.closeout_submitted.
-                await client.views_open(
-                    trigger_id=command.get("trigger_id"), view=interactions.closeout_modal()
-                )
+                await env.roles.require_oncall(user)
+            form = None if ui.form is None else ui.form(ops.split_args(text))
+            if form is not None:
+                await client.views_open(trigger_id=command.get("trigger_id"), view=form)
                 return
             reply = await ops.run(ctx, name, text)
         except PayopsError as exc:
@@ -103,10 +118,30 @@ def _command_handler(name: str, roles: Roles, context_for: Any) -> Any:
                 response_type="ephemeral",
             )
             return
-        await respond(text=reply.text[:3000], blocks=reply.blocks, response_type="ephemeral")
-        await interactions.publish(ctx, client, reply, command)
+        await respond(text=slack_text(reply.text), blocks=reply.blocks, response_type="ephemeral")
+        await ui.publish(ctx, client, reply)
 
     handle.__name__ = f"pay_{name}"
+    return handle
+
+
+def _action_handler(on_click: ActionHandler, env: SlackEnv) -> Any:
+    # Bolt passes a listener's arguments by parameter name, hence this wrapper per handler.
+    async def handle(ack: Any, body: dict[str, Any], client: AsyncWebClient, respond: Any) -> None:
+        await ack()  # at once: Slack gives a click 3 seconds
+        await on_click(env, Click(body, client, respond))
+
+    handle.__name__ = on_click.__name__
+    return handle
+
+
+def _view_handler(on_submit: ViewHandler, env: SlackEnv) -> Any:
+    async def handle(
+        ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await on_submit(env, Submission(ack, body, view, client))
+
+    handle.__name__ = on_submit.__name__
     return handle
 
 

@@ -122,10 +122,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("PAYOPS_OPERATOR"),
         help="your operator id, e.g. your Slack user id (PAYOPS_OPERATOR)",
     )
-    ops_p.add_argument(
-        "ops_command",
-        choices=["triage", "gate", "smoke", "adjust", "recon", "incident", "rollback-check"],
-    )
+    from payops.ops_cli import command_names
+
+    ops_p.add_argument("ops_command", choices=command_names())
     ops_p.add_argument("ops_args", nargs=argparse.REMAINDER, help="the command's arguments")
 
     audit_p = sub.add_parser("audit", help="audit log tools")
@@ -252,10 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from payops.up import with_stack_settings
 
             settings = with_stack_settings(settings)
-            command, rest = args.ops_command, list(args.ops_args)
-            if command == "rollback-check":  # `payops ops rollback-check` = `gate rollback-check`
-                command, rest = "gate", ["rollback-check", *rest]
-            return asyncio.run(run_ops(settings, args.operator, command, rest))
+            return asyncio.run(
+                run_ops(settings, args.operator, args.ops_command, list(args.ops_args))
+            )
         if args.command == "audit":
             return asyncio.run(_audit_verify(settings))
         if args.command in ("snapshot", "restore"):

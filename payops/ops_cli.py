@@ -15,6 +15,11 @@ from core.errors import ConfigError, PayopsError
 from payops import compose
 
 
+def command_names() -> list[str]:
+    """What `payops ops` offers: every command of the registry (bot/ops.py)."""
+    return list(ops.COMMANDS)
+
+
 async def run_ops(settings: Settings, operator: str | None, command: str, args: list[str]) -> int:
     if not operator:
         raise ConfigError("name yourself: payops ops --as <operator id> ... (or PAYOPS_OPERATOR)")

@@ -20,9 +20,7 @@ from slack_sdk.models.blocks import Block
 from api.app import create_app
 from bot import alerts
 from bot.alert_blocks import OPEN_TICKET, RUN_TRIAGE
-from bot.authz import Roles
-from bot.context import OpsContext
-from bot.slack_app import BOLT_APP, add_slack, web_client
+from bot.slack_app import add_slack, web_client
 from core import recon
 from core import recon as recon_tickets
 from core.audit import Actor
@@ -247,12 +245,6 @@ async def test_nothing_is_posted_or_recorded_without_an_alerts_channel(rig: Rig)
 async def slack_client(rig: Rig) -> AsyncIterator[TestClient[Any, Any]]:
     app = create_app(rig.services)
     add_slack(app, rig.services, rpc=None)
-    roles = Roles(rig.services.settings.slack_oncall, rig.services.settings.slack_managers)
-
-    def context_for(user: str) -> OpsContext:
-        return OpsContext(rig.services, None, Actor(user, "slack", uuid.uuid4().hex), roles)
-
-    alerts.register_alert_actions(app[BOLT_APP], rig.services, roles, context_for)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.models.blocks import Block
 
 from api.app import create_app
+from bot.ops import slash_commands
 from bot.slack_app import add_slack
 from core import ledger
 from core.ledger import LedgerKind, adjustment_postings
@@ -133,7 +134,7 @@ def _valid_blocks(blocks: Any) -> None:
         block.validate_json()
 
 
-@pytest.mark.parametrize("command", ["triage", "gate", "smoke", "adjust", "recon", "incident"])
+@pytest.mark.parametrize("command", list(slash_commands()))
 async def test_every_command_answers_help(rig: SlackRig, command: str) -> None:
     assert await rig.command(f"/pay-{command}", "help", user=STRANGER, rid=command) == 200
     reply = await rig.reply(command)

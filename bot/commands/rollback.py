@@ -20,6 +20,10 @@ from bot.replies import Reply
 from core import db, gate, smoke
 from core.recon import RpcChainLookup, run_reconciliation
 
+HELP = """*payops ops rollback-check* (in Slack `/pay-gate rollback-check`) — the runbook's
+Rollback Safety, step by step: gate paused, version and schema, snapshot/restore, a full
+reconciliation now, a smoke test since the close."""
+
 
 def _version() -> str:
     try:

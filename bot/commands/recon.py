@@ -1,15 +1,22 @@
-"""`/pay-recon`: the reconciliation checks, their stored runs, findings and tickets."""
+"""`/pay-recon`: the reconciliation checks, their stored runs, findings and tickets.
+
+In Slack the drift alerts (bot/alerts.py) carry an "Open ticket" button (`recon_open_ticket`)
+for the findings they name; it opens the ticket `/pay-recon ticket open` would.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
 from bot import blocks as b
+from bot.alert_blocks import OPEN_TICKET, SHORT, parse_ticket_value
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import Click, SlackEnv, SlackUI
 from core import recon
-from core.errors import InvalidInput
+from core.errors import InvalidInput, PayopsError
 from core.recon import (
     Finding,
     ReconRun,
@@ -36,6 +43,9 @@ pending intents, failed-then-successful verifications, negative balances, overpa
 payments and payments that reached the treasury on chain but credited nothing. Zero drift
 only when the totals agree and no finding is open (info findings are listed, not drift)."""
 
+log = logging.getLogger("payops.bot")
+
+TICKET_COMMAND = "/pay-recon ticket open"
 _ICON = {"critical": ":red_circle:", "warning": ":warning:", "info": ":information_source:"}
 MAX_LINES = 15
 _FINGERPRINT = re.compile(r"[0-9a-fA-F]{8,64}")
@@ -204,3 +214,45 @@ async def _ticket(ctx: OpsContext, args: list[str]) -> Reply:
         "`ticket list` or `ticket close <RECON-n>`",
         code="invalid_arguments",
     )
+
+
+# --- Slack: the alerts' "Open ticket" button -----------------------------------------------
+
+
+async def open_ticket_clicked(env: SlackEnv, click: Click) -> None:
+    """A ticket for the findings an alert names, replied in the alert's thread."""
+    ctx = env.context_for(click.user)
+    fingerprints = parse_ticket_value(click.value)
+    message_ts = click.message_ts or ""
+    try:
+        await env.roles.require_oncall(click.user)
+        # The button must belong to the alert it was clicked on: a forged value naming
+        # other findings is refused.
+        known = {p.item.fingerprint for p in await recon.of_message(env.services.pool, message_ts)}
+        if not fingerprints or not set(fingerprints) <= known:
+            raise PayopsError("this button does not belong to that alert", code="invalid_action")
+        async with env.services.pool.acquire() as conn:
+            ticket = await recon.open_ticket(
+                conn, ctx.actor, fingerprints, now=env.services.clock(), note="from a drift alert"
+            )
+    except PayopsError as exc:
+        await click.refuse(exc.message)
+        return
+    except Exception:
+        log.exception(
+            "opening a ticket from an alert failed", extra={"request_id": ctx.actor.request_id}
+        )
+        await click.refuse(
+            f"the ticket could not be opened (request id {ctx.actor.request_id}); run "
+            f"`{TICKET_COMMAND} {' '.join(fp[:SHORT] for fp in fingerprints)}` instead"
+        )
+        return
+    ref = recon.ticket_ref(ticket.id)
+    text = f"<@{click.user}> opened {ref} for {len(ticket.findings)} finding(s)"
+    if click.channel and message_ts:
+        await click.client.chat_postMessage(channel=click.channel, thread_ts=message_ts, text=text)
+    else:
+        await click.respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+SLACK = SlackUI(actions={OPEN_TICKET: open_ticket_clicked})

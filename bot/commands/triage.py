@@ -1,14 +1,24 @@
-"""`/pay-triage <user|wallet|signature|intent id>` or `/pay-triage [last 2h]`."""
+"""`/pay-triage <user|wallet|signature|intent id>` or `/pay-triage [last 2h]`.
+
+In Slack the drift alerts (bot/alerts.py) carry "Run triage" buttons (`recon_triage`) for a
+finding's user, signature or intent; the report is replied in the alert's thread.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
 from bot import blocks as b
+from bot.alert_blocks import RUN_TRIAGE
 from bot.context import OpsContext
-from bot.replies import Reply
+from bot.replies import Reply, slack_text
+from bot.slack_ui import Click, SlackEnv, SlackUI
+from core.errors import PayopsError
 from core.triage import TriageReport, WindowSummary, triage, triage_window
+
+log = logging.getLogger("payops.bot")
 
 HELP = """*/pay-triage* — incident triage (runbook: Incident Response, steps 1 and 3)
 • `/pay-triage <user id | wallet | tx signature | intent id>` — intents, statuses,
@@ -102,3 +112,33 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         return window_reply(await triage_window(svc.pool, text, now))
     sla = timedelta(seconds=svc.settings.pending_sla_seconds)
     return report_reply(await triage(svc.pool, ctx.rpc, text, now, sla))
+
+
+# --- Slack: the alerts' "Run triage" button ------------------------------------------------
+
+
+async def run_triage_clicked(env: SlackEnv, click: Click) -> None:
+    ctx = env.context_for(click.user)
+    target = click.value.strip()
+    try:
+        await env.roles.require_oncall(click.user)
+        if not target:
+            raise PayopsError("this button names nothing to triage", code="invalid_action")
+        reply = await run(ctx, [target])
+    except PayopsError as exc:
+        await click.refuse(exc.message)
+        return
+    except Exception:
+        log.exception("triage from an alert failed", extra={"request_id": ctx.actor.request_id})
+        await click.refuse(f"triage failed unexpectedly (request id {ctx.actor.request_id})")
+        return
+    text = slack_text(reply.text)
+    if click.channel and click.message_ts:
+        await click.client.chat_postMessage(
+            channel=click.channel, thread_ts=click.message_ts, text=text, blocks=reply.blocks
+        )
+    else:
+        await click.respond(text=text, blocks=reply.blocks, response_type="ephemeral")
+
+
+SLACK = SlackUI(actions={RUN_TRIAGE: run_triage_clicked})

@@ -7,6 +7,7 @@ import asyncpg
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import SlackUI
 from core import gate, recon, smoke
 from core.errors import InvalidInput
 from core.gate import GateState, Switch, SwitchName
@@ -65,9 +66,9 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     if action == "status":
         return state_reply(await gate.read(svc.pool))
     if action == "rollback-check":
-        from bot import cmd_rollback
+        from bot.commands import rollback
 
-        return await cmd_rollback.run(ctx, rest)
+        return await rollback.run(ctx, rest)
     reason = " ".join(rest).strip()
     async with svc.pool.acquire() as conn:
         if action == "close":
@@ -112,3 +113,6 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         state = await gate.read(conn)
     svc.gate.invalidate()
     return state_reply(state, title, alert=True)
+
+
+SLACK = SlackUI()

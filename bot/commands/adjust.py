@@ -1,17 +1,31 @@
-"""`/pay-adjust`: audited credit adjustments, approved by managers in a thread."""
+"""`/pay-adjust`: audited credit adjustments, approved by managers in a thread.
+
+In Slack a request is posted to the approvals channel as a thread root with Approve/Reject
+buttons (`adjust_approve`, `adjust_reject`); each decision is replied in that thread and the
+root updated. On the CLI `approve <id>` / `reject <id>` decide the same way.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import timedelta
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import Click, SlackEnv, SlackUI, post_alert
 from core import adjustments
 from core.adjustments import Adjustment, AdjustmentPolicy, DecisionKind, new_request
-from core.errors import InvalidInput
+from core.errors import InvalidInput, PayopsError
+
+log = logging.getLogger("payops.bot")
+
+APPROVE = "adjust_approve"
+REJECT = "adjust_reject"
 
 HELP = """*/pay-adjust* — audited credit corrections (runbook: Recover, Reconciliation step 3)
 • `/pay-adjust <user> <±credits> "<reason>" [refs]` — request a correction; refs are tx
@@ -81,8 +95,8 @@ def adjustment_blocks(adj: Adjustment, warnings: list[str], *, buttons: bool) ->
         out.append(
             b.actions(
                 f"adjustment:{adj.id}",
-                b.button("Approve", "adjust_approve", value, "primary"),
-                b.button("Reject", "adjust_reject", value, "danger"),
+                b.button("Approve", APPROVE, value, "primary"),
+                b.button("Reject", REJECT, value, "danger"),
             )
         )
     return out
@@ -173,3 +187,96 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         blocks=adjustment_blocks(adj, warns, buttons=False),
         approval_request=adj.id,
     )
+
+
+# --- Slack: the approval thread and its buttons ------------------------------------------
+
+
+async def publish(ctx: OpsContext, client: AsyncWebClient, reply: Reply) -> None:
+    if reply.approval_request is not None:
+        await post_approval_request(ctx, client, reply.approval_request)
+    else:
+        await post_alert(ctx, client, reply)
+
+
+async def post_approval_request(
+    ctx: OpsContext, client: AsyncWebClient, adjustment_id: int
+) -> None:
+    """The request as a thread root in the approvals channel, with Approve/Reject buttons."""
+    s = ctx.services.settings
+    channel = s.slack_approvals_channel or s.slack_alerts_channel
+    if not channel:
+        log.warning("adjustment %s: no approvals channel configured", adjustment_id)
+        return
+    adj = await adjustments.get(ctx.services.pool, adjustment_id)
+    assert adj is not None
+    warns = await adjustments.current_warnings(ctx.services.pool, adj)
+    posted = await client.chat_postMessage(
+        channel=channel,
+        text=adjustment_text(adj, warns),
+        blocks=adjustment_blocks(adj, warns, buttons=True),
+    )
+    await adjustments.set_thread(
+        ctx.services.pool, adj.id, str(posted["channel"]), str(posted["ts"])
+    )
+
+
+async def _decide(env: SlackEnv, click: Click, kind: DecisionKind) -> None:
+    ctx = env.context_for(click.user)
+    raw = click.value
+    try:
+        if not raw.isdigit():
+            raise PayopsError("this button does not name an adjustment", code="invalid_action")
+        adjustment_id = int(raw)
+        # The button must belong to the message it was clicked on: a forged value
+        # pointing at another adjustment is refused.
+        known = await adjustments.get(env.services.pool, adjustment_id)
+        thread = None if known is None else known.slack_thread_ts
+        if thread is None or click.message_ts != thread:
+            raise PayopsError(
+                "this button does not belong to that adjustment", code="invalid_action"
+            )
+        async with env.services.pool.acquire() as conn:
+            result = await adjustments.decide(
+                conn,
+                ctx.actor,
+                adjustment_id,
+                kind,
+                policy(ctx, await env.roles.managers()),
+                env.services.clock(),
+            )
+            warns = await adjustments.current_warnings(conn, result.adjustment)
+    except PayopsError as exc:
+        await click.refuse(exc.message)
+        return
+    adj = result.adjustment
+    channel, ts = adj.slack_channel, adj.slack_thread_ts
+    if not (channel and ts):
+        return
+    progress = f"{len(result.approvers)}/{result.approvals_required} approvals"
+    applied = (
+        f"; ledger tx {result.ledger_tx}, balance {result.balance}" if result.ledger_tx else ""
+    )
+    await click.client.chat_postMessage(
+        channel=channel,
+        thread_ts=ts,
+        text=f"<@{click.user}> {kind.value}d adjustment #{adj.id} ({progress}) "
+        f"→ {result.resolution.value}{applied}",
+    )
+    await click.client.chat_update(
+        channel=channel,
+        ts=ts,
+        text=adjustment_text(adj, warns),
+        blocks=adjustment_blocks(adj, warns, buttons=adj.status.value == "PENDING_APPROVAL"),
+    )
+
+
+async def approve(env: SlackEnv, click: Click) -> None:
+    await _decide(env, click, DecisionKind.APPROVE)
+
+
+async def reject(env: SlackEnv, click: Click) -> None:
+    await _decide(env, click, DecisionKind.REJECT)
+
+
+SLACK = SlackUI(actions={APPROVE: approve, REJECT: reject}, publish=publish)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
+from bot.slack_ui import SlackUI
 from core.errors import InvalidInput
 from core.smoke import SmokeResult, run_smoke
 
@@ -31,3 +32,6 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     if args:
         raise InvalidInput(f"/pay-smoke takes no arguments\n{HELP}", code="invalid_arguments")
     return smoke_reply(await run_smoke(ctx.services, ctx.actor), ctx.actor.id)
+
+
+SLACK = SlackUI()
