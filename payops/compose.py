@@ -29,7 +29,7 @@ from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
 from core.services import Services
-from payops.preflight_checks import public_url
+from payops.urls import public_url
 
 log = logging.getLogger("payops")
 
