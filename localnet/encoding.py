@@ -12,12 +12,12 @@ import base64
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from base58 import b58encode
 from solders.account import Account
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from localnet.base58 import b58encode
 from localnet.errors import error_json, invalid_params
 from localnet.layouts import (
     mint_json,
@@ -54,7 +54,7 @@ def _compiled_json(
     return {
         "programIdIndex": program_id_index,
         "accounts": list(accounts),
-        "data": b58encode(data),
+        "data": b58encode(data).decode(),
         "stackHeight": height,
     }
 
@@ -200,7 +200,7 @@ def transaction_body_json(
     if encoding == "base64":
         return [base64.b64encode(bytes(tx)).decode(), "base64"]
     if encoding == "base58":
-        return [b58encode(bytes(tx)), "base58"]
+        return [b58encode(bytes(tx)).decode(), "base58"]
     return {
         "signatures": [str(s) for s in tx.signatures],
         "message": message_json(message, loaded, parsed=encoding == "jsonParsed"),
@@ -240,7 +240,8 @@ def account_data_json(account: Account, encoding: str, decimals_of: DecimalsOf) 
             f"Encoded binary (base 58) data should be less than {_MAX_BASE58_ACCOUNT_BYTES} bytes, "
             "please use Base64 encoding."
         )
-    return b58encode(data) if encoding == "binary" else [b58encode(data), "base58"]
+    text = b58encode(data).decode()
+    return text if encoding == "binary" else [text, "base58"]
 
 
 def parsed_account_data(account: Account, decimals_of: DecimalsOf) -> dict[str, Any] | None:

@@ -6,11 +6,11 @@ import base64
 import binascii
 from typing import Any, Final
 
+from base58 import b58decode
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
-from localnet.base58 import b58decode
 from localnet.chain import COMMITMENTS, Commitment, LocalChain
 from localnet.errors import MIN_CONTEXT_SLOT_NOT_REACHED, RpcError, invalid_params
 

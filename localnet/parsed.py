@@ -10,9 +10,9 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from base58 import b58encode
 from solders.pubkey import Pubkey
 
-from localnet.base58 import b58encode
 from localnet.layouts import EXTENSION_NAMES, ui_token_amount
 from localnet.programs import (
     ASSOCIATED_TOKEN_PROGRAM_ID,
@@ -245,7 +245,7 @@ def parse_instruction(
             }
     return {
         "accounts": names,
-        "data": b58encode(data),
+        "data": b58encode(data).decode(),
         "programId": str(program_id),
         "stackHeight": stack_height,
     }

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import json
 import os
-import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from api.auth import DEBIT_SCOPE, mint_token
 from core import audit, db
@@ -37,8 +33,7 @@ from core.errors import ConfigError
 from core.logs import configure
 from payops import compose
 from payops.pgtools import SnapshotError
-
-SHUTDOWN_TIMEOUT_SECONDS = 15.0
+from payops.serving import run_loop, serve_app
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -344,45 +339,6 @@ async def _serve(settings: Settings) -> int:
     async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
         await serve_app(compose.service_app(running), settings.http_host, settings.http_port)
     return 0
-
-
-def run_loop(main: Coroutine[Any, Any, int], event_loop: str) -> int:
-    """Run `main` on uvloop when asked for and installed, else on asyncio's own loop."""
-    if event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:  # not built for this platform: the standard loop serves as well
-            return asyncio.run(main)
-        return uvloop.run(main)
-    return asyncio.run(main)
-
-
-async def serve_app(app: web.Application, host: str, port: int, *, on_started: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish before the app is cleaned up."""
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, access_log=None
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    addresses = [f"http://{a[0]}:{a[1]}" for a in runner.addresses]
-    print(json.dumps({"event": "listening", "addresses": addresses}), flush=True)
-    if on_started is not None:
-        on_started()
-    try:
-        await wait_for_signal()
-    finally:
-        await runner.cleanup()
-
-
-async def wait_for_signal() -> None:
-    """Return on SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 if __name__ == "__main__":

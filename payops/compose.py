@@ -29,11 +29,10 @@ from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
 from core.services import Services
-from payops.preflight_checks import public_url
+from payops.urls import public_url
 
 log = logging.getLogger("payops")
 
-AUDIT_SEAL_INTERVAL_SECONDS = 1.0
 DEV_SECRET_FILE = "dev-jwt-secret"
 
 
@@ -127,14 +126,15 @@ async def _payment_on_chain(
     return checked
 
 
-async def _seal_audit_log(pool: asyncpg.Pool) -> None:
-    """Chain new audit rows every second, so the chain trails the log by about that much."""
+async def _seal_audit_log(pool: asyncpg.Pool, interval_seconds: float) -> None:
+    """Chain new audit rows every `interval_seconds` (PAYOPS_AUDIT_SEAL_INTERVAL_SECONDS, as
+    the scheduler's audit_seal job), so the chain trails the log by about that much."""
     while True:
         try:
             await audit.seal(pool)
         except Exception as exc:  # whatever the database did, seal again next time
             log.warning("audit sealing failed, will retry: %s: %s", type(exc).__name__, exc)
-        await asyncio.sleep(AUDIT_SEAL_INTERVAL_SECONDS)
+        await asyncio.sleep(interval_seconds)
 
 
 def service_app(running: Running) -> web.Application:
@@ -151,7 +151,9 @@ def service_app(running: Running) -> web.Application:
         # the audit log; sealing is serialized in the database, so replicas never clash.
         task = None
         if not svc.settings.scheduler_enabled:
-            task = asyncio.create_task(_seal_audit_log(svc.pool))
+            task = asyncio.create_task(
+                _seal_audit_log(svc.pool, svc.settings.audit_seal_interval_seconds)
+            )
         yield
         if task is not None:
             task.cancel()

@@ -35,12 +35,12 @@ from payops.preflight_checks import (
     ledger_check,
     mint_checks,
     owner_check,
-    public_url,
     schema_check,
     seed_check,
     settings_checks,
     treasury_check,
 )
+from payops.urls import public_url
 
 SKIPPABLE: Final = ("chain", "database", "slack")
 CONNECT_TIMEOUT_SECONDS: Final = 15.0

@@ -18,6 +18,9 @@ from core.errors import ConfigError
 from core.gate import GateState, SwitchName
 from core.ledger import LedgerHealth
 
+# Re-exported: tests/unit/test_preflight_checks.py imports it from here.
+from payops.urls import public_url as public_url
+
 SYSTEM_ACCOUNTS: Final = ("system:token_sales", "system:spend", "system:adjustments")
 GATE_SWITCHES: Final = tuple(s.value for s in SwitchName)
 PROGRAM_NAMES: Final = {TOKEN_PROGRAM: "SPL Token", TOKEN_2022_PROGRAM: "Token-2022"}
@@ -44,15 +47,6 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
-
-
-def public_url(url: str) -> str:
-    """`url` without credentials, query or fragment (RPC providers put API keys there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def _program(program: str | None) -> str:

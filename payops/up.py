@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from pydantic import SecretStr
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -29,7 +28,7 @@ from localnet.rpc import CHAIN_KEY
 from localnet.server import LocalnetInfo, start_localnet
 from localnet.tokens import build_payment
 from payops import compose
-from payops.cli import SHUTDOWN_TIMEOUT_SECONDS, wait_for_signal
+from payops.serving import listening, wait_for_signal
 
 STACK_FILE = "up.json"
 
@@ -137,26 +136,11 @@ async def local_stack(
         )
         async with compose.database(stack_settings) as dsn:
             await db.migrate(dsn)
-            async with compose.services(stack_settings, dsn) as running:
-                app_runner = web.AppRunner(
-                    compose.service_app(running),
-                    handle_signals=False,
-                    access_log=None,
-                    shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-                )
-                await app_runner.setup()
-                try:
-                    await web.TCPSite(app_runner, "127.0.0.1", port).start()
-                    bound = app_runner.addresses[0][1]
-                    yield Stack(
-                        f"http://127.0.0.1:{bound}",
-                        info,
-                        data_dir,
-                        secret.get_secret_value(),
-                        chain_settings,
-                    )
-                finally:
-                    await app_runner.cleanup()
+            async with (
+                compose.services(stack_settings, dsn) as running,
+                listening(compose.service_app(running), "127.0.0.1", port) as urls,
+            ):
+                yield Stack(urls[0], info, data_dir, secret.get_secret_value(), chain_settings)
     finally:
         await runner.cleanup()
 

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import base58
 from solders.message import Message, MessageV0
 from solders.transaction import VersionedTransaction
 
@@ -25,8 +26,6 @@ from solders.transaction import VersionedTransaction
 # the input keeps the quadratic base58 decode cheap whatever we are fed.
 _MAX_ENCODED_CHARS = 8192
 
-_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_B58_DIGITS = {char: value for value, char in enumerate(_B58_ALPHABET)}
 _U64_DIGITS = re.compile(r"[0-9]{1,20}")
 _U64_MAX = 2**64 - 1
 
@@ -116,15 +115,13 @@ def b58decode(text: str, where: str) -> bytes:
     """Decode base58 (Bitcoin alphabet), as json-encoded instruction data uses."""
     if len(text) > _MAX_ENCODED_CHARS:
         raise MalformedTransaction(f"{where}: base58 data of {len(text)} chars is too long")
-    number = 0
-    for char in text:
-        digit = _B58_DIGITS.get(char)
-        if digit is None:
-            raise MalformedTransaction(f"{where}: {char!r} is not a base58 character")
-        number = number * 58 + digit
-    # Each leading '1' stands for one leading zero byte, which the number cannot carry.
-    zeros = len(text) - len(text.lstrip("1"))
-    return b"\x00" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+    try:
+        # The library drops trailing whitespace; no node sends any, so it is refused here.
+        if text != text.rstrip():
+            raise ValueError("trailing whitespace")
+        return base58.b58decode(text)
+    except ValueError as exc:  # UnicodeEncodeError too: non-ASCII text
+        raise MalformedTransaction(f"{where}: not a base58 character ({exc})") from exc
 
 
 def _kind(value: object) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import time
 
+from base58 import b58encode
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from localnet.base58 import b58encode
 from localnet.tokens import associated_token_address, build_payment
 from tests.localnet.conftest import Net, new_key
 
@@ -179,10 +179,12 @@ async def test_base58_send_and_signature_failure(net: Net) -> None:
         amount=2,
         decimals=6,
     )
-    assert await net.result("sendTransaction", [b58encode(bytes(tx))]) == str(tx.signatures[0])
+    assert await net.result("sendTransaction", [b58encode(bytes(tx)).decode()]) == str(
+        tx.signatures[0]
+    )
     forged = bytearray(bytes(tx))
     forged[1] ^= 0xFF  # corrupt the first signature
-    answer = await net.call("sendTransaction", [b58encode(bytes(forged))])
+    answer = await net.call("sendTransaction", [b58encode(bytes(forged)).decode()])
     assert answer["error"] == {
         "code": -32003,
         "message": "Transaction signature verification failure",

@@ -5,8 +5,14 @@ from __future__ import annotations
 import struct
 
 import pytest
+from base58 import b58encode
+from solders.account import Account
+from solders.hash import Hash
 from solders.keypair import Keypair
+from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
     InstructionErrorCustom,
     InstructionErrorFieldless,
@@ -16,10 +22,10 @@ from solders.transaction_status import (
     TransactionErrorType,
 )
 
-from localnet.base58 import b58decode, b58encode
 from localnet.chain import LocalChain
 from localnet.clock import ChainClock, TimeTravelError
-from localnet.errors import describe_error, error_json
+from localnet.encoding import account_data_json
+from localnet.errors import RpcError, describe_error, error_json
 from localnet.layouts import (
     parse_mint,
     parse_token_account,
@@ -27,6 +33,7 @@ from localnet.layouts import (
     ui_amount_string,
     ui_token_amount,
 )
+from localnet.params import decode_transaction
 from localnet.parsed import parse_instruction
 from localnet.programs import (
     COMPUTE_BUDGET_PROGRAM_ID,
@@ -68,14 +75,31 @@ def test_ui_token_amount_is_null_for_zero_only_in_balances() -> None:
 @pytest.mark.parametrize(
     ("raw", "text"), [(b"", ""), (b"\0\0\x01", "112"), (b"hello world", "StV1DL6CwTryKyV")]
 )
-def test_base58_round_trips(raw: bytes, text: str) -> None:
-    assert b58encode(raw) == text
-    assert b58decode(text) == raw
+def test_account_data_in_binary_and_base58_encodings_is_base58_text(raw: bytes, text: str) -> None:
+    account = Account(lamports=1, data=raw, owner=SYSTEM_PROGRAM_ID)
+    assert account_data_json(account, "binary", lambda _: None) == text
+    assert account_data_json(account, "base58", lambda _: None) == [text, "base58"]
 
 
-def test_base58_rejects_characters_outside_the_alphabet() -> None:
-    with pytest.raises(ValueError, match="invalid base58"):
-        b58decode("0OIl")
+def _signed_transfer() -> VersionedTransaction:
+    payer = Keypair()
+    ix = transfer(
+        TransferParams(from_pubkey=payer.pubkey(), to_pubkey=Keypair().pubkey(), lamports=1)
+    )
+    return VersionedTransaction(
+        Message.new_with_blockhash([ix], payer.pubkey(), Hash.default()), [payer]
+    )
+
+
+def test_base58_sent_transaction_decodes_to_the_same_transaction() -> None:
+    tx = _signed_transfer()
+    assert decode_transaction(b58encode(bytes(tx)).decode(), "base58") == tx
+
+
+@pytest.mark.parametrize("text", ["0OIl", "é", "1 1"])
+def test_base58_sent_transaction_rejects_characters_outside_the_alphabet(text: str) -> None:
+    with pytest.raises(RpcError, match="invalid base58 encoding"):
+        decode_transaction(text, "base58")
 
 
 def _token_account(mint: Pubkey, owner: Pubkey, amount: int, state: int = 1) -> bytes:
@@ -121,7 +145,7 @@ def test_unknown_programs_and_instructions_are_partially_decoded() -> None:
     budget = parse_instruction(COMPUTE_BUDGET_PROGRAM_ID, [], bytes([2, 64, 66, 15, 0]), None)
     assert budget == {
         "accounts": [],
-        "data": b58encode(bytes([2, 64, 66, 15, 0])),
+        "data": "FjL4FH",  # base58 of the instruction bytes
         "programId": str(COMPUTE_BUDGET_PROGRAM_ID),
         "stackHeight": None,
     }
