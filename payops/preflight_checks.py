@@ -19,7 +19,6 @@ from core.gate import GateState, SwitchName
 from core.ledger import LedgerHealth
 
 # Re-exported: tests/unit/test_preflight_checks.py imports it from here.
-from payops.urls import public_url as public_url
 
 SYSTEM_ACCOUNTS: Final = ("system:token_sales", "system:spend", "system:adjustments")
 GATE_SWITCHES: Final = tuple(s.value for s in SwitchName)

@@ -16,11 +16,11 @@ from payops.preflight_checks import (
     Status,
     ledger_check,
     owner_check,
-    public_url,
     schema_check,
     seed_check,
     slack_people_check,
 )
+from payops.urls import public_url
 from tests.support import make_settings
 
 
