@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from api.auth import DEBIT_SCOPE, require_scope
+from api.auth import DEBIT_SCOPE, actor_of, principal, require_scope
 from api.http import json_response, read_json
 from api.keys import SERVICES
-from api.routes_intents import actor_of, principal
 from api.schemas import CreditsBody, DebitBody, DebitRequest, entry_body
 from core import idempotency, ledger, logs
 from core import ledger as ledger_db

@@ -7,10 +7,9 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from api.auth import Principal
+from api.auth import actor_of, principal
 from api.http import json_response, read_json
-from api.keys import REQUEST_ID, SERVICES, TOKENS
-from api.ratelimit import limit_user
+from api.keys import SERVICES
 from api.schemas import (
     CreateIntentRequest,
     VerifyConfirmedBody,
@@ -19,20 +18,8 @@ from api.schemas import (
     intent_body,
 )
 from core import idempotency, logs, purchases
-from core.audit import Actor
 from core.errors import NotFound
 from core.purchases import Credited
-
-
-def principal(request: web.Request) -> Principal:
-    p = request.app[TOKENS].verify(request.headers.get("Authorization"))
-    logs.add(user=p.sub)
-    limit_user(request, p.sub)
-    return p
-
-
-def actor_of(request: web.Request, p: Principal) -> Actor:
-    return Actor(id=p.sub, source="api", request_id=request.get(REQUEST_ID))
 
 
 def intent_id_of(request: web.Request) -> uuid.UUID:
