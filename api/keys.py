@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -13,4 +13,5 @@ if TYPE_CHECKING:  # api.auth reads TOKENS: importing it here at run time would 
 
 SERVICES = web.AppKey("services", Services)
 TOKENS: web.AppKey[TokenVerifier] = web.AppKey("tokens")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 REQUEST_ID = web.RequestKey("request_id", str)
