@@ -20,12 +20,12 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api.middlewares import REQUEST_ID_PATTERN
 from api.ratelimit import is_limited
 from api.routedoc import Answer, HeaderName, Param, Raw, Route, error
 from api.schemas import ErrorBody
 
 REF = "#/components/schemas/{model}"
-REQUEST_ID_PATTERN = "^[A-Za-z0-9._:-]{1,64}$"  # as api/middlewares.py accepts it
 
 # name -> (always sent with the answers that list it, schema, description)
 HEADERS: dict[HeaderName, tuple[bool, dict[str, Any], str]] = {
