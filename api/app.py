@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from aiohttp import web
 
 from api import routes_credits, routes_intents, routes_system
 from api.auth import TokenVerifier
-from api.keys import SERVICES, TOKENS
+from api.keys import OPENAPI, SERVICES, TOKENS
 from api.middlewares import observe
+from api.openapi import openapi_document
 from api.ratelimit import LIMITS, Limits, TokenBuckets, limit_per_ip
+from api.routedoc import add_routes
 from core.services import Services
+
+# Every route of the API: what `create_app` serves and what `/openapi.json` describes.
+API_ROUTES = (*routes_intents.ROUTES, *routes_credits.ROUTES, *routes_system.ROUTES)
+
+
+@functools.cache
+def api_document() -> dict[str, Any]:
+    """The OpenAPI document of `API_ROUTES` (the same for every app: built once)."""
+    return openapi_document(API_ROUTES)
 
 
 def create_app(services: Services) -> web.Application:
@@ -25,7 +39,6 @@ def create_app(services: Services) -> web.Application:
         trust_forwarded_for=s.trust_forwarded_for,
     )
     app[TOKENS] = TokenVerifier(services.settings)
-    routes_intents.add_routes(app)
-    routes_credits.add_routes(app)
-    routes_system.add_routes(app)
+    app[OPENAPI] = api_document()
+    add_routes(app, API_ROUTES)
     return app

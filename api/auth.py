@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
+from aiohttp import web
 
+from api.keys import REQUEST_ID, TOKENS
+from api.ratelimit import limit_user
+from core import logs
+from core.audit import Actor
 from core.config import Settings
 from core.errors import ConfigError, Forbidden, Unauthorized
 
@@ -92,6 +97,18 @@ class TokenVerifier:
             if len(self._verified) > VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
         return principal
+
+
+def principal(request: web.Request) -> Principal:
+    """The request's authenticated caller (401 otherwise), counted against its user limit."""
+    p = request.app[TOKENS].verify(request.headers.get("Authorization"))
+    logs.add(user=p.sub)
+    limit_user(request, p.sub)
+    return p
+
+
+def actor_of(request: web.Request, p: Principal) -> Actor:
+    return Actor(id=p.sub, source="api", request_id=request.get(REQUEST_ID))
 
 
 def require_scope(principal: Principal, scope: str) -> None:

@@ -19,7 +19,8 @@ from core.logs import bind
 log = logging.getLogger("payops.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"  # a client's X-Request-Id is kept if it matches
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 # A dead or restarting database is "try again", never a 500 and never a partial write.
 DATABASE_DOWN = (

@@ -23,6 +23,11 @@ from core.errors import RateLimited
 UNLIMITED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/slack/")
 
 
+def is_limited(path: str) -> bool:
+    """Whether requests to `path` count against the per-address limit."""
+    return not path.startswith(UNLIMITED_PREFIXES)
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -87,7 +92,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def limit_per_ip(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(UNLIMITED_PREFIXES):
+    if is_limited(request.path):
         limits = request.app[LIMITS]
         wait = limits.per_ip.take(client_ip(request, limits.trust_forwarded_for))
         if wait:

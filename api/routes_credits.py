@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncpg
 from aiohttp import web
 
-from api.auth import DEBIT_SCOPE, require_scope
+from api.auth import DEBIT_SCOPE, actor_of, principal, require_scope
 from api.http import json_response, read_json
 from api.keys import SERVICES
-from api.routes_intents import actor_of, principal
+from api.routedoc import IDEMPOTENCY_KEY, Answer, Route, RouteDoc, error
 from api.schemas import CreditsBody, DebitBody, DebitRequest, entry_body
 from core import idempotency, ledger, logs
 from core import ledger as ledger_db
@@ -58,6 +60,34 @@ async def create_debit(request: web.Request) -> web.Response:
     return json_response(result.body, status=result.status, headers=headers)
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/credits", get_credits, name="credits.get")
-    app.router.add_post("/v1/credits/debits", create_debit, name="credits.debit")
+GET = RouteDoc(
+    "getCredits",
+    "Your balance and recent ledger entries",
+    authenticated=True,
+    database=True,
+    answers=(Answer(200, "Balance", CreditsBody),),
+)
+DEBIT = RouteDoc(
+    "createDebit",
+    f"Spend a user's credits (internal services; scope {DEBIT_SCOPE})",
+    request=DebitRequest,
+    params=(replace(IDEMPOTENCY_KEY, required=True),),
+    authenticated=True,
+    database=True,
+    answers=(
+        Answer(
+            201,
+            "Debited (or, for a repeated Idempotency-Key, the first debit)",
+            DebitBody,
+            headers=("Idempotent-Replayed",),
+        ),
+        error(400, "idempotency_key_required", "invalid_idempotency_key"),
+        error(403, "insufficient_scope"),
+        error(422, "idempotency_key_reused", "insufficient_credits"),
+    ),
+)
+
+ROUTES = (
+    Route("GET", "/v1/credits", "credits.get", get_credits, GET),
+    Route("POST", "/v1/credits/debits", "credits.debit", create_debit, DEBIT),
+)

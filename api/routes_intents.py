@@ -7,32 +7,22 @@ import uuid
 import asyncpg
 from aiohttp import web
 
-from api.auth import Principal
+from api.auth import actor_of, principal
 from api.http import json_response, read_json
-from api.keys import REQUEST_ID, SERVICES, TOKENS
-from api.ratelimit import limit_user
+from api.keys import SERVICES
+from api.routedoc import IDEMPOTENCY_KEY, Answer, Param, Route, RouteDoc, error
 from api.schemas import (
     CreateIntentRequest,
+    IntentBody,
     VerifyConfirmedBody,
     VerifyPendingBody,
     VerifyRequest,
     intent_body,
 )
 from core import idempotency, logs, purchases
-from core.audit import Actor
+from core.chain.verdict import PendingReason, RejectCode
 from core.errors import NotFound
 from core.purchases import Credited
-
-
-def principal(request: web.Request) -> Principal:
-    p = request.app[TOKENS].verify(request.headers.get("Authorization"))
-    logs.add(user=p.sub)
-    limit_user(request, p.sub)
-    return p
-
-
-def actor_of(request: web.Request, p: Principal) -> Actor:
-    return Actor(id=p.sub, source="api", request_id=request.get(REQUEST_ID))
 
 
 def intent_id_of(request: web.Request) -> uuid.UUID:
@@ -110,9 +100,67 @@ async def verify_intent(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/purchase-intents", create_intent, name="purchase-intents.create")
-    app.router.add_get("/v1/purchase-intents/{intent_id}", get_intent, name="purchase-intents.get")
-    app.router.add_post(
-        "/v1/purchase-intents/{intent_id}/verify", verify_intent, name="purchase-intents.verify"
-    )
+INTENT_ID = Param("intent_id", "path", {"type": "string", "format": "uuid"}, required=True)
+NOT_FOUND = error(404, "intent_not_found")
+
+CREATE = RouteDoc(
+    "createPurchaseIntent",
+    "Create a purchase intent priced by the server",
+    request=CreateIntentRequest,
+    params=(IDEMPOTENCY_KEY,),
+    authenticated=True,
+    database=True,
+    answers=(
+        Answer(
+            201,
+            "The new intent (or, for a repeated Idempotency-Key, the first one)",
+            IntentBody,
+            headers=("Idempotent-Replayed",),
+        ),
+        error(400, "invalid_credits", "invalid_wallet", "invalid_idempotency_key"),
+        error(422, "idempotency_key_reused"),
+    ),
+)
+GET = RouteDoc(
+    "getPurchaseIntent",
+    "Read one of your intents",
+    params=(INTENT_ID,),
+    authenticated=True,
+    database=True,
+    answers=(Answer(200, "The intent", IntentBody), NOT_FOUND),
+)
+VERIFY = RouteDoc(
+    "verifyPurchaseIntent",
+    "Verify an intent with its payment's transaction signature",
+    request=VerifyRequest,
+    params=(INTENT_ID,),
+    authenticated=True,
+    database=True,
+    answers=(
+        Answer(200, "Confirmed and credited (exactly once)", VerifyConfirmedBody),
+        Answer(
+            202,
+            "Not decidable yet; retry after Retry-After. `reason` is one of: "
+            + ", ".join(r.value for r in PendingReason),
+            VerifyPendingBody,
+            headers=("Retry-After",),
+        ),
+        error(400, "invalid_signature"),
+        NOT_FOUND,
+        error(409, "signature_already_used", "intent_already_confirmed", "intent_rejected"),
+        error(422, *(c.value for c in RejectCode)),
+        error(503, "verify_paused", headers=("Retry-After",)),
+    ),
+)
+
+ROUTES = (
+    Route("POST", "/v1/purchase-intents", "purchase-intents.create", create_intent, CREATE),
+    Route("GET", "/v1/purchase-intents/{intent_id}", "purchase-intents.get", get_intent, GET),
+    Route(
+        "POST",
+        "/v1/purchase-intents/{intent_id}/verify",
+        "purchase-intents.verify",
+        verify_intent,
+        VERIFY,
+    ),
+)

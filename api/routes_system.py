@@ -8,8 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.http import json_response
-from api.keys import SERVICES
-from api.openapi import openapi_document
+from api.keys import OPENAPI, SERVICES
+from api.routedoc import Answer, Raw, Route, RouteDoc
 from api.schemas import HealthBody, StatusBody, SwitchBody
 from core.gate import Switch
 
@@ -68,12 +68,38 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return json_response(request.app[OPENAPI])
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/status", status, name="status")
-    app.router.add_get("/healthz", healthz, name="healthz")
-    app.router.add_get("/readyz", readyz, name="readyz")
-    app.router.add_get("/metrics", metrics, name="metrics")
-    app.router.add_get("/openapi.json", openapi, name="openapi")
+STATUS = RouteDoc(
+    "getStatus",
+    "The verify gate as the frontend must see it",
+    database=True,
+    answers=(Answer(200, "Gate state", StatusBody),),
+)
+HEALTHZ = RouteDoc("healthz", "Liveness", answers=(Answer(200, "Alive", HealthBody),))
+# Readiness answers its own 503 (a HealthBody saying what is down), never the middleware's.
+READYZ = RouteDoc(
+    "readyz",
+    "Readiness: database and Solana RPC",
+    answers=(Answer(200, "Ready", HealthBody), Answer(503, "Not ready", HealthBody)),
+)
+METRICS = RouteDoc(
+    "metrics",
+    "Prometheus metrics",
+    database=True,  # the gate's state is read for its gauge
+    answers=(Answer(200, "Prometheus text format", Raw("text/plain", {"type": "string"})),),
+)
+OPENAPI_DOC = RouteDoc(
+    "openapi",
+    "This document",
+    answers=(Answer(200, "OpenAPI 3.1", Raw("application/json", {"type": "object"})),),
+)
+
+ROUTES = (
+    Route("GET", "/v1/status", "status", status, STATUS),
+    Route("GET", "/healthz", "healthz", healthz, HEALTHZ),
+    Route("GET", "/readyz", "readyz", readyz, READYZ),
+    Route("GET", "/metrics", "metrics", metrics, METRICS),
+    Route("GET", "/openapi.json", "openapi", openapi, OPENAPI_DOC),
+)

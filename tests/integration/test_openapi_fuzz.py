@@ -16,12 +16,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from api.app import create_app
-from api.openapi import openapi_document
+from api.app import api_document, create_app
 from core import db
 from tests.support import ScriptedVerifier, bearer, build_services
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+schema = schemathesis.openapi.from_dict(api_document())
 # per route; PAYOPS_TEST_HEAVY=1 runs ten times more
 EXAMPLES = 250 if os.environ.get("PAYOPS_TEST_HEAVY") == "1" else 25
 
