@@ -60,6 +60,10 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("expected an Authorization: Bearer token", code="invalid_token")
+        if not token.isascii():
+            # A JWT is base64url and dots; anything else (even text that cannot be encoded,
+            # which the JWT library would raise on) is no token.
+            raise Unauthorized("the bearer token is not a JWT", code="invalid_token")
         known = self._verified.get(token)
         if known is not None:
             principal, exp = known

@@ -71,3 +71,10 @@ def test_rs256_with_a_public_key_and_no_algorithm_confusion() -> None:
 def test_no_key_configured_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="PAYOPS_JWT_SECRET"):
         TokenVerifier(load_settings())
+
+
+@pytest.mark.parametrize("token", ["\udb34\udf8a", "é.é.é", "abc\u00f5.def.ghi"])
+def test_a_token_that_is_not_ascii_is_refused_not_an_error(token: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        _verifier().verify(f"Bearer {token}")
+    assert info.value.code == "invalid_token"
