@@ -19,8 +19,9 @@ CREATE TABLE treasury_cursor (
 -- Every transaction that changed the treasury token account: an inflow (amount > 0) or an
 -- outflow (amount < 0), in base units of the configured mint. `intent_id` is the intent the
 -- transaction is bound to (its reference among the account keys, or its id in a memo);
--- `settled_at` is set once the watcher has put an inflow bound to an intent through the
--- verify rules to a final outcome (credited, or refused with its attempt recorded).
+-- `settled_at` and `outcome` are set once the watcher has put an inflow bound to an intent
+-- through the verify rules to a final outcome: 'credited', 'duplicate', 'partial' (valid
+-- but short of the price: it counts towards a top-up) or 'refused:<code>'.
 CREATE TABLE treasury_flows (
     signature    text PRIMARY KEY,
     account      text NOT NULL,
@@ -32,9 +33,13 @@ CREATE TABLE treasury_flows (
     memos        text[] NOT NULL DEFAULT '{}',
     intent_id    uuid REFERENCES purchase_intents (id),
     detected_at  timestamptz NOT NULL DEFAULT now(),
-    settled_at   timestamptz
+    settled_at   timestamptz,
+    outcome      text CHECK (outcome IN ('credited', 'duplicate', 'partial')
+                             OR outcome LIKE 'refused:%'),
+    CHECK ((settled_at IS NULL) = (outcome IS NULL))
 );
 CREATE INDEX treasury_flows_intent ON treasury_flows (intent_id) WHERE intent_id IS NOT NULL;
+CREATE INDEX treasury_flows_partial ON treasury_flows (intent_id) WHERE outcome = 'partial';
 CREATE INDEX treasury_flows_unsettled ON treasury_flows (slot)
     WHERE intent_id IS NOT NULL AND settled_at IS NULL;
 

@@ -26,6 +26,7 @@ from core.purchases.service import (
     create_intent,
     credit_in,
     get_intent,
+    partial_payment,
     verify_detected,
     verify_intent,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "get_intent",
     "insert",
     "new_intent",
+    "partial_payment",
     "precheck",
     "rejection_closes_intent",
     "settle",

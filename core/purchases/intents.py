@@ -176,11 +176,13 @@ def precheck(intent: Intent, signature: str) -> Precheck:
     return Precheck.ASK_CHAIN
 
 
-# Rejections that mean money reached the treasury for this intent but cannot credit it:
+# Rejections that mean money reached the treasury for this intent but can never credit it:
 # the intent is closed and the payment becomes a reconciliation finding. Other rejections
-# (someone else's transaction, a failed or unrelated transaction) leave the intent open so
-# the owner can still present the right signature.
-CLOSING_REJECTIONS = frozenset({RejectCode.UNDERPAID, RejectCode.EXPIRED})
+# leave the intent open so the owner can still present the right signature. An underpaid
+# payment is one of those: a top-up can still complete the price (the treasury watcher adds
+# the bound payments up), and a stranger's dust carrying the intent's public reference must
+# never close it on its owner.
+CLOSING_REJECTIONS = frozenset({RejectCode.EXPIRED})
 
 
 def rejection_closes_intent(code: RejectCode) -> bool:

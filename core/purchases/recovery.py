@@ -45,7 +45,7 @@ from core.services import Services
 log = logging.getLogger("payops.recovery")
 
 RECOVERY_ACTOR = Actor("recovery", "scheduler")
-SIGNATURES_PER_REFERENCE = 25  # a reference is paid once, rarely a few times
+SIGNATURES_PER_PAGE = 1000  # getSignaturesForAddress's largest page
 _REFUSED = ("rejected", "conflict")
 
 
@@ -130,6 +130,7 @@ async def sweep(
     now: datetime,
     batch: int | None = None,
     actor: Actor = RECOVERY_ACTOR,
+    page: int = SIGNATURES_PER_PAGE,
 ) -> SweepReport:
     """Look up a batch of PENDING intents on chain; credit, expire or reject them (see module)."""
     s = svc.settings
@@ -146,7 +147,7 @@ async def sweep(
     sla = timedelta(seconds=s.pending_sla_seconds)
     for intent in intents:
         try:
-            signatures = await _bound_signatures(chain, intent)
+            signatures = await _bound_signatures(chain, intent, page)
             looked = await _verify_each(svc, actor, intent, signatures, report)
         except RpcUnavailable as exc:
             report.stopped = f"rpc unavailable: {exc}"
@@ -170,16 +171,23 @@ async def sweep(
     return report
 
 
-async def _bound_signatures(chain: ReferenceLookup, intent: Intent) -> list[str]:
-    """Successful transactions carrying the intent's reference, oldest first.
+async def _bound_signatures(chain: ReferenceLookup, intent: Intent, page_size: int) -> list[str]:
+    """Successful transactions carrying the intent's reference, oldest first: every one, read
+    back page by page (anyone can send transactions carrying a public reference, so a fixed
+    window of the newest could hide the real payment behind dust).
 
     A failed transaction moved no tokens: it is no payment, so it is not verified (nor
     recorded as an attempt on every sweep)."""
-    records = await chain.get_signatures_for_address(
-        intent.reference, limit=SIGNATURES_PER_REFERENCE
-    )
-    found = [str(r["signature"]) for r in records if r.get("err") is None and r.get("signature")]
-    return list(reversed(found))  # the node answers newest first
+    found: list[str] = []
+    before: str | None = None
+    while True:
+        page = await chain.get_signatures_for_address(
+            intent.reference, limit=page_size, before=before
+        )
+        found += [str(r["signature"]) for r in page if r.get("err") is None and r.get("signature")]
+        if len(page) < page_size:
+            return list(reversed(found))  # the node answers newest first
+        before = str(page[-1]["signature"])
 
 
 async def _verify_each(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -119,17 +119,35 @@ async def verify_for_recovery(
 
 
 async def verify_detected(
-    svc: Services, actor: Actor, intent_id: uuid.UUID, signature: str
+    svc: Services, actor: Actor, intent_id: uuid.UUID, signature: str, *, paid_before: int = 0
 ) -> VerifyResult:
     """The treasury watcher's verify of a payment it found bound to `intent_id`: the same
     rules and exactly-once credit as `verify_intent`, without the owner check (attempts
-    recorded with source 'watcher'). Raises what `verify_intent` raises."""
+    recorded with source 'watcher'). Raises what `verify_intent` raises.
+
+    `paid_before`: what earlier payments bound to the intent brought to the treasury, each
+    valid but short (`partial_payment`). This payment completes the price when it brings
+    the rest: the rules then judge it against what is still owed, and the credit records
+    the total received."""
+    if paid_before < 0:
+        raise ValueError("paid_before must not be negative")
     signature = parse_signature(signature)
     intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
     if intent is None:
         raise NotFound("no such purchase intent", code="intent_not_found")
     await _require_gate_open(svc)
-    return await _verify_checked(svc, actor, intent, signature, owner)
+    return await _verify_checked(svc, actor, intent, signature, owner, paid_before=paid_before)
+
+
+async def partial_payment(svc: Services, intent_id: uuid.UUID, signature: str) -> int | None:
+    """What `signature` paid towards the intent when every rule but the amount holds (bound,
+    right mint and treasury, in time, not failed), else None. Reads the chain only."""
+    intent = await intents_db.get(svc.pool, intent_id)
+    if intent is None:
+        return None
+    anything = replace(expectation(intent), amount=1)
+    verdict = await svc.verifier.verify(parse_signature(signature), anything, svc.clock())
+    return verdict.received if isinstance(verdict, Confirmed) else None
 
 
 async def _require_gate_open(svc: Services) -> None:
@@ -147,6 +165,8 @@ async def _verify_checked(
     intent: Intent,
     signature: str,
     owner: uuid.UUID | None,
+    *,
+    paid_before: int = 0,
 ) -> VerifyResult:
     """`owner`: the intent `signature` already credited, if any, as read before the chain."""
     try:
@@ -160,7 +180,13 @@ async def _verify_checked(
         await _record(svc, actor, intent, signature, "conflict", exc.code, exc.message)
         raise
 
-    verdict = await svc.verifier.verify(signature, expectation(intent), svc.clock())
+    expected = expectation(intent)
+    if paid_before:
+        expected = replace(expected, amount=max(1, intent.amount - paid_before))
+    verdict = await svc.verifier.verify(signature, expected, svc.clock())
+    if paid_before and isinstance(verdict, Confirmed):
+        total = verdict.received + paid_before
+        verdict = replace(verdict, received=total, overpaid=total > intent.amount)
 
     if isinstance(verdict, Pending):
         await _record(

@@ -200,26 +200,38 @@ async def _settle_unsettled(svc: Services, actor: Actor, account: str, report: P
 async def _settle(
     svc: Services, actor: Actor, flow: store.RecordedFlow, report: PollReport
 ) -> None:
-    """Put a bound inflow through the verify; settle it once the outcome is final."""
+    """Put a bound inflow through the verify; settle it once the outcome is final.
+
+    Earlier payments to the same intent that were valid but short count towards its price:
+    with them this one may complete it (a top-up). A short one is kept as 'partial'."""
     assert flow.intent_id is not None
+    paid_before = await store.partial_total(svc.pool, flow.intent_id, besides=flow.signature)
     try:
-        result = await purchases.verify_detected(svc, actor, flow.intent_id, flow.signature)
+        result = await purchases.verify_detected(
+            svc, actor, flow.intent_id, flow.signature, paid_before=paid_before
+        )
     except VerifyPaused:
         report.stopped = "verify gate closed: detected payments wait for it to reopen"
         return
     except (Conflict, Unprocessable, InvalidInput, NotFound) as exc:
+        outcome = f"refused:{exc.code}"
+        if exc.code == "underpaid":
+            part = await purchases.partial_payment(svc, flow.intent_id, flow.signature)
+            outcome = "partial" if part is not None else outcome
         log.info(
-            "detected payment refused: %s",
+            "detected payment not credited: %s (%s)",
             exc,
+            outcome,
             extra={"intent_id": str(flow.intent_id), "tx_signature": flow.signature},
         )
     else:
         if isinstance(result, purchases.StillPending):
             return  # not final yet: the next poll takes it up again
+        outcome = "duplicate" if result.duplicate else "credited"
         if not result.duplicate:
             report.credited += 1
             report.credited_intents.append(str(flow.intent_id))
-    await store.settle(svc.pool, flow.signature)
+    await store.settle(svc.pool, flow.signature, outcome)
     report.settled += 1
 
 

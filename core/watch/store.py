@@ -37,6 +37,7 @@ class RecordedFlow:
     payer: str
     intent_id: uuid.UUID | None
     settled: bool
+    outcome: str | None = None
 
 
 def _cursor(row: Any) -> Cursor:
@@ -60,6 +61,7 @@ def _flow(row: Any) -> RecordedFlow:
         payer=row["payer"],
         intent_id=row["intent_id"],
         settled=row["settled_at"] is not None,
+        outcome=row["outcome"],
     )
 
 
@@ -159,11 +161,27 @@ async def unsettled(
     return [_flow(r) for r in rows]
 
 
-async def settle(db: asyncpg.Connection | asyncpg.Pool, signature: str) -> None:
+async def settle(db: asyncpg.Connection | asyncpg.Pool, signature: str, outcome: str) -> None:
+    """The watcher's final outcome for a bound inflow (once: a settled flow stays settled)."""
     await db.execute(
-        "UPDATE treasury_flows SET settled_at = now() WHERE signature = $1 AND settled_at IS NULL",
+        """UPDATE treasury_flows SET settled_at = now(), outcome = $2
+           WHERE signature = $1 AND settled_at IS NULL""",
         signature,
+        outcome,
     )
+
+
+async def partial_total(
+    db: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID, *, besides: str
+) -> int:
+    """What the intent's valid but short payments (other than `besides`) brought in."""
+    value = await db.fetchval(
+        """SELECT coalesce(sum(amount), 0) FROM treasury_flows
+           WHERE intent_id = $1 AND outcome = 'partial' AND signature <> $2""",
+        intent_id,
+        besides,
+    )
+    return int(value)
 
 
 async def flows_of_intent(

@@ -155,17 +155,31 @@ async def test_a_payment_after_the_grace_period_is_not_credited(rig: Rig) -> Non
     }
 
 
-async def test_an_underpayment_found_by_reference_is_refused_not_credited(rig: Rig) -> None:
+async def test_an_underpayment_found_by_reference_is_refused_and_leaves_the_intent_open(
+    rig: Rig,
+) -> None:
     intent = await rig.intent("zoe", credits=3)
     await rig.pay(intent, amount=intent.amount - 1)
 
     report = await rig.sweep()
 
     assert report.credited == []
-    assert report.rejected == [(intent.id, "underpaid")]
+    assert report.rejected == []  # not past its deadline: a top-up may still come
+    facts = await _facts(rig.pool, intent)
+    assert (facts["status"], facts["credits"], facts["balance"]) == ("PENDING", 0, 0)
+    assert facts["attempts"] == [("recovery", "rejected", "underpaid")]
+
+
+async def test_an_underpaid_intent_past_its_deadline_is_rejected_not_credited(rig: Rig) -> None:
+    intent = await rig.intent("zack", credits=3, age=timedelta(hours=3))
+    await rig.pay(intent, amount=intent.amount - 1)
+
+    report = await rig.sweep()
+
+    assert report.credited == []
+    assert [code for _, code in report.rejected] in (["underpaid"], ["paid_after_expiry"])
     facts = await _facts(rig.pool, intent)
     assert (facts["status"], facts["credits"], facts["balance"]) == ("REJECTED", 0, 0)
-    assert facts["attempts"] == [("recovery", "rejected", "underpaid")]
 
 
 def _dead_rpc_url() -> str:
@@ -256,3 +270,31 @@ async def test_expired_adjustments_are_closed(rig: Rig) -> None:
     assert (
         await rig.pool.fetchval("SELECT status FROM adjustments WHERE id = $1", adj.id) == "EXPIRED"
     )
+
+
+async def test_dust_before_and_after_a_payment_cannot_hide_it_from_the_sweep(rig: Rig) -> None:
+    victim = await rig.intent("vlad", credits=2)
+    template = {
+        "token_program": victim.token_program,
+        "mint": victim.mint,
+        "recipient": victim.recipient,
+        "amount": "1",
+        "reference": victim.reference,
+    }
+
+    async def dust(n: int) -> None:
+        sig = await rig.wallet.pay(template, decimals=rig.info.decimals, memo=f"dust {n}")
+        await rig.wallet.wait_finalized(sig)
+
+    for n in range(8):
+        await dust(n)
+    real = await rig.pay(victim)
+    for n in range(8, 16):
+        await dust(n)
+
+    # Pages of 5: the real payment is on none of the first three pages read back.
+    report = await recovery.sweep(rig.services, rig.rpc, now=datetime.now(UTC), page=5)
+
+    assert report.credited == [(victim.id, real)]
+    facts = await _facts(rig.pool, victim)
+    assert (facts["status"], facts["credits"], facts["balance"]) == ("CONFIRMED", 1, 2)

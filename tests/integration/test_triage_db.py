@@ -288,14 +288,14 @@ async def test_window_summary_tells_single_user_from_widespread(pool: asyncpg.Po
     assert single.failures_by_code == {"underpaid": 2}
     assert single.by_outcome == {"rejected": 2, "confirmed": 1}
     assert single.top_failing_users == (("alice", 2),)
-    assert single.still_pending == 0  # underpaid closes the intents
+    assert single.still_pending == 2  # underpaid leaves them open for a top-up
 
     verifier.script[bad] = Pending(PendingReason.RPC_UNAVAILABLE, "HTTP 503")
     bob = await create(svc, "bob", wallet=str(Keypair().pubkey()))
     await verify(svc, bob, bad, "req-b")
     wide = await triage_window(pool, "", now())
     assert wide.scope is Scope.WIDESPREAD
-    assert (wide.failing_users, wide.failing_wallets, wide.still_pending) == (2, 1, 1)
+    assert (wide.failing_users, wide.failing_wallets, wide.still_pending) == (2, 1, 3)
     assert wide.failures_by_code == {"underpaid": 2, "rpc_unavailable": 1}
     assert wide.first_failure is not None
     assert wide.last_failure is not None

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from core import ledger, watch
+from core import ledger, purchases, watch
 from core.audit import Actor
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from core.gate import SwitchName, set_switch
@@ -204,3 +204,74 @@ async def test_a_recorded_flow_cannot_be_changed_or_deleted(rig: Rig) -> None:
         await rig.pool.execute("DELETE FROM treasury_flows")
     with pytest.raises(asyncpg.RaiseError, match="cannot change"):
         await rig.pool.execute("UPDATE treasury_flows SET amount = amount + 1")
+
+
+async def test_two_payments_that_add_up_to_the_price_credit_the_intent_once(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("ulla", credits=5)
+    first = intent.amount * 60 // 100
+    await rig.pay(intent, amount=first)
+    short = await watch.poll(rig.services, rig.rpc)
+    assert short.credited == 0
+    assert (await _intent_facts(rig.pool, intent.id))["status"] == "PENDING"
+
+    completing = await rig.pay(intent, amount=intent.amount - first)
+    topped = await watch.poll(rig.services, rig.rpc)
+
+    assert topped.credited == 1
+    facts = await _intent_facts(rig.pool, intent.id)
+    assert facts["status"] == "CONFIRMED"
+    assert facts["tx_signature"] == completing
+    assert facts["credits"] == 1
+    assert await ledger.balance(rig.pool, "ulla") == 5
+    received = await rig.pool.fetchval(
+        "SELECT received_amount FROM purchase_intents WHERE id = $1", intent.id
+    )
+    assert received == intent.amount
+    outcomes = await rig.pool.fetch(
+        "SELECT outcome FROM treasury_flows WHERE intent_id = $1 ORDER BY slot", intent.id
+    )
+    assert [r["outcome"] for r in outcomes] == ["partial", "credited"]
+
+
+async def _dust(rig: Rig, intent: Any, n: int) -> None:
+    """One base unit to the treasury carrying `intent`'s reference (and a memo that makes
+    each transfer a transaction of its own)."""
+    signature = await rig.wallet.pay(
+        {
+            "token_program": intent.token_program,
+            "mint": intent.mint,
+            "recipient": intent.recipient,
+            "amount": "1",
+            "reference": intent.reference,
+        },
+        decimals=rig.info.decimals,
+        memo=f"dust {n}",
+    )
+    await rig.wallet.wait_finalized(signature)
+
+
+async def test_dust_carrying_a_victims_reference_cannot_get_the_intent_rejected(
+    rig: Rig,
+) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    victim = await rig.intent("vera", credits=2)
+    for n in range(30):
+        await _dust(rig, victim, n)  # a stranger's dust, with the victim's public reference
+    await watch.poll(rig.services, rig.rpc)
+    assert (await _intent_facts(rig.pool, victim.id))["status"] == "PENDING"
+
+    real = await rig.pay(victim)
+    for n in range(30, 60):
+        await _dust(rig, victim, n)
+    await watch.poll(rig.services, rig.rpc)
+
+    facts = await _intent_facts(rig.pool, victim.id)
+    assert facts["status"] == "CONFIRMED"
+    assert facts["credits"] == 1
+    assert await ledger.balance(rig.pool, "vera") == 2
+    # The victim's own verify of their payment is an answer, not a refusal.
+    result = await purchases.verify_intent(rig.services, Actor("vera", "api"), victim.id, real)
+    assert isinstance(result, purchases.Credited)
+    assert result.duplicate
+    assert result.balance == 2
