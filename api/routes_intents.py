@@ -45,9 +45,7 @@ async def create_intent(request: web.Request) -> web.Response:
             svc, conn, actor, credits=body.credits, wallet=body.wallet
         )
         logs.add(intent_id=str(intent.id))
-        return idempotency.Response(
-            201, intent_body(intent, svc.payment.decimals).model_dump(mode="json")
-        )
+        return idempotency.Response(201, intent_body(intent, svc.payment).model_dump(mode="json"))
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -65,7 +63,7 @@ async def get_intent(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = principal(request)
     intent = await purchases.get_intent(svc, p.sub, intent_id_of(request))
-    return json_response(intent_body(intent, svc.payment.decimals))
+    return json_response(intent_body(intent, svc.payment))
 
 
 async def verify_intent(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from core.config import PaymentConfig
 from core.ledger import MAX_DEBIT, Entry
 from core.purchases import Intent, solana_pay_url
 
@@ -151,7 +152,7 @@ class HealthBody(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-def intent_body(intent: Intent, decimals: int) -> IntentBody:
+def intent_body(intent: Intent, payment: PaymentConfig) -> IntentBody:
     return IntentBody(
         id=str(intent.id),
         status=intent.status.value,
@@ -163,7 +164,9 @@ def intent_body(intent: Intent, decimals: int) -> IntentBody:
         recipient_token_account=intent.recipient_token_account,
         reference=intent.reference,
         memo=intent.memo,
-        solana_pay_url=solana_pay_url(intent, decimals),
+        solana_pay_url=solana_pay_url(
+            intent, payment.decimals, label=payment.pay_label, message=payment.pay_message
+        ),
         wallet=intent.wallet,
         tx_signature=intent.tx_signature,
         reject_code=intent.reject_code,

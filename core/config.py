@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # Pricing and time limits (token base units; seconds)
     price_per_credit: int = Field(default=10_000, gt=0, le=U64_MAX)
     max_credits_per_intent: int = Field(default=1_000_000, gt=0, le=10**12)
+    # What a wallet shows the payer (Solana Pay `label` and `message`; `{credits}` is replaced)
+    solana_pay_label: str | None = Field(default="payops", max_length=100)
+    solana_pay_message: str | None = Field(default="{credits} credits", max_length=200)
     intent_ttl_seconds: int = Field(default=900, ge=30, le=7 * 86400)
     pending_sla_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     expiry_grace_seconds: int = Field(default=600, ge=0, le=86400)
@@ -220,6 +223,8 @@ class Settings(BaseSettings):
             price_per_credit=self.price_per_credit,
             max_credits_per_intent=self.max_credits_per_intent,
             intent_ttl_seconds=self.intent_ttl_seconds,
+            pay_label=self.solana_pay_label or None,
+            pay_message=self.solana_pay_message or None,
         )
 
 
@@ -235,6 +240,8 @@ class PaymentConfig:
     price_per_credit: int
     max_credits_per_intent: int
     intent_ttl_seconds: int
+    pay_label: str | None = None
+    pay_message: str | None = None
 
 
 def associated_token_account(owner: str, mint: str, token_program: str) -> str:

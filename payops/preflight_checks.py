@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from core.chain.accounts import judge_mint, judge_treasury
 from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
-from core.config import PaymentConfig, Settings
+from core.config import PaymentConfig, Settings, associated_token_account
 from core.errors import ConfigError
 from core.gate import GateState, SwitchName
 from core.ledger import LedgerHealth
@@ -351,6 +351,20 @@ def treasury_check(
         )
     info = account.get("data", {}).get("parsed", {}).get("info", {})
     balance = info.get("tokenAmount", {}).get("uiAmountString", "?")
+    associated = associated_token_account(
+        payment.treasury_owner, payment.mint, payment.token_program
+    )
+    if address != associated:
+        return Check(
+            "chain",
+            "treasury_token_account",
+            Status.WARN,
+            f"{address} is not the treasury's associated token account ({associated}): "
+            "wallets that follow the Solana Pay spec pay the associated one, and payops "
+            "watches only this one",
+            "unset PAYOPS_TREASURY_TOKEN_ACCOUNT to use the associated account, unless "
+            "every payer is told to pay this one",
+        )
     return Check(
         "chain",
         "treasury_token_account",

@@ -118,18 +118,25 @@ def format_token_amount(base_units: int, decimals: int) -> str:
     return text
 
 
-def solana_pay_url(intent: Intent, decimals: int) -> str:
+def solana_pay_url(
+    intent: Intent, decimals: int, *, label: str | None = None, message: str | None = None
+) -> str:
     """The Solana Pay transfer request URL for an intent.
 
-    `solana:<recipient>?amount=<decimal>&spl-token=<mint>&reference=<ref>&memo=<id>`; the
-    recipient is the treasury wallet, from which a wallet derives the token account.
+    `solana:<recipient>?amount=<decimal>&spl-token=<mint>&reference=<ref>&label=<who asks>
+    &message=<what for>&memo=<id>`; the recipient is the treasury wallet, from which a wallet
+    derives the token account. `message` may name the credits as `{credits}`.
     """
     params = [
         ("amount", format_token_amount(intent.amount, decimals)),
         ("spl-token", intent.mint),
         ("reference", intent.reference),
-        ("memo", intent.memo),
     ]
+    if label:
+        params.append(("label", label))
+    if message:
+        params.append(("message", message.replace("{credits}", str(intent.credits))))
+    params.append(("memo", intent.memo))
     query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params)
     return f"solana:{intent.recipient}?{query}"
 

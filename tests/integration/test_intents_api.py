@@ -56,6 +56,8 @@ async def test_create_intent_prices_from_config_and_builds_solana_pay_url(
         "amount": ["4.5"],
         "spl-token": [MINT],
         "reference": [body["reference"]],
+        "label": ["payops"],
+        "message": ["3 credits"],
         "memo": [body["id"]],
     }
     created, expires = (

@@ -78,6 +78,18 @@ def test_solana_pay_url_follows_the_spec() -> None:
     )
 
 
+def test_solana_pay_url_says_who_asks_and_what_for() -> None:
+    intent = new_intent(
+        user_id="u", credits=3, wallet=None, payment=PAYMENT, now=NOW, intent_id=uuid.UUID(int=1)
+    )
+    url = solana_pay_url(intent, 6, label="Acme & Co", message="{credits} credits at Acme")
+    assert url == (
+        f"solana:{TREASURY}?amount=0.03&spl-token={MINT}&reference={intent.reference}"
+        "&label=Acme%20%26%20Co&message=3%20credits%20at%20Acme"
+        "&memo=00000000-0000-0000-0000-000000000001"
+    )
+
+
 def test_parse_signature_canonicalises_and_refuses_garbage() -> None:
     sig = signature()
     assert parse_signature(sig) == sig

@@ -183,3 +183,47 @@ def test_settings_checks_never_show_a_secret() -> None:
     text = " ".join(f"{c.detail} {c.fix}" for c in checks)
     for value in (secret, "topsecretpw", "signing-secret-value"):
         assert value not in text
+
+
+def _treasury_payment(token_account: str | None) -> Any:
+    from solders.keypair import Keypair
+
+    from core.chain.verdict import TOKEN_PROGRAM
+    from core.config import PaymentConfig, associated_token_account
+
+    owner, mint = str(Keypair().pubkey()), str(Keypair().pubkey())
+    return PaymentConfig(
+        mint=mint,
+        token_program=TOKEN_PROGRAM,
+        decimals=6,
+        treasury_owner=owner,
+        treasury_token_account=token_account
+        or associated_token_account(owner, mint, TOKEN_PROGRAM),
+        price_per_credit=1,
+        max_credits_per_intent=10,
+        intent_ttl_seconds=900,
+    )
+
+
+def _token_account_of(payment: Any) -> dict[str, Any]:
+    from core.chain.verdict import TOKEN_PROGRAM
+
+    info = {"mint": payment.mint, "owner": payment.treasury_owner, "tokenAmount": {}}
+    return {
+        "owner": TOKEN_PROGRAM,
+        "data": {"program": "spl-token", "parsed": {"type": "account", "info": info}},
+    }
+
+
+def test_a_treasury_account_other_than_the_associated_one_is_a_warning() -> None:
+    from solders.keypair import Keypair
+
+    from payops.preflight_checks import treasury_check
+
+    other = _treasury_payment(str(Keypair().pubkey()))
+    check = treasury_check(other, _token_account_of(other), explicit=True)
+    assert check.status is Status.WARN
+    assert "not the treasury's associated token account" in check.detail
+
+    usual = _treasury_payment(None)
+    assert treasury_check(usual, _token_account_of(usual), explicit=False).status is Status.OK
