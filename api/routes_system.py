@@ -11,7 +11,9 @@ from api.http import json_response
 from api.keys import OPENAPI, SERVICES
 from api.routedoc import Answer, Raw, Route, RouteDoc
 from api.schemas import HealthBody, StatusBody, SwitchBody
+from core import watch
 from core.gate import Switch
+from core.services import Services
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -53,9 +55,27 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as exc:
             checks["solana_rpc"] = f"unavailable: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
+    # Informational: a lagging watcher is no reason to take a replica out of service (every
+    # replica would go at once); it is a reason to look (docs/OPERATIONS.md).
+    checks["treasury_watcher"] = await _watcher_state(svc)
     return json_response(
         HealthBody(status="ok" if ok else "unavailable", checks=checks), status=200 if ok else 503
     )
+
+
+async def _watcher_state(svc: Services) -> str:
+    if not svc.settings.watch_enabled:
+        return "disabled"
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            behind = await watch.seconds_behind(svc)
+    except Exception as exc:
+        return f"unknown: {type(exc).__name__}"
+    if behind is None:
+        return "not started"
+    if behind > svc.settings.watch_stale_seconds:
+        return f"behind: last complete read {behind:.0f}s ago"
+    return "ok"
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -81,7 +101,7 @@ HEALTHZ = RouteDoc("healthz", "Liveness", answers=(Answer(200, "Alive", HealthBo
 # Readiness answers its own 503 (a HealthBody saying what is down), never the middleware's.
 READYZ = RouteDoc(
     "readyz",
-    "Readiness: database and Solana RPC",
+    "Readiness: database and Solana RPC (and, for information only, the treasury watcher)",
     answers=(Answer(200, "Ready", HealthBody), Answer(503, "Not ready", HealthBody)),
 )
 METRICS = RouteDoc(

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     # account's history and credits what it finds.
     watch_enabled: bool = True
     watch_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    # /readyz reports the watcher as behind when its last complete read is older than this
+    watch_stale_seconds: int = Field(default=30, ge=1, le=86400)
     # A finding still open this long after its alert is posted once more, to the managers.
     alert_escalate_after_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
 

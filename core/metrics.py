@@ -94,6 +94,22 @@ class Metrics:
             "Slot of the newest transaction the treasury watcher has recorded",
             registry=self.registry,
         )
+        self.watch_detection = Histogram(
+            "payops_watch_detection_seconds",
+            "From a payment's block time to its credit by the treasury watcher",
+            buckets=(0.5, 1, 2, 3, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.watch_chain_slot = Gauge(
+            "payops_watch_chain_slot",
+            "The chain's slot at the commitment, as the treasury watcher last read it",
+            registry=self.registry,
+        )
+        self.watch_last_poll = Gauge(
+            "payops_watch_last_poll_timestamp_seconds",
+            "When the treasury watcher last read the treasury's history to the newest signature",
+            registry=self.registry,
+        )
         self.webhook_deliveries = Counter(
             "payops_webhook_deliveries_total",
             "Webhook delivery attempts by outcome (dead: given up after the retry period)",

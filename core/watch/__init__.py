@@ -1,7 +1,14 @@
 """The treasury watcher: the chain side of the books (see `service`)."""
 
 from core.watch.rules import Flow, flow_of, intent_ids_in, new_signatures
-from core.watch.service import WATCHER_ACTOR, PollReport, TreasuryHistory, poll, run
+from core.watch.service import (
+    WATCHER_ACTOR,
+    PollReport,
+    TreasuryHistory,
+    poll,
+    run,
+    seconds_behind,
+)
 from core.watch.store import Cursor, RecordedFlow, cursor, flows_of_intent, recorded_total
 
 __all__ = [
@@ -19,4 +26,5 @@ __all__ = [
     "poll",
     "recorded_total",
     "run",
+    "seconds_behind",
 ]

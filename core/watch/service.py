@@ -22,6 +22,7 @@ server releases the lock and another takes over at its next try.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -56,6 +57,8 @@ class TreasuryHistory(Protocol):
     async def get_transaction(self, signature: str) -> dict[str, Any] | None: ...
 
     async def get_token_account_balance(self, address: str) -> tuple[int, int]: ...
+
+    async def get_slot(self) -> int: ...
 
 
 @dataclass
@@ -231,19 +234,42 @@ async def _settle(
         if not result.duplicate:
             report.credited += 1
             report.credited_intents.append(str(flow.intent_id))
+            if flow.block_time is not None:
+                lag = (svc.clock() - flow.block_time).total_seconds()
+                svc.metrics.watch_detection.observe(max(0.0, lag))
     await store.settle(svc.pool, flow.signature, outcome)
     report.settled += 1
 
 
+CHAIN_SLOT_EVERY = 10  # rounds between two reads of the chain's slot (a metric only)
+
+
 async def run(svc: Services, rpc: TreasuryHistory, stop: asyncio.Event) -> None:
     """Poll every `watch_interval_seconds` while this replica leads (`jobs.lead`)."""
+    rounds = 0
 
     async def round_() -> None:
+        nonlocal rounds
         report = await poll(svc, rpc)
         svc.metrics.watch_polls.labels("stopped" if report.stopped else "ok").inc()
         if report.cursor_slot is not None:
             svc.metrics.watch_cursor_slot.set(report.cursor_slot)
         if report.stopped:
             log.warning("watcher poll stopped early: %s", report.stopped)
+        else:
+            svc.metrics.watch_last_poll.set(svc.clock().timestamp())
+        if rounds % CHAIN_SLOT_EVERY == 0:
+            with contextlib.suppress(RpcUnavailable):
+                svc.metrics.watch_chain_slot.set(await rpc.get_slot())
+        rounds += 1
 
     await jobs.lead(svc.pool, WATCHER_LOCK, svc.settings.watch_interval_seconds, round_, stop)
+
+
+async def seconds_behind(svc: Services) -> float | None:
+    """Seconds since the watcher last read the treasury's history through to the newest
+    signature (None: it has not started). Any replica can tell, from the database."""
+    current = await store.cursor(svc.pool, svc.payment.treasury_token_account)
+    if current is None:
+        return None
+    return max(0.0, (svc.clock() - current.updated_at).total_seconds())

@@ -275,3 +275,22 @@ async def test_dust_carrying_a_victims_reference_cannot_get_the_intent_rejected(
     assert isinstance(result, purchases.Credited)
     assert result.duplicate
     assert result.balance == 2
+
+
+async def test_readiness_says_when_the_watcher_is_behind(rig: Rig) -> None:
+    from tests.support import api_client
+
+    async with api_client(rig.services) as client:
+        before = await (await client.get("/readyz")).json()
+        await watch.poll(rig.services, rig.rpc)
+        fresh = await client.get("/readyz")
+        fresh_body = await fresh.json()
+        await rig.pool.execute("UPDATE treasury_cursor SET updated_at = now() - interval '1 hour'")
+        stale = await client.get("/readyz")
+        stale_body = await stale.json()
+
+    assert before["checks"]["treasury_watcher"] == "not started"
+    assert fresh_body["checks"]["treasury_watcher"] == "ok"
+    assert stale_body["checks"]["treasury_watcher"].startswith("behind: last complete read 36")
+    # Informational only: the replica stays in service.
+    assert (fresh.status, stale.status) == (200, 200)
