@@ -8,6 +8,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._finding_kinds: set[str] = set()
+        self._payments()
+        self._http()
+        self._reconciliation()
+        self._jobs()
+        self._watcher()
+        self._webhooks()
+
+    def _payments(self) -> None:
+        """Intents, verifies and credits."""
         self.verify_outcomes = Counter(
             "payops_verify_outcomes_total",
             "Verify calls by outcome and code",
@@ -23,6 +33,9 @@ class Metrics:
         self.intents_created = Counter(
             "payops_intents_created_total", "Purchase intents created", registry=self.registry
         )
+
+    def _http(self) -> None:
+        """The HTTP API and the verify gate."""
         self.http_requests = Counter(
             "payops_http_requests_total",
             "HTTP requests by route and status",
@@ -40,6 +53,9 @@ class Metrics:
             "payops_gate_open", "1 when a gate switch is open", ["switch"], registry=self.registry
         )
         # Reconciliation (set after every scheduled run) and the scheduled jobs.
+
+    def _reconciliation(self) -> None:
+        """The latest reconciliation run."""
         self.recon_drift = Gauge(
             "payops_recon_drift",
             "Drift of the latest reconciliation run (expected minus applied)",
@@ -57,6 +73,9 @@ class Metrics:
             "When the latest reconciliation run finished (Unix time)",
             registry=self.registry,
         )
+
+    def _jobs(self) -> None:
+        """Scheduled jobs and the recovery sweep."""
         self.job_runs = Counter(
             "payops_job_runs_total",
             "Scheduled job ticks on this replica by job and outcome (skipped: another "
@@ -77,6 +96,9 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+
+    def _watcher(self) -> None:
+        """The treasury watcher."""
         self.watch_flows = Counter(
             "payops_watch_flows_total",
             "Transactions the treasury watcher recorded as changing the treasury, by direction",
@@ -110,6 +132,9 @@ class Metrics:
             "When the treasury watcher last read the treasury's history to the newest signature",
             registry=self.registry,
         )
+
+    def _webhooks(self) -> None:
+        """Webhook delivery."""
         self.webhook_deliveries = Counter(
             "payops_webhook_deliveries_total",
             "Webhook delivery attempts by outcome (dead: given up after the retry period)",
@@ -121,7 +146,6 @@ class Metrics:
             "Webhook deliveries not yet made (as the delivering replica last counted)",
             registry=self.registry,
         )
-        self._finding_kinds: set[str] = set()
 
     def set_recon(
         self, *, drift_credits: int, drift_tokens: int, open_by_kind: dict[str, int], at: float

@@ -11,14 +11,15 @@ close) and says what is left to do; `/pay-gate open` itself refuses while drift 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from bot import blocks as b
 from bot.context import OpsContext
 from bot.replies import Reply
 from core import db, gate, smoke
-from core.recon import RpcChainLookup, run_reconciliation
+from core.gate import GateState
+from core.recon import ReconRun, RpcChainLookup, run_reconciliation
 
 HELP = """*payops ops rollback-check* (in Slack `/pay-gate rollback-check`) — the runbook's
 Rollback Safety, step by step: gate paused, version and schema, snapshot/restore, a full
@@ -53,7 +54,18 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     )
     passed = await smoke.last_passed_at(svc.pool)
     smoke_ok = passed is not None and passed > state.verify.changed_at
-    steps = [
+    return _reply(_steps(state, schema, restored, run, smoke_ok), paused, run.zero_drift, smoke_ok)
+
+
+Step = tuple[bool, str, str]  # done, the runbook's step, what payops sees
+
+
+def _steps(
+    state: GateState, schema: int, restored: datetime | None, run: ReconRun, smoke_ok: bool
+) -> list[Step]:
+    """The runbook's Rollback Safety steps, each with whether it is done (pure)."""
+    paused = not state.verify.is_open
+    return [
         (
             paused,
             "1. Pause verification path",
@@ -91,7 +103,10 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
             "a smoke test passed since the close" if smoke_ok else "run `/pay-smoke`",
         ),
     ]
-    ready = paused and run.zero_drift and smoke_ok
+
+
+def _reply(steps: list[Step], paused: bool, zero_drift: bool, smoke_ok: bool) -> Reply:
+    ready = paused and zero_drift and smoke_ok
     verdict = (
         "READY to reopen: `/pay-gate open`" if ready else "NOT ready to reopen the payment flow"
     )

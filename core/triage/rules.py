@@ -2,7 +2,7 @@
 
 Triage step 1 of the runbook: identify the affected user(s), wallet(s), tx signature(s),
 intent id(s) and time window, and whether the issue is single-user or widespread; step 3
-names the four diagnoses. `core.triage_db` gathers the `Evidence` (SQL, RPC); everything
+names the four diagnoses. `core.triage.service` gathers the `Evidence` (SQL, RPC); everything
 here decides from plain values and takes `now` as an argument.
 
 `diagnose()` returns every finding, one `Diagnosis` per kind, most severe first (the first
@@ -47,57 +47,17 @@ from core.purchases import IntentStatus
 from core.triage.evidence import (
     REFUSED_OUTCOMES,
     AttemptFacts,
-    BalanceFacts,
-    ChainFacts,
     ChainStatus,
     Evidence,
     EvidenceIndex,
-    IntentFacts,
     LedgerFacts,
     Subject,
-    SubjectKind,
-    classify_subject,
     describe_attempt,
     describe_chain,
     format_age,
     format_ts,
     unique,
 )
-from core.triage.window import (
-    AttemptSummaryRow,
-    FailingUsers,
-    Scope,
-    Window,
-    WindowSummary,
-    parse_window,
-    summarise,
-)
-
-# The triage API in one place: evidence and windows live in their own modules.
-__all__ = [
-    "AttemptFacts",
-    "AttemptSummaryRow",
-    "BalanceFacts",
-    "ChainFacts",
-    "ChainStatus",
-    "Diagnosis",
-    "DiagnosisKind",
-    "Evidence",
-    "EvidenceIndex",
-    "FailingUsers",
-    "IntentFacts",
-    "LedgerFacts",
-    "Scope",
-    "Subject",
-    "SubjectKind",
-    "TriageReport",
-    "Window",
-    "WindowSummary",
-    "classify_subject",
-    "diagnose",
-    "parse_window",
-    "summarise",
-]
 
 # --- diagnosis --------------------------------------------------------------------------
 
