@@ -43,6 +43,10 @@ class FindingKind(enum.StrEnum):
     LATE_PAYMENT = "late_payment"
     UNMATCHED_PAYMENT = "unmatched_payment"
     CHAIN_UNCHECKED = "chain_unchecked"
+    # the books tied to the chain (`core.recon.ties`)
+    TREASURY_BALANCE_DRIFT = "treasury_balance_drift"
+    UNCREDITED_INFLOW = "uncredited_inflow"
+    TREASURY_OUTFLOW = "treasury_outflow"
 
 
 class Severity(enum.StrEnum):

@@ -2,7 +2,14 @@
 
 from core.watch.rules import Flow, flow_of, intent_ids_in, new_signatures
 from core.watch.service import WATCHER_ACTOR, PollReport, TreasuryHistory, poll, run
-from core.watch.store import Cursor, RecordedFlow, cursor, flows_of_intent, recorded_total
+from core.watch.store import (
+    Cursor,
+    RecordedFlow,
+    books,
+    cursor,
+    flows_of_intent,
+    recorded_total,
+)
 
 __all__ = [
     "WATCHER_ACTOR",
@@ -11,6 +18,7 @@ __all__ = [
     "PollReport",
     "RecordedFlow",
     "TreasuryHistory",
+    "books",
     "cursor",
     "flow_of",
     "flows_of_intent",
