@@ -140,6 +140,7 @@ class _Scope:
     cutoff: datetime  # intents created before it and still PENDING are stale
     pending_sla: timedelta
     grace: timedelta  # after expiry: with the SLA, when a PENDING intent's time is up
+    ignore: frozenset[str]  # payments never meant to credit (the smoke test's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +173,7 @@ async def _run(
     one REPEATABLE READ transaction."""
     clock = time.monotonic()
     scope = await _scope(
-        conn, now=now, full=full, window=window, pending_sla=pending_sla, grace=grace
+        conn, now=now, full=full, window=window, pending_sla=pending_sla, grace=grace, ignore=ignore
     )
     account = payment.treasury_token_account
     watched = await recon_treasury.watched(conn, account)
@@ -199,6 +200,7 @@ async def _scope(
     window: tuple[datetime | None, datetime | None],
     pending_sla: timedelta,
     grace: timedelta,
+    ignore: Collection[str],
 ) -> _Scope:
     previous = await recon_store.last_watermark(conn)
     mode = choose_mode(full=full, window_start=window[0], has_watermark=previous is not None)
@@ -210,7 +212,14 @@ async def _scope(
             raise InvalidInput("the window must end after it starts", code="invalid_window")
     since, base = previous if mode is RunMode.INCREMENTAL and previous else (None, Flows())
     return _Scope(
-        mode, span, since, base, cutoff=now - pending_sla, pending_sla=pending_sla, grace=grace
+        mode,
+        span,
+        since,
+        base,
+        cutoff=now - pending_sla,
+        pending_sla=pending_sla,
+        grace=grace,
+        ignore=frozenset(ignore),
     )
 
 
@@ -301,6 +310,7 @@ async def _classify(
             now=now,
             pending_sla=scope.pending_sla,
             grace=scope.grace,
+            ignore=scope.ignore,
         )
     found += await _chain_findings(conn, observation, read.before)
     return found

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.timeout(90)
 OPERATOR = Actor("U_ONCALL", "slack")
 
 
-async def recon(rig: Rig, *, chain: bool = True, full: bool = True) -> ReconRun:
+async def recon(
+    rig: Rig, *, chain: bool = True, full: bool = True, ignore: tuple[str, ...] = ()
+) -> ReconRun:
     return await run_reconciliation(
         rig.pool,
         RpcChainLookup(rig.rpc) if chain else None,
@@ -32,6 +34,7 @@ async def recon(rig: Rig, *, chain: bool = True, full: bool = True) -> ReconRun:
         expiry_grace=GRACE,
         payment=rig.services.payment,
         full=full,
+        ignore_signatures=ignore,
     )
 
 
@@ -203,3 +206,15 @@ async def test_before_the_watcher_runs_the_windowed_look_is_kept(rig: Rig) -> No
     assert kinds(run) == ["unmatched_payment"]
     assert run.findings[0].signatures == (signature,)
     assert (await chain_facts(rig, run))["source"] == "window"
+
+
+async def test_the_smoke_payment_recorded_by_the_watcher_is_ignored(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    smoke = await pay_treasury(rig, rig.wallet, 55, rig.info.treasury_owner)
+    await watch.poll(rig.services, rig.rpc)
+
+    assert kinds(await recon(rig)) == ["unmatched_payment"]
+    run = await recon(rig, ignore=(smoke,))
+
+    assert run.findings == []
+    assert run.zero_drift
