@@ -166,6 +166,7 @@ async def reconcile(deps: JobDeps) -> RunResult:
         now=now,
         actor=RECONCILE_ACTOR,
         pending_sla=timedelta(seconds=s.pending_sla_seconds),
+        expiry_grace=svc.expiry_grace,
         payment=svc.payment,
         full=full,
         # The smoke test's known-good payment reaches the treasury and never credits.

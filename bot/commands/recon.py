@@ -172,6 +172,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         now=now,
         actor=ctx.actor,
         pending_sla=timedelta(seconds=svc.settings.pending_sla_seconds),
+        expiry_grace=svc.expiry_grace,
         payment=svc.payment,
         full=word != "quick",
         window_start=None if window is None else window.start,

@@ -48,6 +48,7 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         now=svc.clock(),
         actor=ctx.actor,
         pending_sla=timedelta(seconds=svc.settings.pending_sla_seconds),
+        expiry_grace=svc.expiry_grace,
         payment=svc.payment,
         full=True,
         ignore_signatures=(smoke_sig,) if smoke_sig else (),

@@ -19,6 +19,7 @@ from core.recon.chain import (
     ChainLimits,
     ChainLookup,
     ChainObservation,
+    PaymentLookup,
     RpcChainLookup,
     observe,
     treasury_receipt,
@@ -26,6 +27,8 @@ from core.recon.chain import (
 from core.recon.facts import (
     AttemptFacts,
     BalanceFacts,
+    BalanceTie,
+    FlowFacts,
     IntentFacts,
     PaymentFacts,
     SignatureFacts,
@@ -49,6 +52,7 @@ from core.recon.rules import (
 from core.recon.run import latest_run, open_findings, run_reconciliation
 from core.recon.store import findings_of, run_from_row
 from core.recon.tickets import Ticket, close_ticket, get_ticket, list_open, open_ticket, ticket_ref
+from core.recon.ties import balance_tie_findings, flow_findings
 from core.recon.totals import (
     Flows,
     ReconRun,
@@ -69,14 +73,17 @@ __all__ = [
     "AlertPost",
     "AttemptFacts",
     "BalanceFacts",
+    "BalanceTie",
     "ChainLimits",
     "ChainLookup",
     "ChainObservation",
     "Finding",
     "FindingKind",
+    "FlowFacts",
     "Flows",
     "IntentFacts",
     "PaymentFacts",
+    "PaymentLookup",
     "ReconRun",
     "ReconTotals",
     "RpcChainLookup",
@@ -88,6 +95,7 @@ __all__ = [
     "Watermark",
     "attempt_findings",
     "balance_findings",
+    "balance_tie_findings",
     "carried_unchecked",
     "chain_unchecked_finding",
     "choose_mode",
@@ -97,6 +105,7 @@ __all__ = [
     "close_ticket",
     "findings_of",
     "fingerprint",
+    "flow_findings",
     "get_ticket",
     "intent_findings",
     "judge",

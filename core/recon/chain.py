@@ -1,6 +1,8 @@
 """The chain side of reconciliation: payments that reached the treasury and credited nothing.
 
-Two ways to find them, both `getSignaturesForAddress`:
+While the treasury watcher runs, its recorded flows show every payment (`core.recon.treasury`)
+and this windowed look is not taken. Before it ever ran, two ways to find them, both
+`getSignaturesForAddress`:
 
 - by reference (Solana Pay's find-by-reference): the signatures naming the `reference` key of
   each unsettled intent (PENDING, and EXPIRED or REJECTED) — a payment made and never
@@ -30,15 +32,15 @@ from core.chain.rpc import SolanaRpc
 from core.chain.transfers import ParsedTransaction, parse_transaction
 from core.config import PaymentConfig
 from core.recon import checks as recon_checks
-from core.recon.facts import PaymentFacts
+from core.recon.facts import BalanceTie, PaymentFacts
 
 log = logging.getLogger("payops.recon")
 
 T = TypeVar("T")
 
 
-class ChainLookup(Protocol):
-    """The two reads reconciliation makes; raise on an unreachable node."""
+class PaymentLookup(Protocol):
+    """The reads of the windowed look at the chain; raise on an unreachable node."""
 
     async def signatures_for_address(self, address: str, *, limit: int) -> list[dict[str, Any]]:
         """`getSignaturesForAddress` records, newest first."""
@@ -46,6 +48,20 @@ class ChainLookup(Protocol):
 
     async def get_transaction(self, signature: str) -> dict[str, Any] | None:
         """`getTransaction` (jsonParsed) result, or None when the node does not have it."""
+        ...
+
+
+class ChainLookup(PaymentLookup, Protocol):
+    """Every read reconciliation makes; raise on an unreachable node."""
+
+    async def token_account_balance(self, address: str) -> tuple[int, int]:
+        """`getTokenAccountBalance`: (base units, the slot it was read at)."""
+        ...
+
+    async def signatures_newer_than(
+        self, address: str, until: str | None, *, limit: int
+    ) -> list[dict[str, Any]]:
+        """`getSignaturesForAddress` with `until`: the records newer than `until`."""
         ...
 
 
@@ -60,6 +76,14 @@ class RpcChainLookup:
 
     async def get_transaction(self, signature: str) -> dict[str, Any] | None:
         return await self._rpc.get_transaction(signature)
+
+    async def token_account_balance(self, address: str) -> tuple[int, int]:
+        return await self._rpc.get_token_account_balance(address)
+
+    async def signatures_newer_than(
+        self, address: str, until: str | None, *, limit: int
+    ) -> list[dict[str, Any]]:
+        return await self._rpc.get_signatures_for_address(address, limit=limit, until=until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +116,21 @@ class ChainObservation:
     signatures: int = 0  # distinct signatures seen
     fetched: int = 0  # transactions fetched
     error: str | None = None
+    # where the payments to the treasury come from: "watcher" (its recorded flows, while it
+    # runs) or "window" (the recent signatures read here, before it ever ran)
+    source: str = "window"
+    balance: BalanceTie | None = None  # the watcher's books against the chain
 
     def to_json(self) -> dict[str, Any]:
         return {
             "attempted": self.attempted,
             "checked": self.checked,
+            "source": self.source,
             "signatures": self.signatures,
             "fetched": self.fetched,
             "payments": len(self.payments),
             "error": self.error,
+            "balance": None if self.balance is None else self.balance.to_json(),
         }
 
 
@@ -130,7 +160,7 @@ KnownSignatures = Callable[[list[str]], Awaitable[set[str]]]
 
 
 async def observe(
-    chain: ChainLookup,
+    chain: PaymentLookup,
     payment: PaymentConfig,
     *,
     references: Sequence[tuple[str, str]],

@@ -107,12 +107,19 @@ async def attempt_facts(conn: Conn) -> list[AttemptFacts]:
                          AND a.intent_ids @> ARRAY[v.intent_id::text])) AS adjusted,
                   (SELECT t.intent_id FROM ledger_transactions t
                    WHERE t.purchase_signature = v.signature AND t.intent_id <> v.intent_id)
-                    AS credited_elsewhere
+                    AS credited_elsewhere,
+                  i.status = 'CONFIRMED' AND EXISTS (
+                      SELECT 1 FROM treasury_flows f WHERE f.signature = v.signature
+                         AND f.intent_id = v.intent_id AND f.outcome = 'partial')
+                  AND i.received_amount >= (
+                      SELECT sum(g.amount) FROM treasury_flows g WHERE g.intent_id = v.intent_id
+                         AND g.outcome IN ('partial', 'credited')) AS in_topup
            FROM verification_attempts v
            JOIN recon_scope_intents k ON k.id = v.intent_id
            JOIN purchase_intents i ON i.id = v.intent_id
            WHERE v.outcome = 'rejected' OR (v.outcome = 'confirmed' AND v.code IS NOT NULL)
-           GROUP BY v.intent_id, i.user_id, i.status, i.tx_signature, v.signature, v.outcome"""
+           GROUP BY v.intent_id, i.user_id, i.status, i.tx_signature, i.received_amount,
+                    v.signature, v.outcome"""
     )
     return [
         AttemptFacts(
@@ -127,6 +134,7 @@ async def attempt_facts(conn: Conn) -> list[AttemptFacts]:
             credited_elsewhere=None
             if r["credited_elsewhere"] is None
             else str(r["credited_elsewhere"]),
+            in_topup=bool(r["in_topup"]),
         )
         for r in rows
     ]

@@ -43,6 +43,8 @@ class AttemptFacts:
     # the intent this signature's payment credited, when it is another one: the money is
     # accounted for there (someone's transaction pasted into this intent)
     credited_elsewhere: str | None = None
+    # a short payment the watcher counted towards the top-up that confirmed the intent
+    in_topup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +85,64 @@ class PaymentFacts:
     credited: bool  # an intent or purchase credit holds the signature
     adjusted: bool  # an applied adjustment names the signature
     where: str  # how it was found: "reference of intent ..." / "treasury history"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFacts:
+    """A change to the treasury token account the watcher recorded, with what the database
+    knows of it: the intent it is bound to (if any) and what settles it by hand."""
+
+    signature: str
+    slot: int
+    amount: int  # base units; > 0 inflow, < 0 outflow
+    payer: str
+    intent_id: str | None
+    user_id: str | None
+    intent_status: str | None
+    intent_signature: str | None  # the signature that confirmed the intent, if any
+    intent_created_at: datetime | None
+    intent_expires_at: datetime | None
+    credited: bool  # a purchase credit holds the signature
+    adjusted: bool  # an applied adjustment names the signature
+    explained: bool  # a closed incident's record names the signature
+    # a valid but short payment whose intent a later payment completed: the credit's
+    # received amount covers every part (the watcher's top-up)
+    in_topup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceTie:
+    """The treasury token account's balance on chain beside the books: the balance when
+    watching began plus every flow recorded since. Compared only when the watcher had
+    recorded everything up to the balance's slot; otherwise `unchecked` says why."""
+
+    account: str
+    start_balance: int
+    recorded: int  # the sum of the recorded flows
+    cursor_signature: str | None  # the newest recorded signature
+    cursor_slot: int | None
+    on_chain: int | None = None
+    slot: int | None = None  # where the balance was read
+    unchecked: str | None = None  # e.g. "watcher behind: <signature> not recorded yet"
+
+    @property
+    def expected(self) -> int:
+        return self.start_balance + self.recorded
+
+    @property
+    def compared(self) -> bool:
+        return self.unchecked is None and self.on_chain is not None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "compared": self.compared,
+            "unchecked": self.unchecked,
+            "on_chain": None if self.on_chain is None else str(self.on_chain),
+            "slot": self.slot,
+            "expected": str(self.expected),
+            "start_balance": str(self.start_balance),
+            "recorded": str(self.recorded),
+            "cursor_signature": self.cursor_signature,
+            "cursor_slot": self.cursor_slot,
+        }

@@ -43,6 +43,10 @@ class FindingKind(enum.StrEnum):
     LATE_PAYMENT = "late_payment"
     UNMATCHED_PAYMENT = "unmatched_payment"
     CHAIN_UNCHECKED = "chain_unchecked"
+    # the books tied to the chain (`core.recon.ties`)
+    TREASURY_BALANCE_DRIFT = "treasury_balance_drift"
+    UNCREDITED_INFLOW = "uncredited_inflow"
+    TREASURY_OUTFLOW = "treasury_outflow"
 
 
 class Severity(enum.StrEnum):
@@ -269,6 +273,8 @@ def attempt_findings(f: AttemptFacts) -> list[Finding]:
             # the rejected transaction is another intent's payment, credited there: no
             # money of this user's is left at the treasury uncredited
             money, note = False, f"its payment credited intent {f.credited_elsewhere}"
+        elif f.in_topup:
+            money, note = False, "it was short, and counted in the top-up that credited it"
         else:
             money = bool(MONEY_AT_TREASURY_CODES.intersection(f.codes))
             note = (

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from core.recon import chain as recon_chain
 from core.recon import checks as recon_checks
 from core.recon import scope as recon_sql
 from core.recon import store as recon_store
+from core.recon import treasury as recon_treasury
 from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup
 from core.recon.rules import (
     Finding,
@@ -71,6 +72,7 @@ __all__ = ["latest_run", "open_findings", "run_reconciliation"]
 
 RECON_LOCK_KEY = 7_305_101_004  # pg_advisory_lock key: one reconciliation at a time
 DEFAULT_CHAIN_LIMITS = ChainLimits()
+DEFAULT_EXPIRY_GRACE = timedelta(seconds=600)  # PAYOPS_EXPIRY_GRACE_SECONDS' default
 
 
 async def run_reconciliation(
@@ -86,6 +88,7 @@ async def run_reconciliation(
     window_end: datetime | None = None,
     ignore_signatures: Collection[str] = (),
     chain_limits: ChainLimits = DEFAULT_CHAIN_LIMITS,
+    expiry_grace: timedelta = DEFAULT_EXPIRY_GRACE,
 ) -> ReconRun:
     """Run the checks, store the run and its findings, audit it (`recon.run`).
 
@@ -94,7 +97,12 @@ async def run_reconciliation(
     previous run's watermark. Open findings are always checked again. `chain` None skips
     the chain side (`chain_checked` False, no finding); a failing chain gives a
     `chain_unchecked` finding. `ignore_signatures`: known payments never meant to credit
-    (the smoke test's). Waits for a run already in progress.
+    (the smoke test's). `expiry_grace` with `pending_sla` gives an intent's deadline (a bound
+    payment to a PENDING intent before it is no finding). Waits for a run already in progress.
+
+    While the treasury watcher runs (its cursor exists), its recorded flows are the chain
+    side (`core.recon.treasury`) and the chain is read only for the treasury's balance;
+    before it ever ran, the windowed look of `core.recon.chain`.
     """
     async with db.session(pool) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", RECON_LOCK_KEY)
@@ -106,6 +114,7 @@ async def run_reconciliation(
                 now=now,
                 actor=actor,
                 pending_sla=pending_sla,
+                grace=expiry_grace,
                 payment=payment,
                 full=full,
                 window=(window_start, window_end),
@@ -129,6 +138,9 @@ class _Scope:
     since: Watermark | None  # incremental runs: where the previous run stopped
     base: Flows  # incremental runs: the previous run's flows, which the changes add to
     cutoff: datetime  # intents created before it and still PENDING are stale
+    pending_sla: timedelta
+    grace: timedelta  # after expiry: with the SLA, when a PENDING intent's time is up
+    ignore: frozenset[str]  # payments never meant to credit (the smoke test's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +162,7 @@ async def _run(
     now: datetime,
     actor: Actor,
     pending_sla: timedelta,
+    grace: timedelta,
     payment: PaymentConfig,
     full: bool,
     window: tuple[datetime | None, datetime | None],
@@ -159,14 +172,20 @@ async def _run(
     """Scope, observe the chain (outside the snapshot), then read, classify and record in
     one REPEATABLE READ transaction."""
     clock = time.monotonic()
-    scope = await _scope(conn, now=now, full=full, window=window, pending_sla=pending_sla)
-    observation = NOT_CHECKED
-    if chain is not None:
+    scope = await _scope(
+        conn, now=now, full=full, window=window, pending_sla=pending_sla, grace=grace, ignore=ignore
+    )
+    account = payment.treasury_token_account
+    watched = await recon_treasury.watched(conn, account)
+    observation = replace(NOT_CHECKED, source="watcher") if watched else NOT_CHECKED
+    if chain is not None and watched:
+        observation = await recon_treasury.observe_books(conn, chain, account)
+    elif chain is not None:
         observation = await _observe(conn, chain, payment, scope, ignore, limits)
     horizon = await recon_sql.horizon(conn)
     async with conn.transaction(isolation="repeatable_read"):
         read = await _read(conn, pool, scope, horizon)
-        found = await _classify(conn, scope, read, observation, now=now, pending_sla=pending_sla)
+        found = await _classify(conn, scope, read, observation, now=now, account=account)
         finished = now + timedelta(seconds=time.monotonic() - clock)
         return await _record(
             conn, scope, read, found, observation, actor=actor, started=now, finished=finished
@@ -180,6 +199,8 @@ async def _scope(
     full: bool,
     window: tuple[datetime | None, datetime | None],
     pending_sla: timedelta,
+    grace: timedelta,
+    ignore: Collection[str],
 ) -> _Scope:
     previous = await recon_store.last_watermark(conn)
     mode = choose_mode(full=full, window_start=window[0], has_watermark=previous is not None)
@@ -190,7 +211,16 @@ async def _scope(
         if span[0] >= span[1]:
             raise InvalidInput("the window must end after it starts", code="invalid_window")
     since, base = previous if mode is RunMode.INCREMENTAL and previous else (None, Flows())
-    return _Scope(mode, span, since, base, cutoff=now - pending_sla)
+    return _Scope(
+        mode,
+        span,
+        since,
+        base,
+        cutoff=now - pending_sla,
+        pending_sla=pending_sla,
+        grace=grace,
+        ignore=frozenset(ignore),
+    )
 
 
 async def _observe(
@@ -252,12 +282,12 @@ async def _classify(
     observation: recon_chain.ChainObservation,
     *,
     now: datetime,
-    pending_sla: timedelta,
+    account: str,
 ) -> list[Finding]:
     """Every finding the facts in scope show (pure rules over set-based reads)."""
     found: list[Finding] = []
     for intent in await recon_checks.intent_facts(conn, scope.cutoff):
-        found += intent_findings(intent, now, pending_sla)
+        found += intent_findings(intent, now, scope.pending_sla)
     for attempt in await recon_checks.attempt_facts(conn):
         found += attempt_findings(attempt)
     for sig in await recon_checks.signature_facts(conn):
@@ -267,6 +297,21 @@ async def _classify(
     for tx in await recon_checks.tx_facts(conn):
         found += tx_findings(tx)
     found += ledger_total_findings(read.flows.ledger_total)
+    if observation.source == "watcher":
+        found += await recon_treasury.findings(
+            conn,
+            observation,
+            account,
+            scope=recon_treasury.FlowScope(
+                everything=scope.mode is RunMode.FULL,
+                since=None if scope.since is None else scope.since.horizon,
+                window=scope.span,
+            ),
+            now=now,
+            pending_sla=scope.pending_sla,
+            grace=scope.grace,
+            ignore=scope.ignore,
+        )
     found += await _chain_findings(conn, observation, read.before)
     return found
 
@@ -283,7 +328,9 @@ async def _record(
     finished: datetime,
 ) -> ReconRun:
     """Settle against the findings open before, judge the drift, store and audit the run."""
-    settlement = settle(read.before, found, carried_unchecked(scope.mode, observation.attempted))
+    compared = observation.balance is not None and observation.balance.compared
+    carried = carried_unchecked(scope.mode, observation.attempted, balance_compared=compared)
+    settlement = settle(read.before, found, carried)
     totals = totals_of(
         read.flows,
         correction_credits=read.correction_credits,
@@ -322,7 +369,8 @@ async def _record(
 async def _chain_findings(
     conn: asyncpg.Connection, observation: recon_chain.ChainObservation, before: list[Finding]
 ) -> list[Finding]:
-    """Unmatched payments seen now; those open before re-checked through the database."""
+    """Unmatched payments seen now; those open before re-checked through the database (those
+    the watcher recorded are its flows' findings)."""
     found: list[Finding] = []
     for facts in await recon_chain.payment_facts(conn, observation.payments):
         found += payment_findings(facts)
@@ -332,6 +380,9 @@ async def _chain_findings(
         for f in before
         if f.kind == FindingKind.UNMATCHED_PAYMENT and f.signatures and f.signatures[0] not in seen
     ]
+    if observation.source == "watcher":
+        flows = await recon_treasury.recorded(conn, [f.signatures[0] for f in stored])
+        stored = [f for f in stored if f.signatures[0] not in flows]
     settled = await recon_checks.settled_signatures(conn, [f.signatures[0] for f in stored])
     for f in stored:
         credited, adjusted = settled.get(f.signatures[0], (False, False))

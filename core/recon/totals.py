@@ -21,7 +21,15 @@ from typing import Any
 from core.recon.rules import Finding, FindingKind, Severity
 
 # Findings whose tokens are drift: base units at the treasury that back no credit.
-TOKEN_DRIFT_KINDS = frozenset({FindingKind.UNMATCHED_PAYMENT, FindingKind.OVERPAYMENT})
+TOKEN_DRIFT_KINDS = frozenset(
+    {
+        FindingKind.UNMATCHED_PAYMENT,
+        FindingKind.OVERPAYMENT,
+        FindingKind.UNCREDITED_INFLOW,
+        # signed: more (+) or fewer (-) tokens on chain than the watcher's books
+        FindingKind.TREASURY_BALANCE_DRIFT,
+    }
+)
 _SEVERITY_ORDER = {s: n for n, s in enumerate(Severity)}
 
 
@@ -233,12 +241,19 @@ def settle(
     )
 
 
-def carried_unchecked(mode: RunMode, chain_attempted: bool) -> Callable[[Finding], bool]:
-    """Which open findings a run cannot check, so they stay open as they were."""
+def carried_unchecked(
+    mode: RunMode, chain_attempted: bool, *, balance_compared: bool = True
+) -> Callable[[Finding], bool]:
+    """Which open findings a run cannot check, so they stay open as they were.
+
+    `balance_compared` False: the treasury's balance was not compared with the watcher's
+    books this run (no chain, or the watcher behind), so a balance drift stays open."""
 
     def carried(f: Finding) -> bool:
         if f.kind == FindingKind.CHAIN_UNCHECKED:
             return not chain_attempted
+        if f.kind == FindingKind.TREASURY_BALANCE_DRIFT:
+            return not balance_compared
         if f.kind == FindingKind.LEDGER_NOT_ZERO_SUM:
             return mode is RunMode.WINDOW  # a window does not sum the whole ledger
         return False

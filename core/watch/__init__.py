@@ -9,7 +9,14 @@ from core.watch.service import (
     run,
     seconds_behind,
 )
-from core.watch.store import Cursor, RecordedFlow, cursor, flows_of_intent, recorded_total
+from core.watch.store import (
+    Cursor,
+    RecordedFlow,
+    books,
+    cursor,
+    flows_of_intent,
+    recorded_total,
+)
 
 __all__ = [
     "WATCHER_ACTOR",
@@ -18,6 +25,7 @@ __all__ = [
     "PollReport",
     "RecordedFlow",
     "TreasuryHistory",
+    "books",
     "cursor",
     "flow_of",
     "flows_of_intent",

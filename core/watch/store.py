@@ -199,3 +199,16 @@ async def recorded_total(db: asyncpg.Connection | asyncpg.Pool, account: str) ->
         "SELECT coalesce(sum(amount), 0) FROM treasury_flows WHERE account = $1", account
     )
     return int(value)
+
+
+async def books(db: asyncpg.Connection | asyncpg.Pool, account: str) -> tuple[Cursor, int] | None:
+    """The cursor of `account` and the sum of its recorded flows, read in one statement so the
+    two agree (the watcher moves the cursor in the transaction that records the flows), or
+    None when the account is not watched."""
+    row = await db.fetchrow(
+        """SELECT c.*, (SELECT coalesce(sum(f.amount), 0) FROM treasury_flows f
+                        WHERE f.account = c.account) AS recorded
+           FROM treasury_cursor c WHERE c.account = $1""",
+        account,
+    )
+    return None if row is None else (_cursor(row), int(row["recorded"]))
