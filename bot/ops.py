@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.commands import adjust, gate, incident, recon, rollback, smoke, triage
+from bot.commands import adjust, gate, incident, recon, rollback, smoke, triage, webhooks
 from bot.context import OpsContext
 from bot.replies import Reply
 from bot.slack_ui import SlackUI
@@ -41,6 +41,7 @@ COMMANDS: dict[str, Command] = {
         Command("adjust", adjust.run, adjust.HELP, adjust.SLACK),
         Command("recon", recon.run, recon.HELP, recon.SLACK),
         Command("incident", incident.run, incident.HELP, incident.SLACK),
+        Command("webhooks", webhooks.run, webhooks.HELP, webhooks.SLACK),
         # `payops ops rollback-check` is `/pay-gate rollback-check` (the gate's sub-command).
         Command("rollback-check", rollback.run, rollback.HELP, None),
     )

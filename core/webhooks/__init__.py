@@ -1,5 +1,6 @@
 """Signed webhooks for other services, from a transactional outbox (see `service`)."""
 
+from core.webhooks.redeliver import replay_since, retry_event
 from core.webhooks.rules import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -13,9 +14,12 @@ from core.webhooks.rules import (
 from core.webhooks.service import DeliveryReport, Sender, deliver, run, sender_for
 from core.webhooks.store import (
     Delivery,
+    counts,
     deliveries,
+    deliveries_of,
     depth,
     enqueue,
+    event,
     replay,
     retry,
     sync_endpoints,
@@ -30,13 +34,18 @@ __all__ = [
     "Sender",
     "backoff",
     "body_of",
+    "counts",
     "deliver",
     "deliveries",
+    "deliveries_of",
     "depth",
     "enqueue",
+    "event",
     "gives_up",
     "replay",
+    "replay_since",
     "retry",
+    "retry_event",
     "run",
     "sender_for",
     "sign",

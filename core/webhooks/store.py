@@ -149,6 +149,31 @@ async def deliveries(
     return [_delivery(r) for r in rows]
 
 
+async def event(db: Db, event_id: uuid.UUID) -> Event | None:
+    """One event of the outbox, whatever became of its deliveries."""
+    row = await db.fetchrow(
+        "SELECT id, seq, type, subject, data, created_at FROM webhook_events WHERE id = $1",
+        event_id,
+    )
+    return None if row is None else _event(row)
+
+
+async def deliveries_of(db: Db, event_id: uuid.UUID) -> list[Delivery]:
+    """Every delivery of one event, one per endpoint it was written for."""
+    rows = await db.fetch(
+        _SELECT + " WHERE e.id = $1 ORDER BY d.endpoint",
+        event_id,
+    )
+    return [_delivery(r) for r in rows]
+
+
+async def counts(db: Db) -> dict[str, int]:
+    """How many deliveries are in each status (statuses with none are 0)."""
+    rows = await db.fetch("SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status")
+    found = {r["status"]: int(r["n"]) for r in rows}
+    return {s: found.get(s, 0) for s in ("dead", "pending", "delivered")}
+
+
 async def retry(conn: asyncpg.Connection, event_id: uuid.UUID) -> int:
     """Deliver `event_id` again to every endpoint now (a dead one too); how many deliveries."""
     status = await conn.execute(
