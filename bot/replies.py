@@ -30,3 +30,5 @@ class Reply:
     incident_opened: int | None = None
     # Also post into this incident's thread (notes, closeout).
     incident_thread: int | None = None
+    # False: the answer is a "no" a script must see (the CLI exits 1), e.g. not ready.
+    ok: bool = True

@@ -43,4 +43,4 @@ async def run_ops(settings: Settings, operator: str | None, command: str, args: 
         print(f"payops ops {command}: {exc.message}", file=sys.stderr)
         return 1
     print(reply.text)
-    return 0
+    return 0 if reply.ok else 1

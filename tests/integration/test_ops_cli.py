@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 import pytest
 
@@ -107,11 +109,26 @@ async def test_reopening_is_refused_under_drift_and_rollback_check_says_why(
         await run_ops(settings, "U_ONCALL", "gate", ["close", "credits integrity uncertain"]) == 0
     )
     capsys.readouterr()
-    assert await run_ops(settings, "U_ONCALL", "gate", ["rollback-check"]) == 0
+    # NOT ready is an answer a script must see: exit status 1.
+    assert await run_ops(settings, "U_ONCALL", "gate", ["rollback-check"]) == 1
     report = capsys.readouterr().out
     assert "ok  1. Pause verification path" in report
     assert "TODO 4. Reconcile before re-opening" in report
     assert "NOT ready to reopen" in report
+    # A second check within minutes reuses that full run and says how old it is.
+    assert await run_ops(settings, "U_ONCALL", "rollback-check", ["--json"]) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["ready"] is False
+    assert answer["reconciliation"]["reused"] is True
+    assert answer["reconciliation"]["zero_drift"] is False
+    assert [s["done"] for s in answer["steps"]][:1] == [True]
+    assert "min" in answer["steps"][3]["detail"]
+    assert await run_ops(settings, "U_ONCALL", "rollback-check", ["--json", "--fresh"]) == 1
+    fresh = json.loads(capsys.readouterr().out)["reconciliation"]
+    assert fresh["reused"] is False
+    assert fresh["run_id"] > answer["reconciliation"]["run_id"]
+    assert await run_ops(settings, "U_ONCALL", "rollback-check", ["--jsn"]) == 1
+    assert "unknown argument '--jsn'" in capsys.readouterr().err
     assert await run_ops(settings, "U_ONCALL", "gate", ["open"]) == 1
     assert "drift" in capsys.readouterr().err
     assert (
