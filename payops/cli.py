@@ -179,11 +179,17 @@ def _deploy_day_parsers(sub: Any) -> None:
         "database's name (unless --yes), replace every payops object in the configured "
         "database with the snapshot's in one transaction (pg_restore --clean --if-exists "
         "--no-owner; all or nothing), recompute the ledger totals and compare them with the "
-        "manifest. Stop the service (or at least close the gate) first. Exit code 0 only if "
-        "every total matches.",
+        "manifest. Refuses (exit 2) while other clients are connected to the database unless "
+        "--force; closes the verify gate before restoring and leaves it closed after (reconcile "
+        "and smoke-test, then reopen). Exit code 0 only if every total matches.",
     )
     restore.add_argument("snapshot", type=Path, help="the snapshot's .manifest.json or .dump")
     restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore in place even while other clients (the service) are connected",
+    )
     restore.add_argument(
         "--new-database",
         metavar="NAME",
@@ -329,6 +335,7 @@ async def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> 
             operator=args.operator,
             new_database=args.new_database,
             bin_dir=args.pg_bin_dir,
+            force=args.force,
         )
 
 

@@ -31,8 +31,9 @@ from typing import Final
 
 import asyncpg
 
-from core import audit, db, ledger
+from core import audit, db, gate, ledger
 from core.audit import Actor
+from core.gate import SwitchName
 from core.ledger import LedgerHealth
 from payops.pgtools import (
     SnapshotError,
@@ -262,8 +263,10 @@ async def restore_command(
     new_database: str | None = None,
     bin_dir: Path | None = None,
     ask: Callable[[str], str] = input,
+    force: bool = False,
 ) -> int:
-    """`payops restore`: check, confirm, restore, compare. 0 only when every total matches."""
+    """`payops restore`: check, confirm, restore, compare. 0 only when every total matches;
+    2 when other clients are connected to the database restored in place (unless `force`)."""
     snap = await asyncio.to_thread(open_snapshot, snapshot_path)
     m = snap.manifest
     print(f"Snapshot  {snap.dump}")
@@ -271,28 +274,97 @@ async def restore_command(
     print(f"  sha256  {m.dump_sha256} (matches the manifest)")
     print(f"  holds   {totals_summary(m.totals)}")
     target = libpq_target(dsn)
+    actor = Actor(operator, "cli")
     if new_database is not None:
         await create_database(dsn, new_database)
         dsn, target = dsn_with_database(dsn, new_database), target.with_database(new_database)
         print(f"Target    new database {new_database} on {target.where}")
     else:
-        current = await _schema_version_or_none(dsn)
-        now = "unreachable" if current is None else f"schema version {current}"
-        print(f"Target    database {target.database} on {target.where} ({now})")
-        print("This REPLACES every payops table, function and row in it with the snapshot's.")
-        if not yes:
-            prompt = (
-                f"Type the database name ({target.database}) to restore, anything else to stop: "
-            )
-            try:
-                answer = await asyncio.to_thread(ask, prompt)
-            except EOFError:
-                answer = ""
-            if answer.strip() != target.database:
-                print("Not confirmed: nothing was changed.", file=sys.stderr)
-                return 1
+        refusal = await _in_place_refusal(dsn, target.database, target.where, force=force)
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 2
+        if not yes and not await _confirmed(target.database, ask):
+            print("Not confirmed: nothing was changed.", file=sys.stderr)
+            return 1
+        await _close_gate(dsn, actor, "database restore in progress")
     print("Restoring...", flush=True)
     await restore_dump(target, snap.dump, bin_dir=bin_dir)
+    ok, schema = await _compare_after(dsn, snap, actor)
+    if schema < db.latest_version():
+        print(
+            f"Next: this payops needs schema version {db.latest_version()}; run `payops "
+            "migrate` before it serves (not needed to run the image that took the snapshot)."
+        )
+    if new_database is not None:
+        print(f"Next: point PAYOPS_DATABASE_URL at database {new_database} to use it.")
+    return 0 if ok else 1
+
+
+async def _in_place_refusal(dsn: str, database: str, where: str, *, force: bool) -> str | None:
+    """Why an in-place restore must not start now, or None. Prints what it found."""
+    current = await _schema_version_or_none(dsn)
+    now = "unreachable" if current is None else f"schema version {current}"
+    print(f"Target    database {database} on {where} ({now})")
+    print("This REPLACES every payops table, function and row in it with the snapshot's.")
+    others = await _other_clients(dsn)
+    if others and not force:
+        return (
+            f"payops restore: {len(others)} other client(s) are connected to database "
+            f"{database} (pids {', '.join(map(str, others[:5]))}): stop the service first, "
+            "or pass --force to restore under them"
+        )
+    if others:
+        print(f"--force: restoring with {len(others)} other client(s) connected")
+    return None
+
+
+async def _confirmed(database: str, ask: Callable[[str], str]) -> bool:
+    prompt = f"Type the database name ({database}) to restore, anything else to stop: "
+    try:
+        answer = await asyncio.to_thread(ask, prompt)
+    except EOFError:
+        answer = ""
+    return answer.strip() == database
+
+
+async def _other_clients(dsn: str) -> list[int]:
+    """The backend pids of other sessions on the database (none when it is unreachable)."""
+    try:
+        conn = await db.connect(dsn)
+    except (OSError, asyncpg.PostgresError):
+        return []
+    try:
+        rows = await conn.fetch(
+            """SELECT pid FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND backend_type = 'client backend' ORDER BY pid"""
+        )
+        return [r["pid"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _close_gate(dsn: str, actor: Actor, reason: str) -> None:
+    """Close the verify gate (audited), best effort: the database may be too broken to."""
+    try:
+        conn = await db.connect(dsn)
+    except (OSError, asyncpg.PostgresError):
+        return
+    try:
+        await gate.set_switch(conn, SwitchName.VERIFY, is_open=False, reason=reason, actor=actor)
+        print(f"Verify gate closed: {reason}")
+    except asyncpg.PostgresError as exc:
+        print(f"(could not close the verify gate: {exc})")
+    finally:
+        await conn.close()
+
+
+async def _compare_after(dsn: str, snap: Snapshot, actor: Actor) -> tuple[bool, int]:
+    """The restored totals against the manifest, printed and audited, and the restored
+    schema version; the gate left closed until someone reconciles and smoke-tests (the
+    runbook's Rollback Safety)."""
+    m = snap.manifest
     conn = await db.connect(dsn)
     try:
         totals = await ledger_totals(conn)
@@ -302,7 +374,7 @@ async def restore_command(
         # After the comparison, so the audit row of the restore is not counted in it.
         await audit.record(
             conn,
-            Actor(operator, "cli"),
+            actor,
             action="database.restored",
             subject=f"snapshot:{m.dump_sha256[:16]}",
             after={"dump": snap.dump.name, "sha256": m.dump_sha256, "totals_match": ok},
@@ -310,11 +382,9 @@ async def restore_command(
     finally:
         await conn.close()
     print(render_comparison(diffs, health))
-    if totals.schema_version < db.latest_version():
-        print(
-            f"Next: this payops needs schema version {db.latest_version()}; run `payops "
-            "migrate` before it serves (not needed to run the image that took the snapshot)."
-        )
-    if new_database is not None:
-        print(f"Next: point PAYOPS_DATABASE_URL at database {new_database} to use it.")
-    return 0 if ok else 1
+    await _close_gate(
+        dsn,
+        actor,
+        f"restored from snapshot {m.dump_sha256[:16]}: reconcile and smoke-test before reopening",
+    )
+    return ok, totals.schema_version

@@ -244,7 +244,10 @@ async def test_health_readiness_metrics_and_openapi(pool: asyncpg.Pool) -> None:
         assert (await client.get("/healthz")).status == 200
         ready = await client.get("/readyz")
         assert ready.status == 200
-        assert (await ready.json())["checks"] == {"database": "ok"}
+        assert (await ready.json())["checks"] == {
+            "database": "ok",
+            "treasury_watcher": "not started",
+        }
         await client.post("/v1/purchase-intents", json={"credits": 1}, headers=bearer("alice"))
         metrics = await (await client.get("/metrics")).text()
         assert (

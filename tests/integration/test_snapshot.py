@@ -67,8 +67,9 @@ async def do_business(database_url: str) -> None:
 
 
 def audited(totals: LedgerTotals) -> LedgerTotals:
-    """The totals after a restore: the snapshot's, plus the audit row of the restore."""
-    return replace(totals, audit_rows=totals.audit_rows + 1)
+    """The totals after a restore: the snapshot's, plus the audit rows of the restore and of
+    the verify gate it leaves closed."""
+    return replace(totals, audit_rows=totals.audit_rows + 2)
 
 
 async def totals_of(dsn: str) -> LedgerTotals:
@@ -244,7 +245,8 @@ async def test_a_failed_restore_rolls_back_entirely(
     path.write_text(json.dumps(forged))
     with pytest.raises(SnapshotError, match=r"the restore was rolled back: (pg_restore|psql): "):
         await restore_command(database_url, path, yes=True, operator="U_OPS")
-    assert await totals_of(database_url) == before
+    # Nothing changed but the verify gate, closed (and audited) before the restore began.
+    assert await totals_of(database_url) == replace(before, audit_rows=before.audit_rows + 1)
     conn = await db.connect(database_url)
     try:
         assert await conn.fetchval("SELECT to_regclass('from_a_newer_release')") is not None
@@ -384,3 +386,36 @@ def test_a_manifest_of_another_format_is_refused(tmp_path: Path) -> None:
         open_snapshot(tmp_path / "y.dump")
     with pytest.raises(SnapshotError, match=r"expected a \.dump or \.manifest\.json"):
         open_snapshot(tmp_path / "z.txt")
+
+
+async def test_a_restore_in_place_under_a_connected_client_is_refused_unless_forced(
+    database_url: str, snapshot: tuple[Path, Manifest], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, manifest = snapshot
+    await damage(database_url)
+    before = await totals_of(database_url)
+    service = await db.connect(database_url)  # a running service's connection
+    try:
+        assert await restore_command(database_url, path, yes=True, operator="U_OPS") == 2
+        err = capsys.readouterr().err
+        assert "1 other client(s) are connected" in err
+        assert "--force" in err
+        assert await totals_of(database_url) == before  # nothing changed, gate included
+
+        assert (
+            await restore_command(database_url, path, yes=True, operator="U_OPS", force=True) == 0
+        )
+    finally:
+        await service.close()
+    assert await totals_of(database_url) == audited(manifest.totals)
+    conn = await db.connect(database_url)
+    try:
+        verify = await conn.fetchrow(
+            "SELECT is_open, reason, changed_by FROM gate_switches WHERE name = 'verify'"
+        )
+    finally:
+        await conn.close()
+    assert verify is not None
+    assert verify["is_open"] is False
+    assert verify["reason"].startswith("restored from snapshot")
+    assert verify["changed_by"] == "U_OPS"
