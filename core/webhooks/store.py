@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,13 +28,12 @@ class Delivery:
 
 
 def _event(row: Any) -> Event:
-    data = row["data"]
     return Event(
         id=row["id"],
         seq=row["seq"],
         type=row["type"],
         subject=row["subject"],
-        data=json.loads(data) if isinstance(data, str) else dict(data),
+        data=dict(row["data"]),
         created_at=row["created_at"],
     )
 
@@ -71,10 +69,10 @@ async def enqueue(
 ) -> uuid.UUID:
     """Write an event in the caller's transaction (a trigger fans it out to the endpoints)."""
     event_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO webhook_events (type, subject, data) VALUES ($1, $2, $3::jsonb) RETURNING id",
+        "INSERT INTO webhook_events (type, subject, data) VALUES ($1, $2, $3) RETURNING id",
         type_,
         subject,
-        json.dumps(data),
+        data,  # the connection's jsonb codec encodes it
     )
     return event_id
 
