@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ def _event(row: Any) -> Event:
         seq=row["seq"],
         type=row["type"],
         subject=row["subject"],
-        data=dict(row["data"]),
+        # a plain connection (no jsonb codec) reads the text
+        data=json.loads(row["data"]) if isinstance(row["data"], str) else dict(row["data"]),
         created_at=row["created_at"],
     )
 
@@ -69,10 +71,13 @@ async def enqueue(
 ) -> uuid.UUID:
     """Write an event in the caller's transaction (a trigger fans it out to the endpoints)."""
     event_id: uuid.UUID = await conn.fetchval(
-        "INSERT INTO webhook_events (type, subject, data) VALUES ($1, $2, $3) RETURNING id",
+        # Sent as text and cast by the server: the same object whatever jsonb codec the
+        # connection has (payops' pool encodes jsonb itself; a plain connection does not).
+        "INSERT INTO webhook_events (type, subject, data)"
+        " VALUES ($1, $2, $3::text::jsonb) RETURNING id",
         type_,
         subject,
-        data,  # the connection's jsonb codec encodes it
+        json.dumps(data),
     )
     return event_id
 
