@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -95,13 +97,23 @@ async def running_up(data_dir: Path, *extra: str) -> AsyncIterator[Up]:
                 await proc.wait()
 
 
+@pytest.fixture
+def data_root() -> Iterator[Path]:
+    """A folder for data dirs. Not under pytest's tmp_path: pytest prunes old base dirs, which
+    would pull a data directory from under a PostgreSQL started by a concurrent session."""
+    base = Path(tempfile.mkdtemp(prefix="payops-first-hour-"))
+    base.chmod(0o755)  # the server runs as its own system user when tests run as root
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
 def mint_of(up: Up) -> str:
     line = next(line for line in up.output.splitlines() if line.startswith("  local chain"))
     return line.split("mint ")[1].split(",")[0]
 
 
-async def test_up_prints_next_steps_that_work_in_a_fresh_shell(tmp_path: Path) -> None:
-    async with running_up(tmp_path / "data") as up:
+async def test_up_prints_next_steps_that_work_in_a_fresh_shell(data_root: Path) -> None:
+    async with running_up(data_root / "data") as up:
         assert "initialising PostgreSQL" in up.output
         token_line = next(line for line in up.output.splitlines() if "token alice" in line)
         command = token_line.split("$(", 1)[1].rsplit(")", 1)[0]
@@ -120,9 +132,9 @@ async def test_up_prints_next_steps_that_work_in_a_fresh_shell(tmp_path: Path) -
 
 
 async def test_a_second_up_on_the_same_data_dir_refuses_and_leaves_the_first_alone(
-    tmp_path: Path,
+    data_root: Path,
 ) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = data_root / "data"
     async with running_up(data_dir) as first:
         stack = json.loads((data_dir / "up.json").read_text())
 
@@ -135,9 +147,9 @@ async def test_a_second_up_on_the_same_data_dir_refuses_and_leaves_the_first_alo
 
 
 async def test_the_local_chain_and_its_payments_survive_a_restart_and_reset_forgets_them(
-    tmp_path: Path,
+    data_root: Path,
 ) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = data_root / "data"
     async with running_up(data_dir) as first:
         mint = mint_of(first)
         demo = await asyncio.to_thread(payops, "demo", env=_env(PAYOPS_DATA_DIR=str(data_dir)))
@@ -166,9 +178,9 @@ async def test_the_local_chain_and_its_payments_survive_a_restart_and_reset_forg
         assert mint_of(fresh) != mint
 
 
-def test_up_with_its_port_taken_is_one_line(tmp_path: Path) -> None:
+def test_up_with_its_port_taken_is_one_line(data_root: Path) -> None:
     with taken_port() as port:
-        done = payops("up", "--data-dir", str(tmp_path), "--port", "0", "--chain-port", str(port))
+        done = payops("up", "--data-dir", str(data_root), "--port", "0", "--chain-port", str(port))
     assert_one_line_failure(done, f"127.0.0.1:{port}", "--chain-port", progress=True)
 
 
@@ -220,10 +232,10 @@ def test_ops_takes_as_after_the_command_and_prints_only_its_answer(database_url:
     assert done.stderr == ""
 
 
-def test_token_from_a_data_dir_without_a_secret_says_so(tmp_path: Path) -> None:
-    done = payops("token", "alice", env=_env(PAYOPS_DATA_DIR=str(tmp_path)))
+def test_token_from_a_data_dir_without_a_secret_says_so(data_root: Path) -> None:
+    done = payops("token", "alice", env=_env(PAYOPS_DATA_DIR=str(data_root)))
 
     assert done.returncode == 0
     assert "no development secret" in done.stderr
-    again = payops("token", "alice", env=_env(PAYOPS_DATA_DIR=str(tmp_path)))
+    again = payops("token", "alice", env=_env(PAYOPS_DATA_DIR=str(data_root)))
     assert again.stderr == ""
