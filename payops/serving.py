@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from aiohttp import web
+
+from core.errors import ConfigError
 
 SHUTDOWN_TIMEOUT_SECONDS = 15.0
 
@@ -31,16 +35,37 @@ def run_loop(main: Coroutine[Any, Any, int], event_loop: str) -> int:
     return asyncio.run(main)
 
 
+def port_taken(host: str, port: int, exc: OSError, change_with: str) -> ConfigError:
+    """The one-line error for an address that cannot be bound (in use, or not ours)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ConfigError(
+        f"cannot listen on {host}:{port} ({reason.lower()}): stop what uses it or choose "
+        f"another port with {change_with}"
+    )
+
+
+def cannot_bind(exc: OSError) -> bool:
+    return exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
 @contextlib.asynccontextmanager
-async def listening(app: web.Application, host: str, port: int) -> AsyncIterator[list[str]]:
+async def listening(
+    app: web.Application, host: str, port: int, *, change_with: str = "PAYOPS_HTTP_PORT"
+) -> AsyncIterator[list[str]]:
     """`app` served on `host:port` (0 = any free port) inside the block; yields the URLs
-    it listens on. On exit, waits for in-flight requests, then runs the app's cleanup."""
+    it listens on. On exit, waits for in-flight requests, then runs the app's cleanup.
+    An address that cannot be bound is a `ConfigError` naming `change_with`."""
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS, access_log=None
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            if not cannot_bind(exc):
+                raise
+            raise port_taken(host, port, exc, change_with) from exc
         yield [f"http://{address[0]}:{address[1]}" for address in runner.addresses]
     finally:
         await runner.cleanup()

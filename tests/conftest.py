@@ -146,5 +146,8 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-def shared_fixtures_dir() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "solana"
+def solana_fixtures_dir() -> Path:
+    """The captured Solana responses kept in the repository (tests/fixtures/solana)."""
+    from tests.fixtures import SOLANA_FIXTURES
+
+    return SOLANA_FIXTURES

@@ -4,20 +4,18 @@ and the faults of a real node (rate limits, 5xx, slowness, garbage, errors, refu
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "solana"
+from tests.fixtures import load_solana_fixture
+
 SPL_FIXTURE = "keyapp_validGetSendSPLTransactionResponse_jsonParsed.json"
 SIG = "2S2rTZjaqzxYRw9mnqzwtyqitKtSsnE8GVqLn1KrD5R2YpXZnU4GdjppsgfSAbrzJfaqadfi8CtrqEBy588WVQ3E"
 OTHER_SIG = (
@@ -28,11 +26,8 @@ TX: dict[str, Any] = {"slot": 5, "transaction": {"signatures": [SIG]}, "meta": {
 
 
 def load_fixture_result(name: str) -> dict[str, Any]:
-    """The `result` of a captured getTransaction response; skips the test if it is absent."""
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"captured Solana responses not found at {path}")
-    data = json.loads(path.read_text())
+    """The `result` of a captured getTransaction response; fails the test if it is missing."""
+    data = load_solana_fixture(name)
     return data["result"] if "jsonrpc" in data else data  # type: ignore[no-any-return]
 
 

@@ -313,7 +313,7 @@ async def test_adjustment_is_approved_in_the_thread_exactly_once(rig: SlackRig) 
     assert await rig.click("adjust_approve", str(adj_id), ONCALL, ts) == 200
     await rig.fake.wait_for(lambda: bool(rig.fake.of(f"response:click-{ONCALL}")))
     assert "manager" in rig.fake.of(f"response:click-{ONCALL}")[-1]["text"]
-    # Two managers click at once, twice each: one application.
+    # One manager clicks approve twice at once: one application.
     await asyncio.gather(*(rig.click("adjust_approve", str(adj_id), MANAGER, ts) for _ in range(2)))
     await rig.fake.wait_for(lambda: bool(rig.fake.of("chat.update")))
     assert await ledger.balance(rig.pool, "alice") == 25

@@ -11,11 +11,8 @@ Two rules, per encoding:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Final
 
-import pytest
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.transaction import VersionedTransaction
@@ -26,9 +23,9 @@ from localnet.tokens import (
     create_associated_token_account_instruction,
     transfer_checked_instruction,
 )
+from tests.fixtures import load_solana_fixture, solana_fixture_names
 from tests.localnet.conftest import Net, new_key
 
-FIXTURES: Final = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "solana"
 _CONTENT_SPECIFIC: Final = (".parsed.info.", ".meta.err.", ".meta.status.Err")
 _NEWER_NODE_KEYS: Final = frozenset(
     {
@@ -74,13 +71,11 @@ def _as_node_writes_it(paths: set[str]) -> set[str]:
 
 
 def _real_answers() -> list[tuple[str, dict[str, Any]]]:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"the shared fixtures are absent ({FIXTURES} not found)")
     answers = []
-    for path in sorted(FIXTURES.glob("*.json")):
-        data = json.loads(path.read_text())
+    for name in solana_fixture_names():
+        data = load_solana_fixture(name)
         result = data["result"] if "jsonrpc" in data else data
-        answers.append((path.name, result))
+        answers.append((name, result))
     return answers
 
 

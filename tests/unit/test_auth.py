@@ -49,6 +49,24 @@ def test_expired_token_is_refused_with_its_own_code() -> None:
     assert info.value.code == "token_expired"
 
 
+def test_token_without_exp_is_refused() -> None:
+    # A token that never expires would stay valid forever once leaked: exp is required.
+    forever = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+
+    with pytest.raises(Unauthorized, match="exp") as info:
+        _verifier().verify(f"Bearer {forever}")
+    assert info.value.code == "invalid_token"
+
+
+def test_token_without_exp_is_refused_even_after_a_good_one_for_the_same_user() -> None:
+    verifier = _verifier()
+    verifier.verify(f"Bearer {mint_token(SECRET, 'alice')}")
+    forever = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+
+    with pytest.raises(Unauthorized, match="exp"):
+        verifier.verify(f"Bearer {forever}")
+
+
 def test_rs256_with_a_public_key_and_no_algorithm_confusion() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = (

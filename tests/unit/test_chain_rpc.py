@@ -12,7 +12,6 @@ import pytest
 
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from tests.fake_node import (
-    FIXTURES,
     OTHER_SIG,
     SIG,
     SPL_FIXTURE,
@@ -23,6 +22,7 @@ from tests.fake_node import (
     refused_url,
     running_node,
 )
+from tests.fixtures import SOLANA_FIXTURES
 
 MakeRpc = Callable[..., SolanaRpc]
 FAST: dict[str, Any] = {
@@ -78,10 +78,7 @@ async def test_get_transaction_returns_the_nodes_json_parsed_result_verbatim(
     ]
 
 
-@pytest.mark.parametrize(
-    "name",
-    sorted(p.name for p in FIXTURES.glob("*.json")) or ["(fixtures absent)"],
-)
+@pytest.mark.parametrize("name", sorted(p.name for p in SOLANA_FIXTURES.glob("*.json")))
 async def test_get_transaction_passes_every_captured_response_through_unchanged(
     node: FakeNode, make_rpc: MakeRpc, name: str
 ) -> None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +23,7 @@ from core.chain.transfers import (
     unwrap_envelope,
 )
 from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "solana"
+from tests.fixtures import load_solana_fixture, solana_fixture_names
 
 USDC = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 DEVNET_USDC = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU"
@@ -45,10 +42,8 @@ SELF_TRANSFER = "metamask_jup_transferChecked_to_self_legacy.json"
 
 
 def load_raw(name: str) -> dict[str, Any]:
-    """A fixture file as stored (envelope or bare result); skips when the folder is absent."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"the shared fixtures folder is absent: {FIXTURES}")
-    raw: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    """A fixture file as stored (envelope or bare result); fails when it is missing."""
+    raw: dict[str, Any] = load_solana_fixture(name)
     return raw
 
 
@@ -82,7 +77,7 @@ class Facts:
     changes: tuple[TokenBalanceChange, ...] = ()
 
 
-# Transcribed from /work/shared/fixtures/solana/README.md, "Facts to test against".
+# Transcribed from tests/fixtures/solana/README.md, "Facts to test against".
 README_FACTS = [
     Facts(
         "cordialsys_bonk_transfer_unchecked_base64.json",
@@ -462,8 +457,7 @@ SHAPES = [
 
 
 def test_every_fixture_in_the_folder_is_covered() -> None:
-    load_raw(KEYAPP_SPL)  # skips when the folder is absent
-    on_disk = {path.name for path in FIXTURES.glob("*.json")}
+    on_disk = set(solana_fixture_names())
     assert on_disk == {facts.name for facts in README_FACTS} == {shape.name for shape in SHAPES}
 
 

@@ -47,10 +47,8 @@ KEYAPP_SIG = (
 
 
 @pytest.fixture
-def fixtures(shared_fixtures_dir: Path) -> Path:
-    if not shared_fixtures_dir.is_dir():
-        pytest.skip(f"real Solana responses not found at {shared_fixtures_dir}")
-    return shared_fixtures_dir
+def fixtures(solana_fixtures_dir: Path) -> Path:
+    return solana_fixtures_dir
 
 
 def load(folder: Path, name: str) -> dict[str, Any]:

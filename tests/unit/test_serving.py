@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from core.errors import ConfigError
 from payops.serving import listening, run_loop, wait_for_signal
 
 
@@ -47,7 +48,7 @@ async def test_listening_cleans_up_the_app_when_its_port_is_taken() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError, match="address already in use"):
+        with pytest.raises(ConfigError, match=r"address already in use.*PAYOPS_HTTP_PORT"):
             async with listening(_hello_app(events), "127.0.0.1", port):
                 pytest.fail("served on a port another socket holds")
     assert events == ["started", "cleaned up"]

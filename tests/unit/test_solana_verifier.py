@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("core.chain.rules", reason="core/chain/rules.py (decide_raw) not written yet")
-
 from core.chain.rpc import SolanaRpc
 from core.chain.rules import decide_raw
 from core.chain.solana_verifier import SolanaVerifier, is_valid_signature
