@@ -24,8 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import asyncpg
 
 from core import jobs, purchases
 from core.audit import Actor
@@ -41,6 +44,9 @@ WATCHER_ACTOR = Actor("watcher", "scheduler")
 WATCHER_LOCK = "watcher"
 PAGE = 1000  # getSignaturesForAddress's largest page
 UNSETTLED_BATCH = 100
+RECORD_CHUNK = 100  # transactions recorded per database transaction (and cursor move)
+FETCH_CONCURRENCY = 16
+SETTLE_CONCURRENCY = 8  # intents credited at once
 
 
 class TreasuryHistory(Protocol):
@@ -115,24 +121,22 @@ async def _read_new(
     report: PollReport,
     page: int,
 ) -> None:
+    """Record what is new, a chunk at a time: the chunk's transactions fetched concurrently,
+    recorded in order in one database transaction that moves the cursor, then its bound
+    inflows settled (concurrently across intents, in order within one)."""
     pages = await _pages_since(rpc, cursor.account, cursor.signature, page)
     slots = {str(r["signature"]): int(r.get("slot") or 0) for batch in pages for r in batch}
-    for signature, failed in rules.new_signatures(pages):
-        report.read += 1
-        if failed:
-            # A failed transaction moved nothing: pass it, recording nothing.
-            async with svc.pool.acquire() as conn:
-                await store.advance(conn, cursor.account, signature, slots[signature])
-            continue
-        raw = await rpc.get_transaction(signature)
-        if raw is None:
-            report.stopped = f"{signature} is listed but not yet at the commitment"
-            return
-        await _record_one(svc, actor, cursor.account, signature, raw, report)
+    new = rules.new_signatures(pages)
+    if not new:
+        await store.touch(svc.pool, cursor.account)
+        return
+    for start in range(0, len(new), RECORD_CHUNK):
+        chunk = new[start : start + RECORD_CHUNK]
+        fetched = await _fetch_all(rpc, [s for s, failed in chunk if not failed])
+        bound = await _record_chunk(svc, cursor.account, chunk, fetched, slots, report)
+        await _settle_many(svc, actor, bound, report)
         if report.stopped is not None:
             return
-    if report.read == 0:
-        await store.touch(svc.pool, cursor.account)
 
 
 async def _pages_since(
@@ -150,54 +154,122 @@ async def _pages_since(
         before = str(page[-1]["signature"])
 
 
+async def _fetch_all(
+    rpc: TreasuryHistory, signatures: list[str]
+) -> dict[str, dict[str, Any] | None]:
+    """Each transaction once, a bounded number at a time (the RPC client bounds it too)."""
+    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(signature: str) -> dict[str, Any] | None:
+        async with limit:
+            return await rpc.get_transaction(signature)
+
+    answers = await asyncio.gather(*(one(s) for s in signatures))
+    return dict(zip(signatures, answers, strict=True))
+
+
+async def _record_chunk(
+    svc: Services,
+    account: str,
+    chunk: list[tuple[str, bool]],
+    fetched: dict[str, dict[str, Any] | None],
+    slots: dict[str, int],
+    report: PollReport,
+) -> list[store.RecordedFlow]:
+    """Record the chunk's flows in order and move the cursor past the last one recorded, in
+    one transaction, stopping at the first transaction that cannot be read (yet). Returns
+    the recorded inflows bound to an intent, to settle."""
+    bound: list[store.RecordedFlow] = []
+    last: tuple[str, int] | None = None
+    async with svc.pool.acquire() as conn, conn.transaction():
+        for signature, failed in chunk:
+            if failed:
+                slot = slots[signature]  # a failed transaction moved nothing: pass it
+            else:
+                read = await _record_one(svc, conn, account, signature, fetched[signature], report)
+                if read is None:
+                    break
+                slot, flow = read
+                if flow is not None:
+                    bound.append(flow)
+            report.read += 1
+            last = (signature, slot)
+        if last is not None:
+            await store.advance(conn, account, *last)
+    return bound
+
+
 async def _record_one(
     svc: Services,
-    actor: Actor,
+    conn: asyncpg.Connection,
     account: str,
     signature: str,
-    raw: dict[str, Any],
+    raw: dict[str, Any] | None,
     report: PollReport,
-) -> None:
+) -> tuple[int, store.RecordedFlow | None] | None:
+    """Record one transaction's flow (if it changed the treasury) on `conn`: its slot, and
+    the flow when it is an inflow bound to an intent; None (and `report.stopped`) when the
+    transaction cannot be read, so the cursor stops before it."""
+    if raw is None:
+        report.stopped = f"{signature} is listed but not yet at the commitment"
+        return None
     try:
         tx = parse_transaction(raw)
     except MalformedTransaction as exc:
         # Not a transaction we can read: stop here rather than pass a payment by.
         report.stopped = f"{signature}: unreadable getTransaction answer: {exc}"
-        return
+        return None
     flow = rules.flow_of(tx, account, svc.payment.mint)
-    bound: list[tuple[Any, str]] = []
-    async with svc.pool.acquire() as conn, conn.transaction():
-        if flow is not None:
-            ids = rules.intent_ids_in(flow.memos)
-            bound = await store.bound_intents(conn, flow.account_keys, ids) if flow.inflow else []
-            refs = [ref for _, ref in bound if ref in flow.account_keys]
-            intent_id = bound[0][0] if bound else None
-            if await store.record(conn, account, flow, intent_id=intent_id, refs=refs):
-                report.recorded += 1
-                svc.metrics.watch_flows.labels("inflow" if flow.inflow else "outflow").inc()
-        await store.advance(conn, account, signature, tx.slot)
-    if flow is not None and bound:
-        await _settle(
-            svc,
-            actor,
-            store.RecordedFlow(
-                signature=flow.signature,
-                slot=flow.slot,
-                block_time=flow.block_time,
-                amount=flow.amount,
-                payer=flow.payer,
-                intent_id=bound[0][0],
-                settled=False,
-            ),
-            report,
-        )
+    if flow is None:
+        return tx.slot, None
+    bound = []
+    if flow.inflow:
+        ids = rules.intent_ids_in(flow.memos)
+        bound = await store.bound_intents(conn, flow.account_keys, ids)
+    refs = [ref for _, ref in bound if ref in flow.account_keys]
+    intent_id = bound[0][0] if bound else None
+    if await store.record(conn, account, flow, intent_id=intent_id, refs=refs):
+        report.recorded += 1
+        svc.metrics.watch_flows.labels("inflow" if flow.inflow else "outflow").inc()
+    if intent_id is None:
+        return tx.slot, None
+    recorded = store.RecordedFlow(
+        signature=flow.signature,
+        slot=flow.slot,
+        block_time=flow.block_time,
+        amount=flow.amount,
+        payer=flow.payer,
+        intent_id=intent_id,
+        settled=False,
+    )
+    return tx.slot, recorded
 
 
 async def _settle_unsettled(svc: Services, actor: Actor, account: str, report: PollReport) -> None:
-    for flow in await store.unsettled(svc.pool, account, UNSETTLED_BATCH):
-        await _settle(svc, actor, flow, report)
-        if report.stopped is not None:
-            return
+    await _settle_many(
+        svc, actor, await store.unsettled(svc.pool, account, UNSETTLED_BATCH), report
+    )
+
+
+async def _settle_many(
+    svc: Services, actor: Actor, flows: list[store.RecordedFlow], report: PollReport
+) -> None:
+    """Settle `flows`: one intent's in order (a top-up adds up the earlier parts), different
+    intents concurrently, a bounded number at a time."""
+    by_intent: dict[uuid.UUID, list[store.RecordedFlow]] = {}
+    for flow in flows:
+        assert flow.intent_id is not None
+        by_intent.setdefault(flow.intent_id, []).append(flow)
+    limit = asyncio.Semaphore(SETTLE_CONCURRENCY)
+
+    async def one_intent(ordered: list[store.RecordedFlow]) -> None:
+        async with limit:
+            for flow in ordered:
+                await _settle(svc, actor, flow, report)
+                if report.stopped is not None:
+                    return
+
+    await asyncio.gather(*(one_intent(ordered) for ordered in by_intent.values()))
 
 
 async def _settle(
