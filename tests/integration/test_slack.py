@@ -528,3 +528,65 @@ async def test_socket_mode_connects_at_start_and_runs_commands(pool: asyncpg.Poo
             assert fake.of("apps.connections.open")
     finally:
         await fake.close()
+
+
+async def _adjustment_count(pool: asyncpg.Pool) -> int:
+    await asyncio.sleep(0.2)  # a command acks at once and runs afterwards
+    return int(await pool.fetchval("SELECT count(*) FROM adjustments"))
+
+
+async def test_signed_request_sent_twice_runs_once(rig: SlackRig) -> None:
+    body = command_body(rig.fake, "/pay-adjust", 'alice +5 "missing credit"', ONCALL, "twice")
+    headers = signed_headers(body)
+    first = await rig.client.post("/slack/events", data=body, headers=headers)
+    assert first.status == 200
+    await rig.reply("twice")
+    again = await rig.client.post("/slack/events", data=body, headers=headers)
+    assert again.status == 401
+    assert "already received" in await again.text()
+    assert await _adjustment_count(rig.pool) == 1
+
+
+async def test_slack_retry_is_acknowledged_without_running(rig: SlackRig) -> None:
+    body = command_body(rig.fake, "/pay-adjust", 'alice +5 "missing credit"', ONCALL, "retry")
+    first = await rig.client.post("/slack/events", data=body, headers=signed_headers(body))
+    assert first.status == 200
+    retry = await rig.client.post(
+        "/slack/events",
+        data=body,
+        headers={**signed_headers(body, timestamp=int(time.time()) + 1), "X-Slack-Retry-Num": "1"},
+    )
+    assert retry.status == 200
+    assert retry.headers["X-Slack-No-Retry"] == "1"
+    await rig.reply("retry")
+    assert await _adjustment_count(rig.pool) == 1
+    assert len(rig.fake.of("response:retry")) == 1
+
+
+async def test_replay_through_another_replica_is_refused(rig: SlackRig) -> None:
+    other_app = create_app(rig.services)
+    add_slack(other_app, rig.services, rpc=None)
+    other: TestClient[Any, Any] = TestClient(TestServer(other_app))
+    await other.start_server()
+    try:
+        body = command_body(rig.fake, "/pay-adjust", 'bob +3 "missing credit"', ONCALL, "two")
+        headers = signed_headers(body)
+        statuses = await asyncio.gather(
+            rig.client.post("/slack/events", data=body, headers=headers),
+            other.post("/slack/events", data=body, headers=headers),
+        )
+        assert sorted(r.status for r in statuses) == [200, 401]
+    finally:
+        await other.close()
+    assert await _adjustment_count(rig.pool) == 1
+
+
+async def test_expired_signatures_are_pruned(rig: SlackRig) -> None:
+    await rig.pool.execute(
+        """INSERT INTO slack_requests_seen (signature, expires_at)
+           VALUES ('v0=old', now() - interval '1 hour'), ('v0=fresh', now() + interval '1 hour')"""
+    )
+    assert await rig.command("/pay-gate", "help", rid="prune") == 200
+    left = await rig.pool.fetch("SELECT signature FROM slack_requests_seen ORDER BY signature")
+    assert "v0=old" not in {r["signature"] for r in left}
+    assert "v0=fresh" in {r["signature"] for r in left}
