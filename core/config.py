@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Longest lifetime (exp - iat) accepted, for users and for service tokens (scope
+    # credits:debit); a token without iat is refused. 0 accepts any lifetime and no iat.
+    jwt_max_lifetime_seconds: int = Field(default=86400, ge=0, le=366 * 86400)
+    jwt_service_max_lifetime_seconds: int = Field(default=86400, ge=0, le=366 * 86400)
 
     # Webhooks (core/webhooks): signed events for other services, from a transactional outbox
     webhook_url: Annotated[tuple[str, ...], NoDecode] = ()  # one or more, comma-separated
