@@ -141,7 +141,13 @@ def _action_handler(on_click: ActionHandler, env: SlackEnv) -> Any:
     # Bolt passes a listener's arguments by parameter name, hence this wrapper per handler.
     async def handle(ack: Any, body: dict[str, Any], client: AsyncWebClient, respond: Any) -> None:
         await ack()  # at once: Slack gives a click 3 seconds
-        await on_click(env, Click(body, client, respond))
+        click = Click(body, client, respond)
+        try:
+            await on_click(env, click)
+        except Exception:
+            # Handlers refuse what they understand; anything else still gets an answer.
+            log.exception("button %s failed", on_click.__name__)
+            await click.refuse("this button could not be handled; see the service logs")
 
     handle.__name__ = on_click.__name__
     return handle

@@ -590,3 +590,42 @@ async def test_expired_signatures_are_pruned(rig: SlackRig) -> None:
     left = await rig.pool.fetch("SELECT signature FROM slack_requests_seen ORDER BY signature")
     assert "v0=old" not in {r["signature"] for r in left}
     assert "v0=fresh" in {r["signature"] for r in left}
+
+
+ARABIC_INDIC_13 = "\u0661\u0663"
+
+
+@pytest.mark.parametrize("value", ["13²", ARABIC_INDIC_13, "0", "-1", "1" * 30, "", " 1"])
+async def test_malformed_button_value_is_refused(rig: SlackRig, value: str) -> None:
+    adj_id, ts = await _adjustment_root(rig, 'hana +5 "missing credit"', "h")
+    assert await rig.click("adjust_approve", value, MANAGER, ts) == 200
+    await rig.fake.wait_for(lambda: bool(rig.fake.of(f"response:click-{MANAGER}")))
+    assert "does not name an adjustment" in rig.fake.of(f"response:click-{MANAGER}")[-1]["text"]
+    assert (
+        await rig.pool.fetchval("SELECT status FROM adjustments WHERE id=$1", adj_id)
+        == "PENDING_APPROVAL"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["approve 13²", f"reject {ARABIC_INDIC_13}", "show 1²", "reverse ²  why"]
+)
+async def test_typed_id_in_other_digits_is_refused(rig: SlackRig, text: str) -> None:
+    assert await rig.command("/pay-adjust", text, user=MANAGER, rid="u") == 200
+    assert "usage: /pay-adjust" in (await rig.reply("u"))["text"]
+
+
+async def test_typed_approval_is_posted_into_the_request_thread(rig: SlackRig) -> None:
+    adj_id, ts = await _adjustment_root(rig, 'ivan +4 "missing credit"', "i")
+    assert await rig.command("/pay-adjust", f"approve {adj_id}", user=MANAGER, rid="typed") == 200
+    await rig.reply("typed")
+    await rig.fake.wait_for(lambda: bool(rig.fake.of("chat.update")))
+    thread = [p for p in rig.fake.of("chat.postMessage") if p.get("thread_ts") == ts]
+    assert [p["text"] for p in thread] == [
+        f"<@{MANAGER}> approved adjustment #{adj_id} with `/pay-adjust` → APPLIED"
+    ]
+    update = rig.fake.of("chat.update")[-1]
+    assert update["ts"] == ts
+    assert "APPLIED" in update["text"]
+    _valid_blocks(update["blocks"])
+    assert await ledger.balance(rig.pool, "ivan") == 4
