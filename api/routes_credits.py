@@ -83,7 +83,6 @@ DEBIT = RouteDoc(
         ),
         error(400, "idempotency_key_required", "invalid_idempotency_key"),
         error(403, "insufficient_scope"),
-        error(409, "idempotency_key_used"),
         error(422, "idempotency_key_reused", "insufficient_credits"),
     ),
 )
