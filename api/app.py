@@ -36,7 +36,7 @@ def create_app(services: Services) -> web.Application:
     app[LIMITS] = Limits(
         per_ip=TokenBuckets(s.rate_limit_per_ip_per_second, s.rate_limit_per_ip_burst),
         per_user=TokenBuckets(s.rate_limit_per_user_per_second, s.rate_limit_per_user_burst),
-        trust_forwarded_for=s.trust_forwarded_for,
+        trusted_proxies=s.trusted_proxies,
     )
     app[TOKENS] = TokenVerifier(services.settings)
     app[OPENAPI] = api_document()

@@ -2,6 +2,9 @@
 
 HS256 with `PAYOPS_JWT_SECRET`, or RS256 with `PAYOPS_JWT_PUBLIC_KEY`; `iss` and `aud` are
 checked when configured. Internal services carry the scope `credits:debit` to spend credits.
+A token lives at most `PAYOPS_JWT_MAX_LIFETIME_SECONDS` (`..._SERVICE_...` for services)
+from its `iat` to its `exp`. A refusal says what is wrong in payops' words: the JWT
+library's messages are not part of the API.
 
 A client sends the same token with every request until it expires, so a verified token is
 remembered (bounded, least recently used first out) and only its expiry is checked again:
@@ -14,6 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -49,6 +53,10 @@ class TokenVerifier:
             raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._lifetimes = (
+            max_lifetime(settings, service=False),
+            max_lifetime(settings, service=True),
+        )
         # token -> (principal, exp): tokens verified before, still to be checked for expiry
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
@@ -79,6 +87,7 @@ class TokenVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 options={
+                    # iat is checked after, so that an expired token is told it expired
                     "require": ["exp", "sub"],
                     "verify_aud": self._audience is not None,
                     "verify_iss": self._issuer is not None,
@@ -88,19 +97,66 @@ class TokenVerifier:
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the token has expired", code="token_expired") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from exc
+            raise Unauthorized(_refusal(exc), code="invalid_token") from exc
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUB_LENGTH or not sub.isprintable():
             raise Unauthorized("the token's sub is not a valid user id", code="invalid_token")
         scope = claims.get("scope", "")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
         principal = Principal(sub=sub, scopes=scopes)
+        self._check_lifetime(claims, principal)
         # A token with `nbf` is not remembered: its validity also starts at a time.
         if "nbf" not in claims:
             self._verified[token] = (principal, float(claims["exp"]))
             if len(self._verified) > VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
         return principal
+
+    def _check_lifetime(self, claims: dict[str, Any], principal: Principal) -> None:
+        service = DEBIT_SCOPE in principal.scopes
+        longest = self._lifetimes[service]
+        if not longest:
+            return
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or isinstance(iat, bool):
+            raise Unauthorized("the token lacks its iat (issued at) claim", code="invalid_token")
+        lifetime = float(claims["exp"]) - float(iat)
+        if lifetime > longest:
+            who = "a service token" if service else "a token"
+            raise Unauthorized(
+                f"the token lives {lifetime:.0f} s from iat to exp; {who} may live at most "
+                f"{longest} s",
+                code="invalid_token",
+            )
+
+
+def max_lifetime(settings: Settings, *, service: bool) -> int:
+    """The longest lifetime (seconds, `exp - iat`) a token may have; 0 for no limit."""
+    if service:
+        return settings.jwt_service_max_lifetime_seconds
+    return settings.jwt_max_lifetime_seconds
+
+
+# What each refusal of the JWT library means, in payops' words; the first match wins.
+_REFUSALS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.InvalidAlgorithmError, "the token is signed with an algorithm payops does not accept"),
+    (jwt.InvalidIssuerError, "the token was not issued by the configured issuer"),
+    (jwt.InvalidAudienceError, "the token is not meant for this service (audience)"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidIssuedAtError, "the token's iat (issued at) is not a time"),
+    (jwt.DecodeError, "the token is not a well-formed JWT"),
+)
+
+
+def _refusal(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        known = {"exp": "exp (expiry)", "sub": "sub (user id)", "iat": "iat (issued at)"}
+        return f"the token lacks its {known.get(exc.claim, 'required')} claim"
+    for kind, message in _REFUSALS:
+        if isinstance(exc, kind):
+            return message
+    return "the token is not valid"
 
 
 def principal(request: web.Request) -> Principal:

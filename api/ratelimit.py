@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from aiohttp import web
 
@@ -64,20 +65,53 @@ class TokenBuckets:
 class Limits:
     per_ip: TokenBuckets
     per_user: TokenBuckets
-    trust_forwarded_for: bool
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 LIMITS = web.AppKey("rate_limits", Limits)
 
 
-def client_ip(request: web.Request, trust_forwarded_for: bool) -> str:
-    """The client's address; X-Forwarded-For only behind a trusted load balancer."""
-    if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",", 1)[0].strip()
-        if first:
-            return first
-    return request.remote or "unknown"
+def client_ip(request: web.Request, trusted_proxies: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The client's address: the connection's peer, or behind trusted proxies the rightmost
+    address in X-Forwarded-For that is not one of them.
+
+    Each proxy appends the address it received the request from, so only the entries added by
+    trusted proxies are true; anything to the left of the first untrusted one is what the
+    client chose to send.
+    """
+    peer = request.remote or "unknown"
+    if not _trusted(_address(peer), trusted_proxies):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getall("X-Forwarded-For", [])
+        for hop in header.split(",")
+    ]
+    closest = peer
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break  # a trusted proxy would not write this: believe nothing further left
+        if not _trusted(address, trusted_proxies):
+            return str(address)
+        closest = str(address)
+    return closest
+
+
+def _address(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        address = ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(
+    address: IPv4Address | IPv6Address | None, proxies: tuple[IPv4Network | IPv6Network, ...]
+) -> bool:
+    return address is not None and any(address in network for network in proxies)
 
 
 def _refuse(wait: float, who: str) -> RateLimited:
@@ -94,7 +128,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def limit_per_ip(request: web.Request, handler: Handler) -> web.StreamResponse:
     if is_limited(request.path):
         limits = request.app[LIMITS]
-        wait = limits.per_ip.take(client_ip(request, limits.trust_forwarded_for))
+        wait = limits.per_ip.take(client_ip(request, limits.trusted_proxies))
         if wait:
             raise _refuse(wait, "address")
     return await handler(request)

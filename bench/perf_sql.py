@@ -197,8 +197,10 @@ async def _lock_and_post(conn: asyncpg.Connection, n: int) -> asyncpg.Record:
         "purchase",
         row["id"],
         signature(n),
+        None,  # idempotency scope, principal, key: a purchase has none
         None,
         None,
+        None,  # reverses
         f"purchase of {credits} credits, intent {row['id']}",
         user,
         [f"user:{user}", SALES_ACCOUNT],

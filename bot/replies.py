@@ -26,6 +26,8 @@ class Reply:
     alert: bool = False
     # Post to the approvals channel as a thread root (adjustment requests).
     approval_request: int | None = None
+    # An adjustment decided by a typed command: the decision goes into its thread too.
+    adjustment_decided: int | None = None
     # The incident this reply opened (its thread root is recorded for later notes).
     incident_opened: int | None = None
     # Also post into this incident's thread (notes, closeout).

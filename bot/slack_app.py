@@ -1,9 +1,11 @@
 """The Slack Bolt app: every command of the registry (bot/ops.py) with its buttons and forms.
 
 HTTP mode: `POST /slack/events` on the service's aiohttp app, verified with the signing
-secret. Socket Mode when SLACK_APP_TOKEN is set, connected in the aiohttp start-up. Every
-command acks at once (Slack's 3 seconds) and answers afterwards through `respond`; errors
-reach the user as a private (ephemeral) message, never a silent failure.
+secret; a signed request runs once (a replay within its five minutes is refused on every
+replica, and a retry Slack sends itself is acknowledged without running). Socket Mode when
+SLACK_APP_TOKEN is set, connected in the aiohttp start-up. Every command acks at once
+(Slack's 3 seconds) and answers afterwards through `respond`; errors reach the user as a
+private (ephemeral) message, never a silent failure.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import ops
@@ -26,6 +31,7 @@ from bot.authz import Roles
 from bot.context import OpsContext
 from bot.replies import slack_text
 from bot.slack_ui import ActionHandler, Click, SlackEnv, SlackUI, Submission, ViewHandler
+from core import seen_requests
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.errors import ConfigError, PayopsError
@@ -35,6 +41,12 @@ log = logging.getLogger("payops.bot")
 
 H = TypeVar("H")
 BOLT_APP = web.AppKey("bolt_app", AsyncApp)
+
+# Slack accepts a signature for five minutes either side of its timestamp; a seen signature
+# is kept a minute longer, for clocks that differ between replicas.
+SIGNATURE_WINDOW = timedelta(minutes=5)
+SEEN_MARGIN = timedelta(minutes=1)
+PRUNE_EVERY_SECONDS = 60.0
 
 
 def web_client(services: Services) -> AsyncWebClient:
@@ -129,7 +141,13 @@ def _action_handler(on_click: ActionHandler, env: SlackEnv) -> Any:
     # Bolt passes a listener's arguments by parameter name, hence this wrapper per handler.
     async def handle(ack: Any, body: dict[str, Any], client: AsyncWebClient, respond: Any) -> None:
         await ack()  # at once: Slack gives a click 3 seconds
-        await on_click(env, Click(body, client, respond))
+        click = Click(body, client, respond)
+        try:
+            await on_click(env, click)
+        except Exception:
+            # Handlers refuse what they understand; anything else still gets an answer.
+            log.exception("button %s failed", on_click.__name__)
+            await click.refuse("this button could not be handled; see the service logs")
 
     handle.__name__ = on_click.__name__
     return handle
@@ -145,7 +163,45 @@ def _view_handler(on_submit: ViewHandler, env: SlackEnv) -> Any:
     return handle
 
 
+class ReplayGuard:
+    """Lets each validly signed Slack request through once, across replicas."""
+
+    def __init__(self, services: Services, signing_secret: str) -> None:
+        self._services = services
+        self._verifier = SignatureVerifier(signing_secret)
+        self._pruned_at = 0.0  # monotonic; pruning is shared work, any replica may do it
+
+    async def refusal(self, request: web.Request) -> web.Response | None:
+        """None to run the request; otherwise the answer that stands for it."""
+        body = await request.text()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        signature = request.headers.get("X-Slack-Signature")
+        if not self._verifier.is_valid(body, timestamp, signature):
+            return None  # Bolt refuses it with 401, as before
+        assert timestamp is not None  # is_valid checked both
+        assert signature is not None
+        if request.headers.get("X-Slack-Retry-Num"):
+            # Slack resends when an answer was slow; the first delivery is already running.
+            log.info("Slack retry %s acknowledged", request.headers.get("X-Slack-Retry-Num"))
+            return web.Response(status=200, headers={"X-Slack-No-Retry": "1"})
+        pool = self._services.pool
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            await seen_requests.prune(pool, self._services.clock() - SEEN_MARGIN)
+        expires = datetime.fromtimestamp(int(timestamp), UTC) + SIGNATURE_WINDOW + SEEN_MARGIN
+        if await seen_requests.first_sight(pool, signature, expires):
+            return None
+        log.warning("replayed Slack request refused")
+        return web.Response(status=401, text="this signed request was already received")
+
+
+SLACK_GUARD = web.AppKey("slack_guard", ReplayGuard)
+
+
 async def slack_events(request: web.Request) -> web.Response:
+    refused = await request.app[SLACK_GUARD].refusal(request)
+    if refused is not None:
+        return refused
     bolt = request.app[BOLT_APP]
     return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
@@ -154,6 +210,10 @@ def add_slack(app: web.Application, services: Services, rpc: SolanaRpc | None) -
     """Mount `/slack/events`, and start Socket Mode with the app when SLACK_APP_TOKEN is set."""
     bolt = create_bolt_app(services, rpc)
     app[BOLT_APP] = bolt
+    assert services.settings.slack_signing_secret is not None  # create_bolt_app checked it
+    app[SLACK_GUARD] = ReplayGuard(
+        services, services.settings.slack_signing_secret.get_secret_value()
+    )
     app.router.add_post("/slack/events", slack_events, name="slack")
     app_token = services.settings.slack_app_token
     if app_token is None:

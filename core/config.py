@@ -10,6 +10,7 @@ secret value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -71,7 +72,10 @@ class Settings(BaseSettings):
     rate_limit_per_ip_burst: int = Field(default=100, ge=1, le=1_000_000)
     rate_limit_per_user_per_second: float = Field(default=10.0, ge=0, le=100_000)
     rate_limit_per_user_burst: int = Field(default=30, ge=1, le=1_000_000)
-    trust_forwarded_for: bool = False  # behind a load balancer that sets X-Forwarded-For
+    # The load balancers whose X-Forwarded-For is believed (comma-separated CIDRs); none: the
+    # client address is the connection's peer.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+    trust_forwarded_for: bool = False  # replaced by trusted_proxies; refused when true
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `payops serve`'s event loop: uvloop takes about a third less CPU per request
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
@@ -135,6 +139,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # Longest lifetime (exp - iat) accepted, for users and for service tokens (scope
+    # credits:debit); a token without iat is refused. 0 accepts any lifetime and no iat.
+    jwt_max_lifetime_seconds: int = Field(default=86400, ge=0, le=366 * 86400)
+    jwt_service_max_lifetime_seconds: int = Field(default=86400, ge=0, le=366 * 86400)
 
     # Webhooks (core/webhooks): signed events for other services, from a transactional outbox
     webhook_url: Annotated[tuple[str, ...], NoDecode] = ()  # one or more, comma-separated
@@ -165,6 +173,29 @@ class Settings(BaseSettings):
     _split_lists = field_validator("slack_oncall", "slack_managers", "webhook_url", mode="before")(
         _csv
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        networks = []
+        for part in _csv(value):
+            try:
+                networks.append(ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or a CIDR (10.0.0.0/8)") from None
+        return tuple(networks)
+
+    @field_validator("trust_forwarded_for")
+    @classmethod
+    def _refuse_trust_all(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "trusting every X-Forwarded-For lets a client choose its own address: set "
+                "PAYOPS_TRUSTED_PROXIES to the load balancers' CIDRs instead"
+            )
+        return value
 
     @field_validator("webhook_url")
     @classmethod

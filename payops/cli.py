@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from api.auth import DEBIT_SCOPE, mint_token
+from api.auth import DEBIT_SCOPE, max_lifetime, mint_token
 from core import audit, db
 from core.config import Settings, load_settings
 from core.errors import ConfigError
@@ -369,11 +369,19 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         secret = compose.dev_jwt_secret(settings.data_dir)
+    ttl = timedelta(hours=args.ttl_hours)
+    longest = max_lifetime(settings, service=args.service)
+    if longest and ttl.total_seconds() > longest:
+        which = "SERVICE_" if args.service else ""
+        raise ConfigError(
+            f"the service refuses tokens living over {longest} s "
+            f"(PAYOPS_JWT_{which}MAX_LIFETIME_SECONDS): lower --ttl-hours"
+        )
     print(
         mint_token(
             secret,
             args.user,
-            ttl=timedelta(hours=args.ttl_hours),
+            ttl=ttl,
             scopes=(DEBIT_SCOPE,) if args.service else (),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,

@@ -99,7 +99,33 @@ def settings_checks(settings: Settings, *, slack: bool = True) -> list[Check]:
 
 
 def jwt_check(settings: Settings) -> Check:
-    """HS256 secret or a parseable RS256 public key; the iss/aud checks in force."""
+    """HS256 secret or a parseable RS256 public key; the iss/aud checks in force.
+
+    Without an issuer and an audience, a token minted for another service with the same key
+    would be accepted here: a warning, since preflight checks a production deploy.
+    """
+    check = _jwt_key_check(settings)
+    unset = [
+        name
+        for name, value in (
+            ("PAYOPS_JWT_ISSUER", settings.jwt_issuer),
+            ("PAYOPS_JWT_AUDIENCE", settings.jwt_audience),
+        )
+        if not value
+    ]
+    if check.status is not Status.OK or not unset:
+        return check
+    return Check(
+        "settings",
+        "jwt",
+        Status.WARN,
+        f"{check.detail}; {' and '.join(unset)} not set: a token for another service signed "
+        "with the same key would be accepted",
+        f"set {' and '.join(unset)} to the identity provider's issuer and payops' audience",
+    )
+
+
+def _jwt_key_check(settings: Settings) -> Check:
     claims = (
         f"iss {settings.jwt_issuer or 'not checked'}, aud {settings.jwt_audience or 'not checked'}"
     )

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks as b
 from bot.context import OpsContext
+from bot.parse import parse_id
 from bot.replies import Reply
 from bot.slack_ui import Click, SlackEnv, SlackUI, post_alert
 from core import adjustments
@@ -118,29 +119,30 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     if not args:
         raise InvalidInput(HELP, code="invalid_arguments")
     head = args[0]
+    given_id = parse_id(args[1]) if len(args) > 1 else None
     async with svc.pool.acquire() as conn:
         if head == "reverse":
-            if len(args) < 3 or not args[1].isdigit():
+            if len(args) < 3 or given_id is None:
                 raise InvalidInput(
                     'usage: /pay-adjust reverse <ledger tx id> "<reason>"', code="invalid_arguments"
                 )
             adj = await adjustments.reverse_request(
                 conn,
                 ctx.actor,
-                int(args[1]),
+                given_id,
                 " ".join(args[2:]),
                 policy=policy(ctx, frozenset()),
                 now=now,
             )
         elif head in ("approve", "reject"):
-            if len(args) < 2 or not args[1].isdigit():
+            if given_id is None:
                 raise InvalidInput(
                     f"usage: /pay-adjust {head} <id> [note]", code="invalid_arguments"
                 )
             result = await adjustments.decide(
                 conn,
                 ctx.actor,
-                int(args[1]),
+                given_id,
                 DecisionKind.APPROVE if head == "approve" else DecisionKind.REJECT,
                 policy(ctx, await ctx.roles.managers()),
                 now,
@@ -152,11 +154,12 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 + f"\n{ctx.actor.id} decided: {result.decision.decision.value} "
                 f"({result.resolution.value})",
                 blocks=adjustment_blocks(result.adjustment, warns, buttons=False),
+                adjustment_decided=result.adjustment.id,
             )
         elif head == "show":
-            if len(args) != 2 or not args[1].isdigit():
+            if len(args) != 2 or given_id is None:
                 raise InvalidInput("usage: /pay-adjust show <id>", code="invalid_arguments")
-            found = await adjustments.get(conn, int(args[1]))
+            found = await adjustments.get(conn, given_id)
             if found is None:
                 raise InvalidInput(f"no adjustment {args[1]}", code="adjustment_not_found")
             warns = await adjustments.current_warnings(conn, found)
@@ -195,8 +198,35 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
 async def publish(ctx: OpsContext, client: AsyncWebClient, reply: Reply) -> None:
     if reply.approval_request is not None:
         await post_approval_request(ctx, client, reply.approval_request)
+    elif reply.adjustment_decided is not None:
+        await post_typed_decision(ctx, client, reply.adjustment_decided)
     else:
         await post_alert(ctx, client, reply)
+
+
+async def post_typed_decision(ctx: OpsContext, client: AsyncWebClient, adjustment_id: int) -> None:
+    """A decision typed as `/pay-adjust approve|reject <id>` anywhere is posted into the
+    request's thread and its root updated, as a click would be: the thread stays the whole
+    record of the request."""
+    adj = await adjustments.get(ctx.services.pool, adjustment_id)
+    if adj is None or not (adj.slack_channel and adj.slack_thread_ts):
+        return
+    decisions = await adjustments.decisions(ctx.services.pool, adj.id)
+    mine = [d for d in decisions if d.approver == ctx.actor.id]
+    decided = f"{mine[-1].decision.value}d" if mine else "decided"
+    warns = await adjustments.current_warnings(ctx.services.pool, adj)
+    await client.chat_postMessage(
+        channel=adj.slack_channel,
+        thread_ts=adj.slack_thread_ts,
+        text=f"<@{ctx.actor.id}> {decided} adjustment #{adj.id} with `/pay-adjust` "
+        f"→ {adj.status.value}",
+    )
+    await client.chat_update(
+        channel=adj.slack_channel,
+        ts=adj.slack_thread_ts,
+        text=adjustment_text(adj, warns),
+        blocks=adjustment_blocks(adj, warns, buttons=adj.status.value == "PENDING_APPROVAL"),
+    )
 
 
 async def post_approval_request(
@@ -225,9 +255,9 @@ async def _decide(env: SlackEnv, click: Click, kind: DecisionKind) -> None:
     ctx = env.context_for(click.user)
     raw = click.value
     try:
-        if not raw.isdigit():
+        adjustment_id = parse_id(raw)
+        if adjustment_id is None:
             raise PayopsError("this button does not name an adjustment", code="invalid_action")
-        adjustment_id = int(raw)
         # The button must belong to the message it was clicked on: a forged value
         # pointing at another adjustment is refused.
         known = await adjustments.get(env.services.pool, adjustment_id)

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks as b
 from bot.context import OpsContext
+from bot.parse import parse_id
 from bot.replies import Reply, slack_text
 from bot.slack_ui import SlackEnv, SlackUI, Submission, View
 from core import incidents
@@ -131,10 +132,11 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
                 incident_thread=incident.id,
             )
         if action == "show":
-            if rest and not rest[0].isdigit():
+            shown = parse_id(rest[0]) if rest else None
+            if rest and shown is None:
                 raise InvalidInput("usage: /pay-incident show [id]", code="invalid_arguments")
-            if rest:
-                found = await incidents.get(conn, int(rest[0]))
+            if shown is not None:
+                found = await incidents.get(conn, shown)
             else:
                 open_ones = await incidents.list_open(conn)
                 found = open_ones[-1] if open_ones else None
@@ -213,7 +215,7 @@ async def closeout_submitted(env: SlackEnv, form: Submission) -> None:
                 ctx.actor,
                 closeout(**given),
                 now=env.services.clock(),
-                incident_id=int(meta) if meta.isdigit() else None,
+                incident_id=parse_id(meta),
             )
     except PayopsError as exc:
         # Slack shows errors next to form fields: the empty ones, else the first.

@@ -34,7 +34,7 @@ from core.adjustments.rules import (
 from core.adjustments.rules import decide as judge
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.ledger import adjustment_postings
+from core.ledger import LedgerKey, adjustment_postings
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,12 +221,18 @@ async def _apply(
             postings=adjustment_postings(adj.user_id, adj.credits),
             created_by=actor.id,
             description=f"adjustment {adj.id} ({adj.kind.value}): {adj.reason}",
-            idempotency_key=f"adjustment:{adj.id}",
+            once=LedgerKey.adjustment(adj.id),
             reverses_id=adj.reverses_ledger_tx,
         )
     except asyncpg.UniqueViolationError as exc:
         # the row lock makes a second apply of this request impossible; what is left is a
         # reversal of a transaction that something else reversed meanwhile
+        if exc.constraint_name == ledger.ONCE_CONSTRAINT:
+            raise Conflict(
+                f"adjustment {adj.id} already has a ledger transaction", code="already_applied"
+            ) from exc
+        if adj.reverses_ledger_tx is None:
+            raise
         raise Conflict(
             f"ledger transaction {adj.reverses_ledger_tx} is already reversed",
             code="already_reversed",

@@ -127,6 +127,8 @@ def parse_transaction(response: object) -> ParsedTransaction:
     keys = _full_account_keys(message, meta)
     if not keys:
         raise MalformedTransaction("transaction.message.accountKeys: empty")
+    if not message.includes_loaded:
+        _refuse_repeated_keys(message.account_keys, 0)
     block_time = result.get("blockTime")
     return ParsedTransaction(
         signatures=message.signatures,
@@ -142,6 +144,16 @@ def parse_transaction(response: object) -> ParsedTransaction:
         token_changes=_token_changes(meta, keys),
         version=_version(result.get("version")),
     )
+
+
+def _refuse_repeated_keys(keys: Sequence[str], start: int) -> None:
+    """The runtime refuses a message that lists an account twice: an answer that does is not
+    a transaction that landed."""
+    seen: set[str] = set()
+    for index, key in enumerate(keys, start):
+        if key in seen:
+            raise MalformedTransaction(f"account keys: {key} listed again at index {index}")
+        seen.add(key)
 
 
 def _full_account_keys(message: DecodedMessage, meta: Mapping[str, object]) -> tuple[str, ...]:
@@ -251,7 +263,11 @@ def _token_changes(
     pre = _balances(meta, "preTokenBalances", keys)
     post = _balances(meta, "postTokenBalances", keys)
     changes: list[TokenBalanceChange] = []
-    for index in sorted(pre.keys() | post.keys()):
+    indexes = sorted(pre.keys() | post.keys())
+    # One token account under two indexes (say a static key repeated among the loaded ones)
+    # would be counted twice: its pre balance at one index, its post balance at the other.
+    _refuse_repeated_keys([keys[index] for index in indexes], 0)
+    for index in indexes:
         account = keys[index]
         before, after = pre.get(index), post.get(index)
         if before is not None and after is not None and before.identity() == after.identity():

@@ -1,6 +1,7 @@
 from core.ledger.debits import MAX_DEBIT, debit
 from core.ledger.postings import (
     Entry,
+    LedgerKey,
     LedgerKind,
     Posting,
     adjustment_postings,
@@ -8,6 +9,7 @@ from core.ledger.postings import (
     purchase_postings,
 )
 from core.ledger.store import (
+    ONCE_CONSTRAINT,
     POST_SQL,
     LedgerHealth,
     account_id,
@@ -20,9 +22,11 @@ from core.ledger.store import (
 
 __all__ = [
     "MAX_DEBIT",
+    "ONCE_CONSTRAINT",
     "POST_SQL",
     "Entry",
     "LedgerHealth",
+    "LedgerKey",
     "LedgerKind",
     "Posting",
     "account_id",

@@ -8,9 +8,9 @@ import asyncpg
 
 from core import audit, webhooks
 from core.audit import Actor
-from core.errors import InvalidInput, Unprocessable
+from core.errors import Conflict, InvalidInput, Unprocessable
 from core.ledger import store as ledger_db
-from core.ledger.postings import LedgerKind, debit_postings
+from core.ledger.postings import LedgerKey, LedgerKind, debit_postings
 
 MAX_DEBIT = 10**12
 
@@ -50,14 +50,24 @@ async def debit(
                 f"the balance ({balance}) is smaller than the debit ({credits})",
                 code="insufficient_credits",
             )
-        tx_id = await ledger_db.post(
-            conn,
-            kind=LedgerKind.DEBIT,
-            postings=debit_postings(user_id, credits),
-            created_by=actor.id,
-            description=reason,
-            idempotency_key=f"{actor.id}:{key}",
-        )
+        try:
+            tx_id = await ledger_db.post(
+                conn,
+                kind=LedgerKind.DEBIT,
+                postings=debit_postings(user_id, credits),
+                created_by=actor.id,
+                description=reason,
+                once=LedgerKey.debit(actor.id, key),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            # The API claims (debit, service, key) in idempotency_keys first, so only a caller
+            # that skipped it (or an expired claim) lands here: refuse, never a 500.
+            if exc.constraint_name != ledger_db.ONCE_CONSTRAINT:
+                raise
+            raise Conflict(
+                f"a debit with Idempotency-Key {key!r} was already made by {actor.id}",
+                code="idempotency_key_used",
+            ) from exc
         await webhooks.enqueue(
             conn,
             "credits.debited",

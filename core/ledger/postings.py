@@ -62,6 +62,28 @@ def adjustment_postings(user_id: str, credits: int) -> list[Posting]:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerKey:
+    """What makes a ledger transaction happen once: scope, principal and key, kept apart.
+
+    Each is stored in its own column (migration 0010), so no choice of principal or key can
+    reach another's: service `svc:a` with key `b` and service `svc` with key `a:b` differ,
+    and no service can take an adjustment's key.
+    """
+
+    scope: str  # "debit", "adjustment"
+    principal: str  # who chose the key: the service's `sub`; "" for the service's own keys
+    key: str
+
+    @classmethod
+    def debit(cls, service: str, key: str) -> LedgerKey:
+        return cls("debit", service, key)
+
+    @classmethod
+    def adjustment(cls, adjustment_id: int) -> LedgerKey:
+        return cls("adjustment", "", str(adjustment_id))
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     transaction_id: int
     kind: LedgerKind

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from core.ledger.postings import Entry, LedgerKind, Posting
+from core.ledger.postings import Entry, LedgerKey, LedgerKind, Posting
 
 
 async def account_id(conn: asyncpg.Connection, name: str) -> int:
@@ -37,14 +37,15 @@ async def post(
     description: str = "",
     intent_id: uuid.UUID | None = None,
     purchase_signature: str | None = None,
-    idempotency_key: str | None = None,
+    once: LedgerKey | None = None,
     reverses_id: int | None = None,
 ) -> int:
     """Write one ledger transaction with its entries; returns its id.
 
     Must run inside the caller's database transaction: the zero-sum check runs at commit,
     and unique constraints (one purchase credit per signature and per intent, one reversal
-    per transaction, one debit per idempotency key) raise `asyncpg.UniqueViolationError`.
+    per transaction, one per `once` key) raise `asyncpg.UniqueViolationError`; its
+    `constraint_name` tells which (`ONCE_CONSTRAINT` for the `once` key).
 
     One statement (one round trip on the credit path) writes the transaction and the
     entries of every account that exists; a first posting to a user creates the account
@@ -55,7 +56,9 @@ async def post(
         kind.value,
         intent_id,
         purchase_signature,
-        idempotency_key,
+        None if once is None else once.scope,
+        None if once is None else once.principal,
+        None if once is None else once.key,
         reverses_id,
         description,
         created_by,
@@ -75,6 +78,9 @@ async def post(
     return tx_id
 
 
+# The unique index of a ledger transaction's `once` key (migration 0010).
+ONCE_CONSTRAINT = "ledger_transactions_idempotency"
+
 # The ledger transaction and its entries in one statement. Entries are inserted in posting
 # order; `missing` lists (1-based) the postings whose account does not exist yet. The entry
 # trigger and the foreign keys run at the end of the statement, when the transaction row is
@@ -82,11 +88,12 @@ async def post(
 POST_SQL = """
     WITH tx AS (
         INSERT INTO ledger_transactions (kind, intent_id, purchase_signature,
-            idempotency_key, reverses_id, description, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
+            idempotency_scope, idempotency_principal, idempotency_value, reverses_id,
+            description, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
     ), postings AS (
         SELECT p.ordinal, p.amount, a.id AS account_id
-        FROM unnest($8::text[], $9::bigint[]) WITH ORDINALITY AS p(name, amount, ordinal)
+        FROM unnest($10::text[], $11::bigint[]) WITH ORDINALITY AS p(name, amount, ordinal)
         LEFT JOIN accounts a ON a.name = p.name
     ), entries AS (
         INSERT INTO ledger_entries (transaction_id, account_id, amount)

@@ -374,13 +374,15 @@ async def _reject(
             request_id=actor.request_id,
         )
         if rejection_closes_intent(verdict.code) and intent.status is not IntentStatus.CONFIRMED:
-            await intents_db.mark_rejected(conn, intent, code=verdict.code.value)
+            before = await intents_db.mark_rejected(conn, intent, code=verdict.code.value)
+            if before is None:
+                return  # confirmed or rejected meanwhile: no state change, no audit record
             await audit.record(
                 conn,
                 actor,
                 action="intent.reject",
                 subject=f"intent:{intent.id}",
-                before={"status": intent.status.value},
+                before={"status": before},
                 after={"status": "REJECTED", "code": verdict.code.value, "tx_signature": signature},
             )
 

@@ -97,13 +97,19 @@ async def intent_of_signature(
     return value if isinstance(value, uuid.UUID) else None
 
 
-async def mark_rejected(conn: asyncpg.Connection, intent: Intent, *, code: str) -> None:
-    await conn.execute(
-        """UPDATE purchase_intents SET status = 'REJECTED', reject_code = $2, updated_at = now()
-           WHERE id = $1 AND status IN ('PENDING', 'EXPIRED')""",
+async def mark_rejected(conn: asyncpg.Connection, intent: Intent, *, code: str) -> str | None:
+    """REJECTED if still PENDING or EXPIRED: the status it had, or None when nothing changed
+    (confirmed or rejected meanwhile)."""
+    before = await conn.fetchval(
+        """UPDATE purchase_intents p
+           SET status = 'REJECTED', reject_code = $2, updated_at = now()
+           FROM (SELECT id, status FROM purchase_intents WHERE id = $1 FOR UPDATE) old
+           WHERE p.id = old.id AND old.status IN ('PENDING', 'EXPIRED')
+           RETURNING old.status""",
         intent.id,
         code,
     )
+    return None if before is None else str(before)
 
 
 async def record_attempt(

@@ -201,16 +201,17 @@ async def assert_database(pool: asyncpg.Pool, plan: Plan) -> dict[str, Any]:
 
     # Debits: one ledger transaction per applied key, none for a refused one.
     keys = Counter(
-        r["idempotency_key"]
+        (r["idempotency_principal"], r["idempotency_value"])
         for r in await pool.fetch(
-            "SELECT idempotency_key FROM ledger_transactions WHERE kind = 'debit'"
+            """SELECT idempotency_principal, idempotency_value FROM ledger_transactions
+               WHERE kind = 'debit' AND idempotency_scope = 'debit'"""
         )
     )
     for user in plan.users:
         for key in user.safe_keys:
-            assert keys[f"{DEBIT_SERVICE}:{key}"] == 1
-        assert sorted(keys[f"{DEBIT_SERVICE}:{k}"] for k in user.race_keys) == [0, 1]
-        assert all(keys[f"{DEBIT_SERVICE}:{k}"] == 0 for k in user.overdraft_keys)
+            assert keys[DEBIT_SERVICE, key] == 1
+        assert sorted(keys[DEBIT_SERVICE, k] for k in user.race_keys) == [0, 1]
+        assert all(keys[DEBIT_SERVICE, k] == 0 for k in user.overdraft_keys)
     assert sum(keys.values()) == len(plan.users) * (len(plan.users[0].safe_keys) + 1)
 
     # Adjustments: applied once each, by the right managers, with one audit note.
@@ -224,8 +225,8 @@ async def assert_database(pool: asyncpg.Pool, plan: Plan) -> dict[str, Any]:
             """SELECT t.id, e.amount FROM ledger_transactions t
                JOIN ledger_entries e ON e.transaction_id = t.id
                JOIN accounts a ON a.id = e.account_id AND a.kind = 'user'
-               WHERE t.idempotency_key = $1""",
-            f"adjustment:{adj.id}",
+               WHERE t.idempotency_scope = 'adjustment' AND t.idempotency_value = $1""",
+            str(adj.id),
         )
         assert [(r["id"], r["amount"]) for r in txs] == [(row["applied_ledger_tx"], adj.credits)]
         decisions = await pool.fetch(

@@ -94,13 +94,18 @@ async def test_approval_applies_ledger_transaction_and_audit_together(pool: asyn
     assert result.balance == 50
     assert await ledger.balance(pool, "alice") == 50
     tx = await pool.fetchrow(
-        "SELECT kind, idempotency_key, created_by FROM ledger_transactions WHERE id = $1",
+        """SELECT kind, idempotency_key, idempotency_scope, idempotency_principal,
+                  idempotency_value, created_by
+           FROM ledger_transactions WHERE id = $1""",
         result.ledger_tx,
     )
     assert tx is not None
     assert dict(tx) == {
         "kind": "adjustment",
-        "idempotency_key": f"adjustment:{adj_id}",
+        "idempotency_key": None,
+        "idempotency_scope": "adjustment",
+        "idempotency_principal": "",
+        "idempotency_value": str(adj_id),
         "created_by": "M1",
     }
     assert await _audit_actions(pool, adj_id) == [
@@ -318,14 +323,16 @@ async def test_reversal_of_a_duplicate_purchase_credit(pool: asyncpg.Pool) -> No
     result = await _decide(pool, M1, adj.id)
     assert result.balance == 40
     reversal = await pool.fetchrow(
-        "SELECT kind, reverses_id, idempotency_key FROM ledger_transactions WHERE id = $1",
+        """SELECT kind, reverses_id, idempotency_scope, idempotency_value
+           FROM ledger_transactions WHERE id = $1""",
         result.ledger_tx,
     )
     assert reversal is not None
     assert dict(reversal) == {
         "kind": "reversal",
         "reverses_id": duplicate,
-        "idempotency_key": f"adjustment:{adj.id}",
+        "idempotency_scope": "adjustment",
+        "idempotency_value": str(adj.id),
     }
     async with pool.acquire() as conn:
         with pytest.raises(Conflict) as done:
@@ -418,3 +425,48 @@ async def test_thread_link_and_pending_list(pool: asyncpg.Pool) -> None:
         await adjustments.set_thread(pool, 999, "C", "1")
     with pytest.raises(NotFound):
         await _decide(pool, M1, 999)
+
+
+async def test_a_service_named_adjustment_cannot_take_an_adjustments_key(
+    pool: asyncpg.Pool,
+) -> None:
+    """A debit by service `adjustment` with key `<id>` used to be stored as `adjustment:<id>`,
+    the key of adjustment <id>, which then could never be applied."""
+    await _purchase(pool, user="bob", credits=10)
+    adj_id = await _request(pool, credits=50)
+    async with pool.acquire() as conn:
+        await ledger.debit(
+            conn, Actor("adjustment", "api"), user_id="bob", credits=1, reason="", key=str(adj_id)
+        )
+    result = await _decide(pool, M1, adj_id)
+    assert result.adjustment.status is AdjustmentStatus.APPLIED
+    assert await ledger.balance(pool, "alice") == 50
+    assert (await ledger.health(pool)).ok
+
+
+async def test_rows_with_the_old_text_key_stay_valid_beside_new_ones(pool: asyncpg.Pool) -> None:
+    """Rows written before migration 0010 (or by the previous release) keep their text key."""
+    await _purchase(pool, user="bob", credits=10)
+    adj_id = await _request(pool, credits=5)
+    async with pool.acquire() as conn, conn.transaction():
+        old = await conn.fetchval(
+            """INSERT INTO ledger_transactions (kind, idempotency_key, created_by)
+               VALUES ('debit', $1, 'svc') RETURNING id""",
+            f"adjustment:{adj_id}",
+        )
+        await conn.execute(
+            """INSERT INTO ledger_entries (transaction_id, account_id, amount)
+               SELECT $1, id, CASE name WHEN 'user:bob' THEN -1 ELSE 1 END FROM accounts
+               WHERE name IN ('user:bob', 'system:spend')""",
+            old,
+        )
+    result = await _decide(pool, M1, adj_id)
+    assert result.adjustment.status is AdjustmentStatus.APPLIED
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                """INSERT INTO ledger_transactions (kind, idempotency_key, idempotency_scope,
+                       idempotency_principal, idempotency_value, created_by)
+                   VALUES ('debit', 'x', 'debit', 'svc', 'x', 'svc')"""
+            )
+    assert (await ledger.health(pool)).ok

@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 
 from core import ledger
 from core.audit import Actor
+from core.errors import Conflict
 from core.ledger import LedgerKind, adjustment_postings
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, service_bearer
 
@@ -23,8 +25,8 @@ async def _fund(pool: asyncpg.Pool, user: str, credits: int) -> None:
         )
 
 
-def _debit_headers(key: str) -> dict[str, str]:
-    return {**service_bearer(), "Idempotency-Key": key}
+def _debit_headers(key: str, service: str = "shop") -> dict[str, str]:
+    return {**service_bearer(service), "Idempotency-Key": key}
 
 
 async def test_debit_that_would_go_negative_is_refused(pool: asyncpg.Pool) -> None:
@@ -152,3 +154,41 @@ async def test_debit_writes_an_audit_record(pool: asyncpg.Pool) -> None:
     )
     assert row is not None
     assert (row["actor"], row["subject"], row["after"]["balance"]) == ("shop", "user:alice", 8)
+
+
+async def test_debit_keys_of_different_services_never_collide(pool: asyncpg.Pool) -> None:
+    """`svc:a` with key `b` and `svc` with key `a:b` are two debits (once a 500)."""
+    await _fund(pool, "alice", 10)
+    async with api_client(build_services(pool, ScriptedVerifier())) as client:
+        statuses = []
+        for service, key in (("svc:a", "b"), ("svc", "a:b"), ("svc:a:b", "")):
+            resp = await client.post(
+                "/v1/credits/debits",
+                json={"user_id": "alice", "credits": 1},
+                headers=_debit_headers(key or "k", service),
+            )
+            statuses.append(resp.status)
+    assert statuses == [201, 201, 201]
+    assert await ledger.balance(pool, "alice") == 7
+    rows = await pool.fetch(
+        """SELECT idempotency_scope, idempotency_principal, idempotency_value, idempotency_key
+           FROM ledger_transactions WHERE kind = 'debit' ORDER BY id"""
+    )
+    assert [tuple(r) for r in rows] == [
+        ("debit", "svc:a", "b", None),
+        ("debit", "svc", "a:b", None),
+        ("debit", "svc:a:b", "k", None),
+    ]
+
+
+async def test_a_debit_key_taken_outside_the_api_is_a_conflict_not_a_500(
+    pool: asyncpg.Pool,
+) -> None:
+    await _fund(pool, "alice", 10)
+    actor = Actor("shop", "api")
+    async with pool.acquire() as conn:
+        await ledger.debit(conn, actor, user_id="alice", credits=1, reason="", key="k")
+        with pytest.raises(Conflict) as again:
+            await ledger.debit(conn, actor, user_id="alice", credits=1, reason="", key="k")
+    assert again.value.code == "idempotency_key_used"
+    assert await ledger.balance(pool, "alice") == 9

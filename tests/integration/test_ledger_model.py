@@ -155,8 +155,8 @@ class LedgerMachine(RuleBasedStateMachine):
                         applied = True
                     except Unprocessable:
                         pass
-                    except asyncpg.UniqueViolationError:
-                        pass  # the same key again: the ledger's own guard
+                    except Conflict:
+                        pass  # the same key again: the ledger's own guard (409)
             return applied
 
         enough = self.balances[user] >= credits

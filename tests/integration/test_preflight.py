@@ -40,6 +40,8 @@ def production_like(info: LocalnetInfo, database_url: str, **overrides: Any) -> 
         "token_decimals": info.decimals,
         "treasury_owner": info.treasury_owner,
         "jwt_secret": JWT_SECRET,
+        "jwt_issuer": "https://auth.example",
+        "jwt_audience": "payops",
         "slack_bot_token": "xoxb-preflight-test",
         "slack_signing_secret": "signing-secret",
         "slack_alerts_channel": "C_ALERTS",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
+from typing import Any
 
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from core.services import Services
 from tests.support import ScriptedVerifier, api_client, bearer, build_services
 
 
@@ -35,18 +39,60 @@ async def test_per_address_limit_covers_unauthenticated_requests(pool: asyncpg.P
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
 
 
-async def test_forwarded_for_is_used_only_when_trusted(pool: asyncpg.Pool) -> None:
-    svc = build_services(
+def _one_request_per_address(pool: asyncpg.Pool, trusted_proxies: str = "") -> Services:
+    return build_services(
         pool,
         ScriptedVerifier(),
         rate_limit_per_ip_per_second=0.5,
         rate_limit_per_ip_burst=1,
-        trust_forwarded_for=True,
+        trusted_proxies=trusted_proxies,
     )
-    async with api_client(svc) as client:
-        first = await client.get("/v1/status", headers={"X-Forwarded-For": "203.0.113.7"})
-        second = await client.get(
-            "/v1/status", headers={"X-Forwarded-For": "203.0.113.8, 10.0.0.1"}
-        )
-        third = await client.get("/v1/status", headers={"X-Forwarded-For": "203.0.113.7"})
-        assert (first.status, second.status, third.status) == (200, 200, 429)
+
+
+async def _statuses(client: TestClient[Any, Any], *forwarded_for: str) -> list[int]:
+    return [
+        (await client.get("/v1/status", headers={"X-Forwarded-For": f} if f else None)).status
+        for f in forwarded_for
+    ]
+
+
+async def test_forwarded_for_is_ignored_without_trusted_proxies(pool: asyncpg.Pool) -> None:
+    async with api_client(_one_request_per_address(pool)) as client:
+        # Each request claims another address; all come from one peer, one bucket.
+        assert await _statuses(client, "203.0.113.7", "203.0.113.8", "") == [200, 429, 429]
+
+
+async def test_a_client_cannot_choose_its_bucket_behind_a_trusted_proxy(
+    pool: asyncpg.Pool,
+) -> None:
+    # The test client connects from 127.0.0.1: it plays the load balancer, which appends the
+    # address it saw (the real client) to whatever the client sent.
+    async with api_client(_one_request_per_address(pool, "127.0.0.0/8")) as client:
+        assert await _statuses(
+            client,
+            "198.51.100.1",
+            "203.0.113.7, 198.51.100.1",  # the same client, pretending to be another
+            "10.9.9.9, 198.51.100.1",
+            "198.51.100.2",  # another client
+        ) == [200, 429, 429, 200]
+
+
+async def test_forwarded_for_walks_back_through_every_trusted_proxy(pool: asyncpg.Pool) -> None:
+    trusted = "127.0.0.0/8, 10.0.0.0/8"
+    async with api_client(_one_request_per_address(pool, trusted)) as client:
+        assert await _statuses(
+            client,
+            "spoofed, 198.51.100.1, 10.0.0.5",  # client -> proxy 10.0.0.5 -> the balancer
+            "1.1.1.1, 198.51.100.1, 10.0.0.6",
+            "198.51.100.3, 10.0.0.5",
+        ) == [200, 429, 200]
+
+
+async def test_a_malformed_forwarded_hop_falls_back_to_the_nearest_trusted_address(
+    pool: asyncpg.Pool,
+) -> None:
+    async with api_client(_one_request_per_address(pool, "127.0.0.0/8, 10.0.0.0/8")) as client:
+        assert await _statuses(client, "not-an-address, 10.0.0.5", "other, 10.0.0.5") == [
+            200,
+            429,
+        ]

@@ -528,3 +528,104 @@ async def test_socket_mode_connects_at_start_and_runs_commands(pool: asyncpg.Poo
             assert fake.of("apps.connections.open")
     finally:
         await fake.close()
+
+
+async def _adjustment_count(pool: asyncpg.Pool) -> int:
+    await asyncio.sleep(0.2)  # a command acks at once and runs afterwards
+    return int(await pool.fetchval("SELECT count(*) FROM adjustments"))
+
+
+async def test_signed_request_sent_twice_runs_once(rig: SlackRig) -> None:
+    body = command_body(rig.fake, "/pay-adjust", 'alice +5 "missing credit"', ONCALL, "twice")
+    headers = signed_headers(body)
+    first = await rig.client.post("/slack/events", data=body, headers=headers)
+    assert first.status == 200
+    await rig.reply("twice")
+    again = await rig.client.post("/slack/events", data=body, headers=headers)
+    assert again.status == 401
+    assert "already received" in await again.text()
+    assert await _adjustment_count(rig.pool) == 1
+
+
+async def test_slack_retry_is_acknowledged_without_running(rig: SlackRig) -> None:
+    body = command_body(rig.fake, "/pay-adjust", 'alice +5 "missing credit"', ONCALL, "retry")
+    first = await rig.client.post("/slack/events", data=body, headers=signed_headers(body))
+    assert first.status == 200
+    retry = await rig.client.post(
+        "/slack/events",
+        data=body,
+        headers={**signed_headers(body, timestamp=int(time.time()) + 1), "X-Slack-Retry-Num": "1"},
+    )
+    assert retry.status == 200
+    assert retry.headers["X-Slack-No-Retry"] == "1"
+    await rig.reply("retry")
+    assert await _adjustment_count(rig.pool) == 1
+    assert len(rig.fake.of("response:retry")) == 1
+
+
+async def test_replay_through_another_replica_is_refused(rig: SlackRig) -> None:
+    other_app = create_app(rig.services)
+    add_slack(other_app, rig.services, rpc=None)
+    other: TestClient[Any, Any] = TestClient(TestServer(other_app))
+    await other.start_server()
+    try:
+        body = command_body(rig.fake, "/pay-adjust", 'bob +3 "missing credit"', ONCALL, "two")
+        headers = signed_headers(body)
+        statuses = await asyncio.gather(
+            rig.client.post("/slack/events", data=body, headers=headers),
+            other.post("/slack/events", data=body, headers=headers),
+        )
+        assert sorted(r.status for r in statuses) == [200, 401]
+    finally:
+        await other.close()
+    assert await _adjustment_count(rig.pool) == 1
+
+
+async def test_expired_signatures_are_pruned(rig: SlackRig) -> None:
+    await rig.pool.execute(
+        """INSERT INTO slack_requests_seen (signature, expires_at)
+           VALUES ('v0=old', now() - interval '1 hour'), ('v0=fresh', now() + interval '1 hour')"""
+    )
+    assert await rig.command("/pay-gate", "help", rid="prune") == 200
+    left = await rig.pool.fetch("SELECT signature FROM slack_requests_seen ORDER BY signature")
+    assert "v0=old" not in {r["signature"] for r in left}
+    assert "v0=fresh" in {r["signature"] for r in left}
+
+
+ARABIC_INDIC_13 = "\u0661\u0663"
+
+
+@pytest.mark.parametrize("value", ["13²", ARABIC_INDIC_13, "0", "-1", "1" * 30, "", " 1"])
+async def test_malformed_button_value_is_refused(rig: SlackRig, value: str) -> None:
+    adj_id, ts = await _adjustment_root(rig, 'hana +5 "missing credit"', "h")
+    assert await rig.click("adjust_approve", value, MANAGER, ts) == 200
+    await rig.fake.wait_for(lambda: bool(rig.fake.of(f"response:click-{MANAGER}")))
+    assert "does not name an adjustment" in rig.fake.of(f"response:click-{MANAGER}")[-1]["text"]
+    assert (
+        await rig.pool.fetchval("SELECT status FROM adjustments WHERE id=$1", adj_id)
+        == "PENDING_APPROVAL"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["approve 13²", f"reject {ARABIC_INDIC_13}", "show 1²", "reverse ²  why"]
+)
+async def test_typed_id_in_other_digits_is_refused(rig: SlackRig, text: str) -> None:
+    assert await rig.command("/pay-adjust", text, user=MANAGER, rid="u") == 200
+    assert "usage: /pay-adjust" in (await rig.reply("u"))["text"]
+
+
+async def test_typed_approval_is_posted_into_the_request_thread(rig: SlackRig) -> None:
+    adj_id, ts = await _adjustment_root(rig, 'ivan +4 "missing credit"', "i")
+    assert await rig.command("/pay-adjust", f"approve {adj_id}", user=MANAGER, rid="typed") == 200
+    await rig.reply("typed")
+    await rig.fake.wait_for(lambda: bool(rig.fake.of("chat.update")))
+    thread = [p for p in rig.fake.of("chat.postMessage") if p.get("thread_ts") == ts]
+    assert [p["text"] for p in thread] == [
+        f"<@{MANAGER}> approved adjustment #{adj_id} with `/pay-adjust` → APPLIED"
+    ]
+    update = rig.fake.of("chat.update")[-1]
+    assert update["ts"] == ts
+    assert "APPLIED" in update["text"]
+    _valid_blocks(update["blocks"])
+    assert await ledger.balance(rig.pool, "ivan") == 4

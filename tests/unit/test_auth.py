@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from api.auth import DEBIT_SCOPE, TokenVerifier, mint_token, require_scope
 from core.config import load_settings
 from core.errors import ConfigError, Forbidden, Unauthorized
+from payops import cli
 
 SECRET = "x" * 40
 
@@ -76,11 +77,14 @@ def test_rs256_with_a_public_key_and_no_algorithm_confusion() -> None:
     )
     v = TokenVerifier(load_settings(jwt_public_key=public_pem))
     exp = datetime.now(UTC) + timedelta(minutes=5)
-    token = jwt.encode({"sub": "alice", "exp": exp}, key, algorithm="RS256")
+    iat = datetime.now(UTC)
+    token = jwt.encode({"sub": "alice", "iat": iat, "exp": exp}, key, algorithm="RS256")
     assert v.verify(f"Bearer {token}").sub == "alice"
     # An HS256 token signed with the public key as secret must not pass.
     forged = jwt.encode(
-        {"sub": "mallory", "exp": exp}, "public-key-used-as-an-hmac-secret!!", algorithm="HS256"
+        {"sub": "mallory", "iat": iat, "exp": exp},
+        "public-key-used-as-an-hmac-secret!!",
+        algorithm="HS256",
     )
     with pytest.raises(Unauthorized):
         v.verify(f"Bearer {forged}")
@@ -96,3 +100,100 @@ def test_a_token_that_is_not_ascii_is_refused_not_an_error(token: str) -> None:
     with pytest.raises(Unauthorized) as info:
         _verifier().verify(f"Bearer {token}")
     assert info.value.code == "invalid_token"
+
+
+def _hs256(claims: dict[str, object], key: str = SECRET) -> str:
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def _refusal(verifier: TokenVerifier, token: str) -> Unauthorized:
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(f"Bearer {token}")
+    return info.value
+
+
+def test_a_token_living_longer_than_the_maximum_is_refused() -> None:
+    v = _verifier(jwt_max_lifetime_seconds=3600, jwt_service_max_lifetime_seconds=7200)
+    assert v.verify(f"Bearer {mint_token(SECRET, 'a', ttl=timedelta(hours=1))}").sub == "a"
+    refused = _refusal(v, mint_token(SECRET, "a", ttl=timedelta(hours=1, seconds=1)))
+    assert refused.code == "invalid_token"
+    assert (
+        refused.message == "the token lives 3601 s from iat to exp; a token may live at most 3600 s"
+    )
+    # A service token has its own maximum.
+    service = mint_token(SECRET, "shop", ttl=timedelta(hours=2), scopes=(DEBIT_SCOPE,))
+    assert v.verify(f"Bearer {service}").sub == "shop"
+    longer = mint_token(SECRET, "shop", ttl=timedelta(hours=3), scopes=(DEBIT_SCOPE,))
+    assert "a service token may live at most 7200 s" in _refusal(v, longer).message
+
+
+def test_the_default_maximum_is_a_day_and_payops_token_passes_it() -> None:
+    v = _verifier()
+    assert v.verify(f"Bearer {mint_token(SECRET, 'a')}").sub == "a"  # payops token's 12 h
+    assert v.verify(f"Bearer {mint_token(SECRET, 'a', ttl=timedelta(days=1))}").sub == "a"
+    assert "at most 86400 s" in _refusal(v, mint_token(SECRET, "a", ttl=timedelta(days=2))).message
+
+
+def test_a_token_without_iat_is_refused_when_a_maximum_is_set() -> None:
+    exp = datetime.now(UTC) + timedelta(minutes=5)
+    token = _hs256({"sub": "a", "exp": exp})
+    assert _refusal(_verifier(), token).message == "the token lacks its iat (issued at) claim"
+    unlimited = _verifier(jwt_max_lifetime_seconds=0, jwt_service_max_lifetime_seconds=0)
+    assert unlimited.verify(f"Bearer {token}").sub == "a"
+
+
+NOW = datetime.now(UTC)
+LATER = NOW + timedelta(minutes=5)
+# (token, payops' message): never the JWT library's words
+REFUSALS = [
+    ("not.a.jwt", "the token is not a well-formed JWT"),
+    ("abc", "the token is not a well-formed JWT"),
+    (
+        _hs256({"sub": "a", "iat": NOW, "exp": LATER}, "y" * 40),
+        "the token's signature does not verify",
+    ),
+    (_hs256({"sub": "a", "iat": NOW}), "the token lacks its exp (expiry) claim"),
+    (_hs256({"iat": NOW, "exp": LATER}), "the token lacks its sub (user id) claim"),
+    (
+        _hs256({"sub": "a", "iat": "yesterday", "exp": LATER}),
+        "the token's iat (issued at) is not a time",
+    ),
+    (
+        _hs256({"sub": "a", "iat": NOW + timedelta(hours=1), "exp": LATER + timedelta(hours=1)}),
+        "the token is not valid yet",
+    ),
+    (_hs256({"sub": "a", "iat": NOW, "exp": LATER, "nbf": LATER}), "the token is not valid yet"),
+    (
+        jwt.encode({"sub": "a", "iat": NOW, "exp": LATER}, None, algorithm="none"),
+        "the token is signed with an algorithm payops does not accept",
+    ),
+    (_hs256({"sub": "a", "iat": NOW, "exp": "tomorrow"}), "the token is not a well-formed JWT"),
+]
+
+
+@pytest.mark.parametrize(("token", "message"), REFUSALS, ids=[m for _, m in REFUSALS])
+def test_a_refusal_says_what_is_wrong_in_payops_words(token: str, message: str) -> None:
+    refused = _refusal(_verifier(), token)
+    assert (refused.code, refused.message) == ("invalid_token", message)
+
+
+def test_issuer_and_audience_refusals_are_named() -> None:
+    v = _verifier(jwt_issuer="https://auth.example", jwt_audience="payops")
+    other_iss = mint_token(SECRET, "a", issuer="https://evil", audience="payops")
+    assert _refusal(v, other_iss).message == "the token was not issued by the configured issuer"
+    other_aud = mint_token(SECRET, "a", issuer="https://auth.example", audience="shop")
+    assert _refusal(v, other_aud).message == "the token is not meant for this service (audience)"
+    assert _refusal(v, mint_token(SECRET, "a")).message.startswith("the token lacks its")
+
+
+def test_payops_token_mints_what_the_service_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    settings = load_settings(jwt_secret=SECRET)
+
+    def token(*argv: str) -> str:
+        assert cli._token(settings, cli._parser().parse_args(["token", *argv])) == 0
+        return capsys.readouterr().out.strip()
+
+    assert _verifier().verify(f"Bearer {token('alice')}").sub == "alice"
+    assert DEBIT_SCOPE in _verifier().verify(f"Bearer {token('shop', '--service')}").scopes
+    with pytest.raises(ConfigError, match="PAYOPS_JWT_MAX_LIFETIME_SECONDS"):
+        token("alice", "--ttl-hours", "48")

@@ -778,6 +778,24 @@ def test_decide_raw_rejects_a_malformed_response() -> None:
     assert "not a raw u64 amount" in verdict.message
 
 
+def test_decide_raw_rejects_a_token_account_listed_twice() -> None:
+    # The treasury's token account again at a new index, with its balance there and no pre
+    # balance: counted per index, the whole balance would look received.
+    broken = Tx(PAY_1000).json()
+    keys = broken["transaction"]["message"]["accountKeys"]
+    post = broken["meta"]["postTokenBalances"]
+    entry = copy.deepcopy(post[0])
+    keys.append(copy.deepcopy(keys[entry["accountIndex"]]))
+    entry["accountIndex"] = len(keys) - 1
+    post.append(entry)
+
+    verdict = decide_raw(broken, expect(), T0, GRACE)
+
+    assert isinstance(verdict, Rejected)
+    assert verdict.code is RejectCode.MALFORMED_TX
+    assert "listed again" in verdict.message
+
+
 def test_decide_raw_rejects_an_envelope_with_neither_result_nor_error() -> None:
     verdict = decide_raw({"jsonrpc": "2.0", "id": 1}, expect(), T0, GRACE)
 

@@ -41,6 +41,15 @@ DEVNET_JSON = "metamask_devnet_usdc_transfer.json"
 SELF_TRANSFER = "metamask_jup_transferChecked_to_self_legacy.json"
 
 
+def repeat_token_account(result: dict[str, Any]) -> None:
+    """The first token account listed again at a new index, with a balance there."""
+    keys = result["transaction"]["message"]["accountKeys"]
+    entry = copy.deepcopy(result["meta"]["postTokenBalances"][0])
+    keys.append(copy.deepcopy(keys[entry["accountIndex"]]))
+    entry["accountIndex"] = len(keys) - 1
+    result["meta"]["postTokenBalances"].append(entry)
+
+
 def load_raw(name: str) -> dict[str, Any]:
     """A fixture file as stored (envelope or bare result); fails when it is missing."""
     raw: dict[str, Any] = load_solana_fixture(name)
@@ -789,6 +798,20 @@ MALFORMED = [
         "meta.loadedAddresses",
     ),
     ("empty result", KEYAPP_SPL, lambda r: r.clear(), "missing field 'meta'"),
+    (
+        "static account key repeated",
+        KEYAPP_SPL,
+        lambda r: r["transaction"]["message"]["accountKeys"].append(
+            r["transaction"]["message"]["accountKeys"][1]
+        ),
+        "listed again at index",
+    ),
+    (
+        "token account repeated under another index",
+        KEYAPP_SPL,
+        repeat_token_account,
+        "listed again at index",
+    ),
 ]
 
 

@@ -82,3 +82,17 @@ def test_treasury_token_account_defaults_to_the_associated_account() -> None:
         associated_token_account(GOOD_KEY, USDC, payment.token_program)
         == payment.treasury_token_account
     )
+
+
+def test_trusted_proxies_are_cidrs_and_trusting_every_forwarded_for_is_refused() -> None:
+    settings = load_settings(trusted_proxies="10.0.0.0/8, 192.168.1.7,fd00::/8")
+    assert [str(n) for n in settings.trusted_proxies] == [
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+        "fd00::/8",
+    ]
+    assert load_settings().trusted_proxies == ()
+    with pytest.raises(ConfigError, match="PAYOPS_TRUSTED_PROXIES"):
+        load_settings(trusted_proxies="10.0.0.0/8,lb.internal")
+    with pytest.raises(ConfigError, match="PAYOPS_TRUSTED_PROXIES to the load balancers"):
+        load_settings(trust_forwarded_for=True)

@@ -14,6 +14,7 @@ from payops.preflight_checks import (
     GATE_SWITCHES,
     SYSTEM_ACCOUNTS,
     Status,
+    jwt_check,
     ledger_check,
     owner_check,
     schema_check,
@@ -227,3 +228,27 @@ def test_a_treasury_account_other_than_the_associated_one_is_a_warning() -> None
 
     usual = _treasury_payment(None)
     assert treasury_check(usual, _token_account_of(usual), explicit=False).status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("issuer", "audience", "status", "named"),
+    [
+        ("https://auth.example", "payops", Status.OK, None),
+        (None, "payops", Status.WARN, "PAYOPS_JWT_ISSUER not set"),
+        ("https://auth.example", None, Status.WARN, "PAYOPS_JWT_AUDIENCE not set"),
+        (None, None, Status.WARN, "PAYOPS_JWT_ISSUER and PAYOPS_JWT_AUDIENCE not set"),
+    ],
+)
+def test_jwt_check_warns_without_issuer_or_audience(
+    issuer: str | None, audience: str | None, status: Status, named: str | None
+) -> None:
+    check = jwt_check(make_settings(jwt_issuer=issuer, jwt_audience=audience))
+    assert check.status is status
+    if named:
+        assert named in check.detail
+        assert check.fix.startswith("set PAYOPS_JWT_")
+
+
+def test_jwt_check_without_a_key_still_fails() -> None:
+    check = jwt_check(make_settings(jwt_secret=None))
+    assert check.status is Status.FAIL
