@@ -30,3 +30,5 @@ class Reply:
     incident_opened: int | None = None
     # Also post into this incident's thread (notes, closeout).
     incident_thread: int | None = None
+    # A file to upload into the incident's thread: (file name, content) — the postmortem.
+    file: tuple[str, str] | None = None

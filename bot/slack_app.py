@@ -13,6 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -25,7 +26,16 @@ from bot import ops
 from bot.authz import Roles
 from bot.context import OpsContext
 from bot.replies import slack_text
-from bot.slack_ui import ActionHandler, Click, SlackEnv, SlackUI, Submission, ViewHandler
+from bot.slack_ui import (
+    ActionHandler,
+    Click,
+    Event,
+    EventHandler,
+    SlackEnv,
+    SlackUI,
+    Submission,
+    ViewHandler,
+)
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
 from core.errors import ConfigError, PayopsError
@@ -74,6 +84,8 @@ def create_bolt_app(services: Services, rpc: SolanaRpc | None) -> AsyncApp:
         app.action(action_id)(_action_handler(on_click, env))
     for callback_id, on_submit in declared(lambda ui: ui.views).items():
         app.view(callback_id)(_view_handler(on_submit, env))
+    for event_type, on_event in declared(lambda ui: ui.events).items():
+        app.event(event_type)(_event_handler(on_event, env))
     return app
 
 
@@ -97,7 +109,7 @@ def _command_handler(name: str, ui: SlackUI, env: SlackEnv) -> Any:
     ) -> None:
         await ack()
         user = command.get("user_id", "")
-        ctx = env.context_for(user)
+        ctx = replace(env.context_for(user), channel=command.get("channel_id"))
         try:
             text = (command.get("text") or "").strip()
             if text != "help":
@@ -142,6 +154,18 @@ def _view_handler(on_submit: ViewHandler, env: SlackEnv) -> Any:
         await on_submit(env, Submission(ack, body, view, client))
 
     handle.__name__ = on_submit.__name__
+    return handle
+
+
+def _event_handler(on_event: EventHandler, env: SlackEnv) -> Any:
+    async def handle(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            await on_event(env, Event(body, client))
+        except Exception:
+            log.exception("event %s failed", (body.get("event") or {}).get("type"))
+
+    handle.__name__ = on_event.__name__
     return handle
 
 
