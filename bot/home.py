@@ -30,8 +30,7 @@ from core import adjustments, gate, incidents, jobs, recon
 from core.adjustments import Adjustment
 from core.errors import PayopsError
 from core.gate import GateState, Switch
-from core.incidents import Incident
-from core.incidents.postmortem import duration
+from core.incidents import Incident, duration
 from core.jobs import JobRun
 from core.recon import ReconRun, Ticket
 from core.services import Services

@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from bot import blocks as b
-from core.incidents import Impact, Incident, TimelineEntry, impact_lines
-from core.incidents.postmortem import duration
+from core.incidents import Impact, Incident, TimelineEntry, duration, impact_lines
 
 CLOSEOUT_CALLBACK = "incident_closeout"
 CLOSEOUT_FIELDS = (

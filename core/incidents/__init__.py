@@ -7,6 +7,7 @@ from core.incidents.impact import (
     impact_lines,
     measure,
 )
+from core.incidents.postmortem import duration
 from core.incidents.postmortem import render as render_postmortem
 from core.incidents.rules import (
     Closeout,
@@ -66,6 +67,7 @@ __all__ = [
     "check_title",
     "close_incident",
     "closeout",
+    "duration",
     "entries",
     "find",
     "follow",
