@@ -16,3 +16,5 @@ class OpsContext:
     rpc: SolanaRpc | None  # for live chain lookups (triage); None when not wired
     actor: Actor
     roles: Roles
+    # Where a Slack command was typed (its channel), to find the incident it is about.
+    channel: str | None = None

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bot import home
 from bot.commands import adjust, gate, incident, recon, rollback, smoke, triage, webhooks
 from bot.context import OpsContext
 from bot.replies import Reply
@@ -42,6 +43,7 @@ COMMANDS: dict[str, Command] = {
         Command("recon", recon.run, recon.HELP, recon.SLACK),
         Command("incident", incident.run, incident.HELP, incident.SLACK),
         Command("webhooks", webhooks.run, webhooks.HELP, webhooks.SLACK),
+        Command("home", home.run, home.HELP, home.SLACK),
         # `payops ops rollback-check` is `/pay-gate rollback-check` (the gate's sub-command).
         Command("rollback-check", rollback.run, rollback.HELP, None),
     )

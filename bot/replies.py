@@ -34,3 +34,5 @@ class Reply:
     incident_thread: int | None = None
     # False: the answer is a "no" a script must see (the CLI exits 1), e.g. not ready.
     ok: bool = True
+    # A file to upload into the incident's thread: (file name, content) — the postmortem.
+    file: tuple[str, str] | None = None

@@ -335,8 +335,15 @@ async def _start_streams(
     services: Services, rpc: SolanaRpc | None, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     """The work that follows a stream rather than ticks, each on one replica at a time: the
-    treasury watcher and webhook delivery."""
-    tasks = []
+    treasury watcher, webhook delivery and the incident feed (timelines, App Home)."""
+    from bot import home, incident_feed
+
+    tasks = [
+        asyncio.create_task(
+            incident_feed.run(services, slack_client(services), stop, home.refresh_recent),
+            name="incident_feed",
+        )
+    ]
     if rpc is not None and services.settings.watch_enabled:
         tasks.append(asyncio.create_task(watch.run(services, rpc, stop), name="watcher"))
     async with services.pool.acquire() as conn:

@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -30,7 +31,16 @@ from bot import ops
 from bot.authz import Roles
 from bot.context import OpsContext
 from bot.replies import slack_text
-from bot.slack_ui import ActionHandler, Click, SlackEnv, SlackUI, Submission, ViewHandler
+from bot.slack_ui import (
+    ActionHandler,
+    Click,
+    Event,
+    EventHandler,
+    SlackEnv,
+    SlackUI,
+    Submission,
+    ViewHandler,
+)
 from core import seen_requests
 from core.audit import Actor
 from core.chain.rpc import SolanaRpc
@@ -86,6 +96,8 @@ def create_bolt_app(services: Services, rpc: SolanaRpc | None) -> AsyncApp:
         app.action(action_id)(_action_handler(on_click, env))
     for callback_id, on_submit in declared(lambda ui: ui.views).items():
         app.view(callback_id)(_view_handler(on_submit, env))
+    for event_type, on_event in declared(lambda ui: ui.events).items():
+        app.event(event_type)(_event_handler(on_event, env))
     return app
 
 
@@ -109,7 +121,7 @@ def _command_handler(name: str, ui: SlackUI, env: SlackEnv) -> Any:
     ) -> None:
         await ack()
         user = command.get("user_id", "")
-        ctx = env.context_for(user)
+        ctx = replace(env.context_for(user), channel=command.get("channel_id"))
         try:
             text = (command.get("text") or "").strip()
             if text != "help":
@@ -196,6 +208,18 @@ class ReplayGuard:
 
 
 SLACK_GUARD = web.AppKey("slack_guard", ReplayGuard)
+
+
+def _event_handler(on_event: EventHandler, env: SlackEnv) -> Any:
+    async def handle(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            await on_event(env, Event(body, client))
+        except Exception:
+            log.exception("event %s failed", (body.get("event") or {}).get("type"))
+
+    handle.__name__ = on_event.__name__
+    return handle
 
 
 async def slack_events(request: web.Request) -> web.Response:

@@ -2,8 +2,8 @@
 
 Each module in bot/commands/ has a `SLACK = SlackUI(...)`: its buttons (action id → handler),
 its forms (view callback id → handler), the form a slash command opens instead of answering,
-and what it posts to channels after answering. bot/slack_app.py wires every command's
-`SlackUI` the same way, so no command needs a special case there.
+what it posts to channels after answering, and the events it follows. bot/slack_app.py
+wires every command's `SlackUI` the same way, so no command needs a special case there.
 """
 
 from __future__ import annotations
@@ -79,7 +79,24 @@ class Submission:
         return str(self.body.get("user", {}).get("id", ""))
 
 
+@dataclass(frozen=True)
+class Event:
+    """An Events API event (`reaction_added`, `app_home_opened`), already acknowledged."""
+
+    body: dict[str, Any]
+    client: AsyncWebClient
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(self.body.get("event") or {})
+
+    @property
+    def user(self) -> str:
+        return str(self.event.get("user", ""))
+
+
 ActionHandler = Callable[[SlackEnv, Click], Awaitable[None]]
+EventHandler = Callable[[SlackEnv, Event], Awaitable[None]]
 ViewHandler = Callable[[SlackEnv, Submission], Awaitable[None]]
 # The arguments of a slash command → the form (modal) to open instead of running it, or None.
 Form = Callable[[list[str]], View | None]
@@ -101,3 +118,5 @@ class SlackUI:
     views: Mapping[str, ViewHandler] = field(default_factory=dict)
     form: Form | None = None
     publish: Publisher = post_alert
+    # Events API subscriptions (event type -> handler); manifest.yml lists them.
+    events: Mapping[str, EventHandler] = field(default_factory=dict)

@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     webhook_backoff_base_seconds: float = Field(default=1.0, gt=0, le=3600)
     webhook_backoff_cap_seconds: float = Field(default=600.0, gt=0, le=86400)
 
+    # Incidents: the timeline follower reads the audit log this often (one replica at a
+    # time); opening an incident may create its own channel #inc-<n>-<slug>.
+    incident_feed_interval_seconds: float = Field(default=2.0, ge=0.05, le=3600)
+    incident_channels: bool = False
+    # The Slack App Home is refreshed on changes for those who opened it this recently.
+    home_recent_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+
     # Slack
     slack_api_url: str = "https://slack.com/api/"
     slack_alerts_channel: str | None = None

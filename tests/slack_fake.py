@@ -37,6 +37,11 @@ class FakeSlack:
     server: TestServer | None = None
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Messages in channels, as conversations.history/replies read them: what the bot posted
+    # and what a test says people wrote (`say`).
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # file id -> uploaded content
+    channels: dict[str, str] = field(default_factory=dict)  # created: name -> id
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -44,6 +49,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/upload/{file_id}", self._upload)
         return app
 
     async def start(self) -> str:
@@ -68,8 +74,8 @@ class FakeSlack:
             return dict(request.query)
         raw = await request.text()
         if request.content_type == "application/json":
-            return dict(json.loads(raw or "{}"))
-        return dict(parse_qsl(raw))
+            return dict(request.query) | dict(json.loads(raw or "{}"))
+        return dict(request.query) | dict(parse_qsl(raw))
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -92,7 +98,12 @@ class FakeSlack:
             )
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             ts = payload.get("ts") or f"{int(time.time())}.{next(self._ts):06d}"
+            if method == "chat.postMessage":
+                self._remember(payload.get("channel", ""), ts, payload, "UBOT")
             return web.json_response({"ok": True, "channel": payload.get("channel"), "ts": ts})
+        answer = self._more(method, payload)
+        if answer is not None:
+            return web.json_response(answer)
         if method == "apps.connections.open":
             return web.json_response(
                 {"ok": True, "url": self.url.replace("http", "ws", 1) + "socket"}
@@ -100,6 +111,65 @@ class FakeSlack:
         if method == "views.open":
             return web.json_response({"ok": True, "view": {"id": "V1"}})
         return web.json_response({"ok": True})
+
+    def _remember(self, channel: str, ts: str, payload: dict[str, Any], user: str) -> None:
+        message = {"type": "message", "ts": ts, "user": user, "text": payload.get("text", "")}
+        if payload.get("thread_ts"):
+            message["thread_ts"] = payload["thread_ts"]
+        self.messages.append({"channel": channel, **message})
+
+    def say(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> str:
+        """A message someone wrote in a channel (or thread); its ts."""
+        ts = f"{int(time.time())}.{next(self._ts):06d}"
+        self._remember(channel, ts, {"text": text, "thread_ts": thread_ts}, user)
+        return ts
+
+    def _in(self, channel: str) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in m.items() if k != "channel"}
+            for m in self.messages
+            if m["channel"] == channel
+        ]
+
+    def _more(self, method: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Conversations, files and views: answered as Slack answers them."""
+        channel = str(payload.get("channel") or "")
+        if method == "conversations.replies":
+            ts = payload.get("ts")
+            found = [m for m in self._in(channel) if ts in (m["ts"], m.get("thread_ts"))]
+            if not found:
+                return {"ok": False, "error": "thread_not_found"}
+            return {"ok": True, "messages": found, "has_more": False}
+        if method == "conversations.history":
+            latest = str(payload.get("latest") or "9999999999")
+            oldest = str(payload.get("oldest") or "0")
+            found = [m for m in self._in(channel) if oldest <= m["ts"] <= latest]
+            found.sort(key=lambda m: m["ts"], reverse=True)
+            return {"ok": True, "messages": found[: int(payload.get("limit") or 100)]}
+        if method == "conversations.create":
+            name = str(payload.get("name"))
+            if name in self.channels:
+                return {"ok": False, "error": "name_taken"}
+            self.channels[name] = f"C_{len(self.channels) + 1:04d}"
+            return {"ok": True, "channel": {"id": self.channels[name], "name": name}}
+        if method == "conversations.invite":
+            return {"ok": True, "channel": {"id": channel}}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ts):06d}"
+            return {"ok": True, "upload_url": f"{self.url}upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = payload.get("files")
+            listed = json.loads(files) if isinstance(files, str) else list(files or [])
+            return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in listed]}
+        if method == "views.publish":
+            return {"ok": True, "view": {"id": "VH", "type": "home"}}
+        return None
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self.uploads[request.match_info["file_id"]] = await request.read()
+        self.calls.append(Call("upload", {"file_id": request.match_info["file_id"]}))
+        self.changed.set()
+        return web.Response(text="OK - 1")
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         """Socket Mode: say hello, then relay envelopes the test sends and record acks."""
@@ -169,3 +239,18 @@ def command_body(
 
 def action_body(payload: dict[str, Any]) -> str:
     return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict[str, Any], event_id: str = "Ev1") -> str:
+    """An Events API callback (JSON), as Slack sends `reaction_added`, `app_home_opened`."""
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": event,
+        }
+    )

@@ -15,6 +15,7 @@ from bot.alert_blocks import RUN_TRIAGE
 from bot.context import OpsContext
 from bot.replies import Reply, slack_text
 from bot.slack_ui import Click, SlackEnv, SlackUI
+from core import audit
 from core.errors import PayopsError
 from core.triage import TriageReport, WindowSummary, triage, triage_window
 
@@ -109,9 +110,37 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
     text = " ".join(args)
     now = svc.clock()
     if not args or _WINDOW.search(text):
-        return window_reply(await triage_window(svc.pool, text, now))
+        summary = await triage_window(svc.pool, text, now)
+        await _audit(
+            ctx,
+            f"window {summary.window.start:%Y-%m-%d %H:%M}..{summary.window.end:%H:%M} UTC",
+            [
+                f"{summary.scope.value}: {summary.failing_users} user(s) failing",
+                *(f"{code} {n}" for code, n in list(summary.failures_by_code.items())[:5]),
+            ],
+        )
+        return window_reply(summary)
     sla = timedelta(seconds=svc.settings.pending_sla_seconds)
-    return report_reply(await triage(svc.pool, ctx.rpc, text, now, sla))
+    report = await triage(svc.pool, ctx.rpc, text, now, sla)
+    await _audit(
+        ctx,
+        f"{report.subject.kind.value} {report.subject.value}",
+        [f"{d.kind.value}: {d.summary}" for d in report.diagnoses],
+    )
+    return report_reply(report)
+
+
+async def _audit(ctx: OpsContext, subject: str, diagnosis: list[str]) -> None:
+    """Who looked at what, and what triage said: a lookup during an incident is part of its
+    record (the timeline)."""
+    async with ctx.services.pool.acquire() as conn:
+        await audit.record(
+            conn,
+            ctx.actor,
+            action="triage.lookup",
+            subject=f"triage:{subject}"[:300],
+            after={"subject": subject, "diagnosis": diagnosis[:20]},
+        )
 
 
 # --- Slack: the alerts' "Run triage" button ------------------------------------------------

@@ -8,6 +8,7 @@ affected users, corrective action and prevention action — all four, or it stay
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -45,6 +46,10 @@ class Incident:
     closed_by: str | None
     closed_at: datetime | None
     closeout: Closeout | None  # set once closed
+    severity: int | None = None  # 1 (worst) .. 3
+    commander: str | None = None
+    comms: str | None = None
+    incident_channel: str | None = None  # its own #inc-<n>-<slug> channel, when created
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,48 @@ def closeout(
 def check_closeout(value: Closeout) -> Closeout:
     """Re-validate a `Closeout` built directly (the constructor does not check)."""
     return closeout(**{f.name: getattr(value, f.name) for f in fields(value)})
+
+
+class Role(enum.StrEnum):
+    COMMANDER = "commander"
+    COMMS = "comms"
+
+
+SEVERITIES = (1, 2, 3)
+_MENTION = re.compile(r"^<@([A-Z0-9_]+)(?:\|[^>]*)?>$")
+
+
+def check_severity(text: str) -> int:
+    """`1`, `2`, `3` (or `sev2`); `InvalidInput` otherwise."""
+    value = text.strip().lower().removeprefix("sev")
+    if not value.isdigit() or int(value) not in SEVERITIES:
+        raise InvalidInput("severity is 1, 2 or 3 (1 is the worst)", code="invalid_severity")
+    return int(value)
+
+
+def check_role(role: str, who: str) -> tuple[Role, str]:
+    """The role and the user: a Slack mention (`<@U123>` or `<@U123|name>`) or a plain id."""
+    try:
+        parsed = Role(role.strip().lower())
+    except ValueError:
+        raise InvalidInput("the roles are commander and comms", code="invalid_role") from None
+    who = who.strip()
+    match = _MENTION.match(who)
+    user = match[1] if match else who.removeprefix("@")
+    if not re.fullmatch(r"[\w.\-]{1,200}", user):
+        raise InvalidInput("name the person: role commander @user", code="invalid_role")
+    return parsed, user
+
+
+def slug(title: str, limit: int = 40) -> str:
+    """A channel-name-safe slug of a title: lowercase letters, digits and dashes."""
+    words = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+    return words[:limit].rstrip("-") or "incident"
+
+
+def channel_name(incident_id: int, title: str) -> str:
+    """`inc-<n>-<slug>`, within Slack's 80 characters."""
+    return f"inc-{incident_id}-{slug(title)}"[:80]
 
 
 def check_open(incident: Incident) -> None:

@@ -16,7 +16,8 @@ from core.incidents.rules import Closeout, Incident, IncidentNote, IncidentStatu
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 _COLUMNS = """id, title, status, opened_by, opened_at, slack_channel, slack_thread_ts,
-    closed_by, closed_at, root_cause, affected_users, corrective_action, prevention_action"""
+    closed_by, closed_at, root_cause, affected_users, corrective_action, prevention_action,
+    severity, commander, comms, incident_channel"""
 _SELECT = f"SELECT {_COLUMNS} FROM incidents"  # noqa: S608 (constants only)
 _NOTE_COLUMNS = "id, incident_id, author, text, created_at"
 
@@ -43,6 +44,10 @@ def incident_from_row(row: Any) -> Incident:
             if status is IncidentStatus.CLOSED
             else None
         ),
+        severity=row["severity"],
+        commander=row["commander"],
+        comms=row["comms"],
+        incident_channel=row["incident_channel"],
     )
 
 
@@ -124,3 +129,47 @@ async def notes(conn: Conn, incident_id: int) -> list[IncidentNote]:
         incident_id,
     )
     return [_note_from_row(r) for r in rows]
+
+
+async def set_severity(conn: Conn, incident_id: int, severity: int) -> Incident:
+    row = await conn.fetchrow(
+        f"UPDATE incidents SET severity = $2 WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608
+        incident_id,
+        severity,
+    )
+    return incident_from_row(row)
+
+
+async def set_role(conn: Conn, incident_id: int, role: str, user: str) -> Incident:
+    column = {"commander": "commander", "comms": "comms"}[role]  # never caller text
+    row = await conn.fetchrow(
+        f"UPDATE incidents SET {column} = $2 WHERE id = $1 RETURNING {_COLUMNS}",  # noqa: S608
+        incident_id,
+        user,
+    )
+    return incident_from_row(row)
+
+
+async def set_channel(conn: Conn, incident_id: int, channel: str) -> None:
+    await conn.execute(
+        "UPDATE incidents SET incident_channel = $2 WHERE id = $1", incident_id, channel
+    )
+
+
+async def by_channel(conn: Conn, channel: str) -> Incident | None:
+    """The incident whose own channel, or whose thread's channel and ts, is `channel`."""
+    row = await conn.fetchrow(_SELECT + " WHERE incident_channel = $1 ORDER BY id DESC", channel)
+    return None if row is None else incident_from_row(row)
+
+
+async def by_thread(conn: Conn, channel: str, thread_ts: str) -> Incident | None:
+    row = await conn.fetchrow(
+        _SELECT + " WHERE slack_channel = $1 AND slack_thread_ts = $2", channel, thread_ts
+    )
+    return None if row is None else incident_from_row(row)
+
+
+async def recent(conn: Conn, limit: int = 20) -> list[Incident]:
+    """Open incidents first, then the latest closed ones."""
+    rows = await conn.fetch(_SELECT + " ORDER BY (status = 'open') DESC, id DESC LIMIT $1", limit)
+    return [incident_from_row(r) for r in rows]

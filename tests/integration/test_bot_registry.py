@@ -175,3 +175,41 @@ async def test_an_id_declared_by_two_commands_is_refused(
     monkeypatch.setitem(ops.COMMANDS, "clash", Command("clash", COMMANDS["gate"].run, "", ui))
     with pytest.raises(ConfigError, match="adjust_approve"):
         create_bolt_app(bot.services, None)
+
+
+def test_manifest_subscribes_to_exactly_the_declared_events_with_their_scopes() -> None:
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert sorted(events) == sorted(_declared("events"))
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    # what the bot calls: commands, chat.postMessage (public channels too), usergroups.users
+    # .list, files.uploadV2, reaction_added + conversations.replies/history, and
+    # conversations.create/invite (PAYOPS_INCIDENT_CHANNELS)
+    assert scopes == {
+        "commands",
+        "chat:write",
+        "chat:write.public",
+        "usergroups:read",
+        "files:write",
+        "reactions:read",
+        "channels:history",
+        "groups:history",
+        "channels:manage",
+    }
+    assert "users:read" not in scopes  # never called
+
+
+def test_manifest_usage_hints_name_what_the_commands_accept() -> None:
+    from bot.commands import incident
+
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    hints = {c["command"]: c["usage_hint"] for c in manifest["features"]["slash_commands"]}
+    for action in incident.ACTIONS:
+        assert action in hints["/pay-incident"], action
+    assert "[n]" in hints["/pay-incident"]
+    assert "rollback-check" in hints["/pay-gate"]
+    for word in ("quick", "latest", "findings", "ticket open", "ticket list"):
+        assert word in hints["/pay-recon"], word
+    for name, hint in hints.items():
+        assert len(hint) <= 1000, name

@@ -1,0 +1,237 @@
+"""Incidents that write themselves: signed Slack requests and events against the app, the
+fake Slack API recording what the bot posts, the timeline written from the audit log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from slack_sdk.models.views import View
+
+from api.app import create_app
+from bot.incident_feed import feed_round
+from bot.slack_app import add_slack, web_client
+from core import incidents
+from tests.integration.test_slack import MANAGER, ONCALL, MovableClock, SlackRig, _thread_ts
+from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_body, signed_headers
+from tests.support import ScriptedVerifier, build_services, signature
+
+
+@pytest.fixture
+async def slack(pool: asyncpg.Pool) -> AsyncIterator[SlackRig]:
+    """The service with its Slack app, against the fake Slack API (as tests/test_slack.py)."""
+    fake = FakeSlack()
+    await fake.start()
+    svc = build_services(
+        pool,
+        ScriptedVerifier(),
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=fake.api_url(),
+        slack_alerts_channel="C_ALERTS",
+        slack_approvals_channel="C_APPROVALS",
+        slack_oncall=ONCALL,
+        slack_managers=MANAGER,
+        smoke_signature=signature(),
+        smoke_reference="9fhexxTKAQG7ZufTy9A5CzR4Aoc47ZkB4NJdKiKAE8fM",
+        smoke_amount=10_000,
+    )
+    clock = MovableClock()
+    svc = replace(svc, clock=clock)
+    app = create_app(svc)
+    add_slack(app, svc, rpc=None)
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield SlackRig(client, fake, svc, pool, clock)
+    finally:
+        await client.close()
+        await fake.close()
+
+
+async def _event(rig: SlackRig, event: dict[str, Any], event_id: str) -> int:
+    body = event_body(event, event_id)
+    headers = {**signed_headers(body), "Content-Type": "application/json"}
+    resp = await rig.client.post("/slack/events", data=body, headers=headers)
+    return resp.status
+
+
+async def _do(rig: SlackRig, command: str, text: str, rid: str, user: str = ONCALL) -> str:
+    await rig.command(command, text, user=user, rid=rid)
+    return str((await rig.reply(rid))["text"])
+
+
+def _view(payload: dict[str, Any]) -> dict[str, Any]:
+    raw = payload["view"]
+    return dict(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+async def test_the_runbook_writes_the_timeline_in_order_with_actors(slack: SlackRig) -> None:
+    rig = slack
+    assert "Incident #1" in await _do(rig, "/pay-incident", 'open "duplicate credits"', "o")
+    thread = await _thread_ts(rig, "incidents", 1)
+    await _do(rig, "/pay-gate", 'close "duplicates on verify"', "g1")
+    await _do(rig, "/pay-triage", "alice", "t")
+    await _do(rig, "/pay-adjust", 'alice +50 "missing credit after deploy"', "a")
+    adj_ts = await _thread_ts(rig, "adjustments", 1)
+    await rig.click("adjust_approve", "1", MANAGER, adj_ts)
+    await rig.fake.wait_for(
+        lambda: any("approved" in p.get("text", "") for p in rig.fake.of("chat.postMessage"))
+    )
+    await _do(rig, "/pay-recon", "", "r")
+    assert "OPEN" in await _do(rig, "/pay-gate", 'open --force "fixed in v42"', "g2")
+    await _do(rig, "/pay-incident", "note rolled back to v41", "n")
+
+    await feed_round(rig.services, web_client(rig.services))
+
+    entries = await incidents.entries(rig.pool, 1)
+    kinds = [(e.kind, e.actor) for e in entries]
+    assert kinds == [
+        ("incident", ONCALL),
+        ("gate", ONCALL),
+        ("triage", ONCALL),
+        ("adjustment", ONCALL),  # requested
+        ("adjustment", MANAGER),  # approved
+        ("adjustment", MANAGER),  # applied
+        ("recon", ONCALL),
+        ("gate", ONCALL),
+        ("incident", ONCALL),  # the note
+    ], [(e.kind, e.actor, e.text) for e in entries]
+    assert "Verify gate CLOSED — duplicates on verify" in entries[1].text
+    assert "APPLIED" in entries[5].text
+    assert MANAGER in entries[5].text
+    audit_ids = [e.audit_id for e in entries]
+    assert audit_ids == sorted(audit_ids)
+    # each entry the commands did not post themselves went into the thread, with its record
+    posted = [p for p in rig.fake.of("chat.postMessage") if p.get("thread_ts") == thread]
+    for entry in entries[1:8]:
+        assert any(f"audit #{entry.audit_id}" in p.get("text", "") for p in posted), entry
+    # the note was posted by the command, and once only
+    assert sum("rolled back to v41" in p.get("text", "") for p in posted) == 1
+    # a second round adds nothing
+    await feed_round(rig.services, web_client(rig.services))
+    assert len(await incidents.entries(rig.pool, 1)) == len(entries)
+
+    # the timeline is part of the audit trail: the database refuses to change it
+    for sql in (
+        "UPDATE incident_timeline SET text = 'nothing happened'",
+        "DELETE FROM incident_timeline",
+        "TRUNCATE incident_timeline CASCADE",
+    ):
+        with pytest.raises(asyncpg.PostgresError, match="append-only"):
+            await rig.pool.execute(sql)
+
+
+async def test_a_pushpin_adds_a_thread_message_and_the_export_has_every_section(
+    slack: SlackRig,
+) -> None:
+    rig = slack
+    await _do(rig, "/pay-incident", 'open "verify failing"', "o")
+    thread = await _thread_ts(rig, "incidents", 1)
+    await _do(rig, "/pay-incident", "sev 2", "s")
+    await _do(rig, "/pay-incident", f"role commander <@{ONCALL}|oncall>", "c")
+    said = rig.fake.say("C_ALERTS", "U_WITNESS", "users in EU see 503s since 10:02", thread)
+    reaction = {
+        "type": "reaction_added",
+        "user": ONCALL,
+        "reaction": "pushpin",
+        "item": {"type": "message", "channel": "C_ALERTS", "ts": said},
+        "item_user": "U_WITNESS",
+        "event_ts": said,
+    }
+    assert await _event(rig, reaction, "Ev1") == 200
+    await rig.fake.wait_for(lambda: bool(rig.fake.of("conversations.replies")))
+    await rig.fake.wait_for(
+        lambda: any("added a message" in p.get("text", "") for p in rig.fake.of("chat.postMessage"))
+    )
+    update = await _do(rig, "/pay-incident", "update 1 gate closed, rolling back", "u")
+    assert "failed verifications" in update
+    assert "SEV2" in update
+    await rig.fake.wait_for(
+        lambda: any(
+            p.get("reply_broadcast") and p.get("thread_ts") == thread
+            for p in rig.fake.of("chat.postMessage")
+        )
+    )
+
+    await rig.command("/pay-incident", "export 1", rid="e")
+    await rig.fake.wait_for(lambda: bool(rig.fake.uploads))
+    markdown = next(iter(rig.fake.uploads.values())).decode()
+    for section in (
+        "## Summary",
+        "## Measured impact",
+        "## Timeline",
+        "## Closeout",
+        "## Ledger corrections",
+        "## Reconciliation",
+    ):
+        assert section in markdown, section
+    assert "- Severity: SEV2" in markdown
+    assert f"- Commander: {ONCALL}" in markdown
+    assert "failed verifications:" in markdown
+    assert "pending beyond the SLA" in markdown
+    assert "📌 U_WITNESS: users in EU see 503s since 10:02" in markdown
+    await rig.fake.wait_for(lambda: bool(rig.fake.of("files.completeUploadExternal")))
+    complete = rig.fake.of("files.completeUploadExternal")
+    assert complete[-1].get("thread_ts") == thread
+
+
+async def test_two_open_incidents_are_named_by_number(slack: SlackRig) -> None:
+    rig = slack
+    await _do(rig, "/pay-incident", "open first", "o1")
+    await _do(rig, "/pay-incident", "open second", "o2")
+    assert "say which one" in await _do(rig, "/pay-incident", "note hello", "n0")
+    assert "incident #2" in await _do(rig, "/pay-incident", "note 2 for the second", "n2")
+    assert "incident #1" in await _do(rig, "/pay-incident", "note #1 500 users", "n1")
+    listed = await _do(rig, "/pay-incident", "list", "l")
+    assert "#1" in listed
+    assert "#2" in listed
+    shown = await _do(rig, "/pay-incident", "show 2", "sh")
+    assert "Incident #2: second" in shown
+    assert "for the second" in shown
+    notes = await incidents.notes(rig.pool, 1)
+    assert [n.text for n in notes] == ["500 users"]
+
+
+async def test_home_shows_pending_approvals_with_buttons_for_managers(slack: SlackRig) -> None:
+    rig = slack
+    await _do(rig, "/pay-adjust", 'bob +20 "missing credit"', "a")
+    adj_ts = await _thread_ts(rig, "adjustments", 1)
+    await _do(rig, "/pay-incident", "open payments degraded", "o")
+    opened = {"type": "app_home_opened", "user": MANAGER, "channel": "D1", "tab": "home"}
+    assert await _event(rig, opened, "Ev2") == 200
+    await rig.fake.wait_for(lambda: bool(rig.fake.of("views.publish")))
+    publish = rig.fake.of("views.publish")[-1]
+    assert publish["user_id"] == MANAGER
+    view = _view(publish)
+    View(**view).validate_json()
+    text = json.dumps(view)
+    assert "#1 +20 credits for bob" in text
+    assert "payments degraded" in text
+    assert "home_adjust_approve" in text
+
+    # the Home button decides through the approval thread's path (and its rules)
+    await rig.click("home_adjust_approve", "1", MANAGER, None)
+    await rig.fake.wait_for(
+        lambda: any(
+            p.get("thread_ts") == adj_ts and "approved" in p.get("text", "")
+            for p in rig.fake.of("chat.postMessage")
+        )
+    )
+    status = await rig.pool.fetchval("SELECT status FROM adjustments WHERE id = 1")
+    assert status == "APPLIED"
+
+    # on-call who are not managers see no buttons
+    oncall = {"type": "app_home_opened", "user": ONCALL, "channel": "D2", "tab": "home"}
+    await _event(rig, oncall, "Ev3")
+    await rig.fake.wait_for(
+        lambda: any(p["user_id"] == ONCALL for p in rig.fake.of("views.publish"))
+    )
+    mine = [p for p in rig.fake.of("views.publish") if p["user_id"] == ONCALL][-1]
+    View(**_view(mine)).validate_json()
+    assert "home_adjust_approve" not in json.dumps(_view(mine))
