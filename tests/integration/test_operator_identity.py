@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from api.auth import TokenVerifier
 from api.routes_ops import OPERATOR_SCOPE
 from core.adjustments.rules import (
     Adjustment,
@@ -27,11 +28,18 @@ from core.adjustments.rules import (
 )
 from core.chain.rpc import SolanaRpc
 from core.errors import ConfigError, Forbidden
-from payops import ops_remote
+from payops import cli, ops_remote
 from payops.compose import Running, service_app
 from payops.ops_cli import run_break_glass
 from tests.slack_fake import BOT_TOKEN, FakeSlack
-from tests.support import ScriptedVerifier, bearer, build_services, make_settings, service_bearer
+from tests.support import (
+    JWT_SECRET,
+    ScriptedVerifier,
+    bearer,
+    build_services,
+    make_settings,
+    service_bearer,
+)
 
 ONCALL, MGR1, MGR2, NOBODY = "U_ONCALL1", "U_MGR1", "U_MGR2", "U_NOBODY"
 ROLES = {
@@ -319,3 +327,19 @@ def test_the_service_url_comes_from_the_flag_the_environment_or_payops_up(tmp_pa
     assert ops_remote.service_url(None, None, tmp_path) == "http://127.0.0.1:9999"
     assert ops_remote.service_url(None, "http://svc:1", tmp_path) == "http://svc:1"
     assert ops_remote.service_url("http://flag:2/", "http://svc:1", tmp_path) == "http://flag:2"
+
+
+def test_payops_token_operator_mints_what_the_service_accepts_as_an_operator(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PAYOPS_JWT_SECRET", JWT_SECRET)
+    assert cli.main(["token", "--operator", ONCALL]) == 0
+    token = capsys.readouterr().out.strip()
+    found = TokenVerifier(make_settings()).verify(f"Bearer {token}")
+    assert found.sub == ONCALL
+    assert OPERATOR_SCOPE in found.scopes
+    assert cli.main(["token", "alice"]) == 0
+    user = TokenVerifier(make_settings()).verify(f"Bearer {capsys.readouterr().out.strip()}")
+    assert OPERATOR_SCOPE not in user.scopes
+    assert cli.main(["token"]) == 2
+    assert "--operator" in capsys.readouterr().err
