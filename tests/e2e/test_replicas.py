@@ -348,10 +348,11 @@ async def test_three_replicas_credit_debit_and_approve_exactly_once(
     assert reads == [u.expected_balance for u in plan.users]
     money = await assert_database(pool, plan)
 
-    recon_text, audit_text = await asyncio.gather(
-        payops(cluster, database_url, tmp_path / "cli-recon", "ops", "--as", ONCALL, "recon"),
-        payops(cluster, database_url, tmp_path / "cli-audit", "audit", "verify"),
+    # One after the other: the run's audit record must be in the log `audit verify` seals.
+    recon_text = await payops(
+        cluster, database_url, tmp_path / "cli-recon", "ops", "--as", ONCALL, "recon"
     )
+    audit_text = await payops(cluster, database_url, tmp_path / "cli-audit", "audit", "verify")
     run = await cli_run(pool)
     report = json.loads(audit_text.strip().splitlines()[-1])
     jobs = await pool.fetch(
