@@ -29,8 +29,6 @@ from core.audit import Actor
 from core.errors import InvalidInput, PayopsError
 
 OPERATOR_SCOPE = "payops:operator"
-MAX_ARGS = 50
-MAX_ARG_LENGTH = 2000
 
 
 class Answered(Protocol):
@@ -66,7 +64,9 @@ def _arg(value: str) -> str:
     return value
 
 
-Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH), AfterValidator(_arg)]
+# No count or length of their own: the body cap (PAYOPS_MAX_BODY_BYTES, 413) bounds them, and
+# each command checks its own arguments (a reason's length, a reference's form).
+Arg = Annotated[str, AfterValidator(_arg)]
 
 
 class OpsRequest(BaseModel):
@@ -74,7 +74,6 @@ class OpsRequest(BaseModel):
 
     args: list[Arg] = Field(
         default_factory=list,
-        max_length=MAX_ARGS,
         description="The command's words, as typed after `payops ops <command>`",
     )
 
