@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api import routes_credits, routes_intents, routes_system
+from api import routes_credits, routes_intents, routes_ops, routes_system
 from api.auth import TokenVerifier
 from api.keys import OPENAPI, SERVICES, TOKENS
 from api.middlewares import observe
@@ -17,7 +17,12 @@ from api.routedoc import add_routes
 from core.services import Services
 
 # Every route of the API: what `create_app` serves and what `/openapi.json` describes.
-API_ROUTES = (*routes_intents.ROUTES, *routes_credits.ROUTES, *routes_system.ROUTES)
+API_ROUTES = (
+    *routes_intents.ROUTES,
+    *routes_credits.ROUTES,
+    *routes_system.ROUTES,
+    *routes_ops.ROUTES,
+)
 
 
 @functools.cache

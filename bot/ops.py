@@ -10,16 +10,25 @@ forms), what the CLI offers (payops/cli.py's `ops` choices) and what manifest.ym
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot import home
+from bot.authz import Roles
 from bot.commands import adjust, gate, incident, recon, rollback, smoke, triage, webhooks
 from bot.context import OpsContext
 from bot.replies import Reply
 from bot.slack_ui import SlackUI
+from core.audit import Actor
+from core.chain.rpc import SolanaRpc
 from core.errors import InvalidInput
+from core.services import Services
+
+log = logging.getLogger("payops.bot")
 
 Handler = Callable[[OpsContext, list[str]], Awaitable[Reply]]
 
@@ -73,3 +82,54 @@ async def run(ctx: OpsContext, command: str, text: str) -> Reply:
     if args[:1] == ["help"]:
         return Reply(text=found.help)
     return await found.run(ctx, args)
+
+
+# --- the operator API's runner (POST /v1/ops/{command}, wired by payops/compose.py) ---------
+
+
+@dataclass(frozen=True)
+class OperatorRunner:
+    """The commands for operators whose token the API verified: roles from the service's
+    settings (user groups read through Slack when it is configured), and what a command posts
+    to Slack (gate changes, adjustment requests) posted as if typed there."""
+
+    services: Services
+    rpc: SolanaRpc | None
+    roles: Roles
+    client: AsyncWebClient | None = None
+
+    def known(self, command: str) -> bool:
+        return command in COMMANDS
+
+    async def authorize(self, operator: str) -> None:
+        await self.roles.require_oncall(operator)
+
+    async def run(self, actor: Actor, command: str, args: list[str]) -> Reply:
+        ctx = OpsContext(self.services, self.rpc, actor, self.roles)
+        reply = await run(ctx, command, shlex.join(args))
+        ui = COMMANDS[command].slack
+        if self.client is not None and ui is not None and args[:1] != ["help"]:
+            try:
+                await ui.publish(ctx, self.client, reply)
+            except Exception as exc:  # the command is done; Slack being down must not undo it
+                log.warning("/v1/ops/%s: posting to Slack failed: %s", command, exc)
+        return reply
+
+
+def operator_runner(
+    services: Services, rpc: SolanaRpc | None, client: AsyncWebClient | None
+) -> OperatorRunner:
+    """The runner of the operator API; `client` reads user groups and posts, when Slack is
+    configured."""
+    settings = services.settings
+    read_group = None
+    if client is not None:
+        slack = client
+
+        async def read_group_users(group: str) -> list[str]:
+            answer = await slack.usergroups_users_list(usergroup=group)
+            return list(answer.get("users") or [])
+
+        read_group = read_group_users
+    roles = Roles(settings.slack_oncall, settings.slack_managers, read_group)
+    return OperatorRunner(services, rpc, roles, client)

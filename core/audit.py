@@ -26,6 +26,20 @@ class Actor:
     request_id: str | None = None
 
 
+# The actor id of someone who acted without a proven identity (`payops ops --break-glass`):
+# `unverified:<the id they claimed>`. Such an actor never counts as an approval.
+UNVERIFIED_PREFIX = "unverified:"
+
+
+def unverified(claimed: str) -> str:
+    """The actor id recorded for a claimed, unproven identity."""
+    return UNVERIFIED_PREFIX + claimed
+
+
+def is_unverified(actor_id: str) -> bool:
+    return actor_id.startswith(UNVERIFIED_PREFIX)
+
+
 async def record(
     conn: asyncpg.Connection,
     actor: Actor,

@@ -3,10 +3,12 @@
 payops up        everything on embedded defaults: PostgreSQL, the local chain, the service
 payops serve     the service (HTTP API) against the configured database and RPC
 payops migrate   apply migrations and the seed (idempotent)
-payops token     print a development JWT for a user
+payops token     print a development JWT for a user (or --operator, for `payops ops`)
 payops localnet  serve a local Solana chain
 payops demo      a whole purchase on the local chain, end to end
-payops ops       the runbook commands (triage, gate, smoke, adjust, recon, incident)
+payops ops       the runbook commands (bot/ops.py: triage, gate, rollback-check, smoke, adjust,
+                 recon, incident, webhooks, home), sent to the service with an operator token;
+                 --break-glass when it is down
 payops audit verify   check the audit log's hash chain
 payops preflight  the deploy-day checks: mint and treasury on chain, schema and seed, settings
 payops snapshot   pg_dump the database, with a manifest of its ledger totals
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from api.auth import DEBIT_SCOPE, max_lifetime, mint_token
+from api.routes_ops import OPERATOR_SCOPE
 from core import audit, db
 from core.config import Settings, load_settings
 from core.errors import ConfigError
@@ -116,7 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     token = sub.add_parser("token", help="print a development JWT for a user id")
-    token.add_argument("user", help="the user id (the token's sub)")
+    token.add_argument("user", nargs="?", help="the user id (the token's sub)")
+    token.add_argument(
+        "--operator",
+        metavar="ID",
+        help=f"an operator token for `payops ops` instead: sub ID (your Slack user id), scope "
+        f"{OPERATOR_SCOPE}",
+    )
     token.add_argument("--ttl-hours", type=float, default=12.0, help="lifetime in hours (12)")
     token.add_argument(
         "--service", action="store_true", help=f"a service token with the {DEBIT_SCOPE} scope"
@@ -147,16 +156,35 @@ def _parser() -> argparse.ArgumentParser:
     ops_p = sub.add_parser(
         "ops",
         help="the Slack commands on the command line (for when Slack is down)",
-        description="Run a runbook command as a named operator: triage, gate, smoke, adjust, "
-        "recon, incident. The operator must be listed in PAYOPS_SLACK_ONCALL or "
-        "PAYOPS_SLACK_MANAGERS (user ids; groups cannot be read without Slack). "
+        description="Run a runbook command (triage, gate, smoke, adjust, recon, incident, ...) "
+        "on the running service as the operator of your token: PAYOPS_OPERATOR_TOKEN or "
+        "--token-file, a JWT with the scope payops:operator (development: `payops token "
+        "--operator <id>`). The service decides with its own PAYOPS_SLACK_ONCALL and "
+        "PAYOPS_SLACK_MANAGERS. With the service down, --break-glass runs the command straight "
+        "against the database, recorded as unverified and announced; it never approves. "
         "`payops ops <command> help` shows a command's usage.",
     )
     ops_p.add_argument(
         "--as",
         dest="operator",
         default=os.environ.get("PAYOPS_OPERATOR"),
-        help="your operator id, e.g. your Slack user id (PAYOPS_OPERATOR)",
+        help="with a token: must be the token's operator (PAYOPS_OPERATOR); with "
+        "--break-glass: the id you claim to be",
+    )
+    ops_p.add_argument(
+        "--token-file",
+        type=Path,
+        help="read the operator token from this file (instead of PAYOPS_OPERATOR_TOKEN)",
+    )
+    ops_p.add_argument(
+        "--service-url",
+        help="the service (PAYOPS_SERVICE_URL; default: a running `payops up`'s, else "
+        "http://127.0.0.1:8080)",
+    )
+    ops_p.add_argument(
+        "--break-glass",
+        metavar="REASON",
+        help="the service is down: run against the database directly, audited as unverified",
     )
     from payops.ops_cli import command_names
 
@@ -339,12 +367,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"demo failed: {exc}", file=sys.stderr)
             return 1
     if args.command == "ops":
-        from payops.ops_cli import run_ops
-        from payops.up import with_stack_settings
-
-        settings = with_stack_settings(settings)
-        asyncio.run(check_database(settings))
-        return asyncio.run(run_ops(settings, args.operator, args.ops_command, list(args.ops_args)))
+        return _ops(settings, args)
     if args.command == "audit":
         return asyncio.run(_audit_verify(settings))
     if args.command in ("snapshot", "restore"):
@@ -352,7 +375,30 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _ops(settings: Settings, args: argparse.Namespace) -> int:
+    command, words = args.ops_command, list(args.ops_args)
+    if args.break_glass is not None:
+        from payops.ops_cli import run_break_glass
+        from payops.up import with_stack_settings
+
+        settings = with_stack_settings(settings)
+        asyncio.run(check_database(settings))
+        return asyncio.run(
+            run_break_glass(settings, args.operator, args.break_glass, command, words)
+        )
+    from payops import ops_remote
+
+    token = ops_remote.read_token(args.token_file, os.environ.get("PAYOPS_OPERATOR_TOKEN"))
+    ops_remote.check_claimed(args.operator, token)
+    url = ops_remote.service_url(
+        args.service_url, os.environ.get("PAYOPS_SERVICE_URL"), settings.data_dir
+    )
+    return asyncio.run(ops_remote.run_remote(ops_remote.Target(url, token), command, words))
+
+
 def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if (args.user is None) == (args.operator is None):
+        raise ConfigError("name one: payops token <user> or payops token --operator <id>")
     if settings.jwt_secret is not None:
         secret = settings.jwt_secret.get_secret_value()
     elif settings.jwt_public_key:
@@ -380,9 +426,9 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     print(
         mint_token(
             secret,
-            args.user,
+            args.operator or args.user,
             ttl=ttl,
-            scopes=(DEBIT_SCOPE,) if args.service else (),
+            scopes=(OPERATOR_SCOPE,) if args.operator else (DEBIT_SCOPE,) if args.service else (),
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )

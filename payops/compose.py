@@ -19,6 +19,8 @@ import asyncpg
 from aiohttp import web
 
 from api.app import create_app
+from api.keys import OPS_RUNNER
+from api.routes_ops import OpsRunner
 from core import audit, db
 from core.chain.accounts import check_accounts
 from core.chain.rpc import RpcUnavailable, SolanaRpc
@@ -141,6 +143,7 @@ def service_app(running: Running) -> web.Application:
     """The whole HTTP service: the API, Slack (when configured) and background work."""
     svc = running.services
     app = create_app(svc)
+    app[OPS_RUNNER] = _operator_runner(running)
     if svc.settings.slack_bot_token is not None or svc.settings.slack_signing_secret is not None:
         from bot.slack_app import add_slack
 
@@ -170,6 +173,17 @@ def service_app(running: Running) -> web.Application:
         # the final seal chains whatever its last runs wrote.
         app.cleanup_ctx.append(scheduler_context(svc, running.rpc))
     return app
+
+
+def _operator_runner(running: Running) -> OpsRunner:
+    """The commands of `POST /v1/ops/{command}` (bot/ops.py), posting to Slack when a bot
+    token is configured."""
+    from bot.ops import operator_runner
+    from bot.slack_app import web_client
+
+    svc = running.services
+    client = web_client(svc) if svc.settings.slack_bot_token is not None else None
+    return operator_runner(svc, running.rpc, client)
 
 
 def dev_jwt_secret(data_dir: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import getpass
 import json
 import os
 import shlex
@@ -82,10 +83,20 @@ def payops_command() -> str:
     return shlex.quote(str(script))
 
 
+def local_operator() -> str:
+    """Who is on call on a local stack when nobody is named: the login of its starter."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "me"
+    return name if name.isascii() and name.isprintable() and " " not in name else "me"
+
+
 def _next_steps(
-    service_url: str, info: LocalnetInfo, data_dir: Path, *, custom_secret: bool
+    service_url: str, info: LocalnetInfo, data_dir: Path, *, custom_secret: bool, operator: str
 ) -> str:
     payops = payops_command()
+    operator = shlex.quote(operator)
     env = f"PAYOPS_DATA_DIR={shlex.quote(str(data_dir))}"
     secret_note = (
         "\n  (this stack uses PAYOPS_JWT_SECRET: export the same value in that shell first)"
@@ -105,7 +116,8 @@ Next, in another shell:{secret_note}
        -H 'Content-Type: application/json' -d '{{"credits": 5}}'
   curl -s {service_url}/v1/credits -H "Authorization: Bearer $TOKEN"
   {env} {payops} demo        # a whole purchase, paid on the local chain, end to end
-  {env} PAYOPS_SLACK_ONCALL=me {payops} ops --as me smoke     # the runbook on the CLI
+  {env} PAYOPS_OPERATOR_TOKEN=$({env} {payops} token --operator {operator}) {payops} ops smoke
+      # the runbook on the CLI, as {operator} (on call on this stack)
 
 Stop with Ctrl-C.
 """
@@ -234,8 +246,16 @@ async def local_stack(
             "treasury_owner": info.treasury_owner,
             "treasury_token_account": info.treasury_token_account,
         }
+        # On the local stack the person who started it is on call unless someone else is
+        # named (`payops token --operator <them>` then proves it to the CLI).
+        oncall = settings.slack_oncall or (local_operator(),)
         stack_settings = settings.model_copy(
-            update={**chain_settings, "data_dir": data_dir, "jwt_secret": secret}
+            update={
+                **chain_settings,
+                "data_dir": data_dir,
+                "jwt_secret": secret,
+                "slack_oncall": oncall,
+            }
         )
         if stack_settings.database_url is None:
             pgdata = data_dir / "postgres"
@@ -316,6 +336,7 @@ async def up(settings: Settings, args: argparse.Namespace) -> int:
                         stack.localnet,
                         data_dir,
                         custom_secret=settings.jwt_secret is not None,
+                        operator=(settings.slack_oncall or (local_operator(),))[0],
                     ),
                     flush=True,
                 )

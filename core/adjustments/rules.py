@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core.audit import is_unverified, unverified
 from core.chain.signatures import parse_signature
 from core.errors import Conflict, Forbidden, InvalidInput, Unprocessable
 from core.ledger import LedgerKind
@@ -314,9 +315,15 @@ def decide(
     requires now, so a policy change never lowers the bar for waiting requests. Approvals by
     people no longer configured as managers do not count.
     """
+    if is_unverified(approver):
+        raise Forbidden(
+            "an unverified (break-glass) operator cannot decide adjustments: decide with an "
+            "operator token or in Slack",
+            code="unverified_actor",
+        )
     if approver not in policy.managers:
         raise Forbidden("only a configured manager may decide adjustments", code="not_a_manager")
-    if approver == adjustment.requester:
+    if adjustment.requester in (approver, unverified(approver)):
         raise Forbidden("the requester cannot decide their own adjustment", code="self_approval")
     if adjustment.status is not AdjustmentStatus.PENDING_APPROVAL:
         raise Conflict(

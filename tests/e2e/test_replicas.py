@@ -44,9 +44,17 @@ import aiohttp
 import asyncpg
 import pytest
 
+from api.auth import mint_token
+from api.routes_ops import OPERATOR_SCOPE
 from core import audit, ledger, recon
 from core.recon import Finding, ReconTotals
-from tests.e2e.harness import enter_concurrently, running_chain, running_service, service_env
+from tests.e2e.harness import (
+    JWT_SECRET,
+    enter_concurrently,
+    running_chain,
+    running_service,
+    service_env,
+)
 from tests.e2e.procs import spawn
 from tests.e2e.replica_storms import (
     REPLICAS,
@@ -261,9 +269,12 @@ async def assert_database(pool: asyncpg.Pool, plan: Plan) -> dict[str, Any]:
 
 
 async def payops(cluster: Cluster, database_url: str, workdir: Path, *args: str) -> str:
-    """Run the `payops` CLI against the replicas' database and chain; its stdout."""
+    """Run the `payops` CLI against the replicas' database and chain (`payops ops`: on the
+    first replica, with ONCALL's operator token); its stdout."""
     chain = cluster.services[0].chain
     env = service_env(chain.info, database_url, workdir, **slack_settings(cluster.fake))
+    env["PAYOPS_SERVICE_URL"] = cluster.services[0].url
+    env["PAYOPS_OPERATOR_TOKEN"] = mint_token(JWT_SECRET, ONCALL, scopes=(OPERATOR_SCOPE,))
     command = [sys.executable, "-m", "payops.cli", *args]
     proc = spawn("payops-" + args[-1], command, workdir, env)
     code = await proc.wait_exit(within=120)
@@ -338,10 +349,11 @@ async def test_three_replicas_credit_debit_and_approve_exactly_once(
     assert reads == [u.expected_balance for u in plan.users]
     money = await assert_database(pool, plan)
 
-    recon_text, audit_text = await asyncio.gather(
-        payops(cluster, database_url, tmp_path / "cli-recon", "ops", "--as", ONCALL, "recon"),
-        payops(cluster, database_url, tmp_path / "cli-audit", "audit", "verify"),
+    # One after the other: the run's audit record must be in the log `audit verify` seals.
+    recon_text = await payops(
+        cluster, database_url, tmp_path / "cli-recon", "ops", "--as", ONCALL, "recon"
     )
+    audit_text = await payops(cluster, database_url, tmp_path / "cli-audit", "audit", "verify")
     run = await cli_run(pool)
     report = json.loads(audit_text.strip().splitlines()[-1])
     jobs = await pool.fetch(

@@ -19,6 +19,7 @@ from typing import Final
 
 import pytest
 
+from payops.up import local_operator
 from tests.support import MINT, TREASURY
 
 PAYOPS: Final = str(Path(sys.executable).with_name("payops"))
@@ -159,14 +160,16 @@ async def test_the_local_chain_and_its_payments_survive_a_restart_and_reset_forg
     async with running_up(data_dir) as again:
         assert "restoring the local chain" in again.output
         assert mint_of(again) == mint
+        token = await asyncio.to_thread(
+            payops, "token", "--operator", local_operator(), env=_env(PAYOPS_DATA_DIR=str(data_dir))
+        )
+        assert token.returncode == 0, token.stderr
         triage = await asyncio.to_thread(
             payops,
             "ops",
             "triage",
-            "--as",
-            "me",
             signature,
-            env=_env(PAYOPS_DATA_DIR=str(data_dir), PAYOPS_SLACK_ONCALL="me"),
+            env=_env(PAYOPS_DATA_DIR=str(data_dir), PAYOPS_OPERATOR_TOKEN=token.stdout.strip()),
         )
         assert triage.returncode == 0, triage.stderr
         assert "found finalized" in triage.stdout
@@ -225,7 +228,10 @@ def test_ops_takes_as_after_the_command_and_prints_only_its_answer(database_url:
     )
     assert payops("migrate", env=env).returncode == 0
 
-    done = payops("ops", "triage", "--as", "U_ONCALL", "alice", env=env)
+    # With no service to ask (break-glass), straight to the database.
+    done = payops(
+        "ops", "--break-glass", "service down", "triage", "--as", "U_ONCALL", "alice", env=env
+    )
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Triage of user alice")

@@ -265,6 +265,7 @@ async def test_health_readiness_metrics_and_openapi(pool: asyncpg.Pool) -> None:
         "/v1/credits",
         "/v1/credits/debits",
         "/v1/status",
+        "/v1/ops/{command}",
         "/healthz",
         "/readyz",
         "/metrics",

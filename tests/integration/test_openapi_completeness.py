@@ -18,9 +18,10 @@ from typing import Any
 
 import asyncpg
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import api_document
+from api.routes_ops import OPERATOR_SCOPE
 from core import db
 from core.chain.rpc import SolanaRpc
 from core.chain.verdict import PaymentExpectation, Pending, PendingReason, RejectCode, Rejected
@@ -115,11 +116,12 @@ class Prober:
     async def valid(self, op: Op, expect: int | None = None, **headers: str) -> None:
         """A well-formed request of `op` with every credential; `headers` add or override."""
         method, template = op
-        path = template.replace("{intent_id}", self.intent_id)
+        path = template.replace("{intent_id}", self.intent_id).replace("{command}", "gate")
         body = {
             "/v1/purchase-intents": {"credits": 1},
             "/v1/purchase-intents/{intent_id}/verify": {"signature": signature()},
             "/v1/credits/debits": {"user_id": "alice", "credits": 1},
+            "/v1/ops/{command}": {"args": ["status"]},
         }.get(template)
         sent = {**service_bearer("alice"), "Idempotency-Key": uuid.uuid4().hex, **headers}
         sent = {k: v for k, v in sent.items() if v}
@@ -187,13 +189,14 @@ async def _shared_answers(p: Prober) -> None:
             await p.valid(op, 400, **{"Content-Type": "text/plain"})
             resp = await p.client.request(
                 op[0],
-                op[1].replace("{intent_id}", p.intent_id),
+                op[1].replace("{intent_id}", p.intent_id).replace("{command}", "gate"),
                 data=b"{" * 2000,
                 headers={**service_bearer("alice"), "Idempotency-Key": uuid.uuid4().hex},
             )
             await p.record.check(op, resp, 413)
     for template, item in DOC["paths"].items():
-        resp = await p.client.request("PATCH", template.replace("{intent_id}", p.intent_id))
+        path = template.replace("{intent_id}", p.intent_id).replace("{command}", "gate")
+        resp = await p.client.request("PATCH", path)
         for method in item:
             await p.record.check((method.upper(), template), resp, 405)
 
@@ -263,6 +266,35 @@ async def _defects(pool: asyncpg.Pool, record: Record, intent_id: str) -> None:
             await p.valid(op, 500 if op == ("GET", "/v1/status") else None)
 
 
+async def _operator_answers(pool: asyncpg.Pool, database_url: str, record: Record) -> None:
+    """`POST /v1/ops/{command}` as `payops serve` wires it (the runner comes from compose)."""
+    op: Op = ("POST", "/v1/ops/{command}")
+    oncall, nobody = bearer("U_ONCALL", OPERATOR_SCOPE), bearer("U_NOBODY", OPERATOR_SCOPE)
+    closed = await db.create_pool(database_url, min_size=1, max_size=1)
+    await closed.close()
+    for used in (pool, closed):
+        svc = build_services(
+            used, ScriptedVerifier(), slack_oncall="U_ONCALL", scheduler_enabled=False
+        )
+        rpc = SolanaRpc("http://127.0.0.1:9")
+        client: TestClient[Any, Any] = TestClient(TestServer(service_app(Running(svc, rpc))))
+        await client.start_server()
+        p = Prober(client, record)
+        try:
+            status = {"json": {"args": ["status"]}, "headers": oncall}
+            if used is closed:
+                await p.send(op, "/v1/ops/gate", 503, **status)
+                continue
+            await p.send(op, "/v1/ops/gate", 200, **status)
+            await p.send(op, "/v1/ops/gate", 200, json={"args": ["open"]}, headers=oncall)
+            await p.send(op, "/v1/ops/gate", 403, **{**status, "headers": nobody})
+            await p.send(op, "/v1/ops/nope", 400, **status)
+            await p.send(op, "/v1/ops/gate", 400, json={"args": "status"}, headers=oncall)
+        finally:
+            await client.close()
+            await rpc.close()
+
+
 async def test_every_answer_is_documented_and_every_documented_status_is_answered(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -271,6 +303,7 @@ async def test_every_answer_is_documented_and_every_documented_status_is_answere
     await _rate_limits(pool, record)
     await _database_down(database_url, record)
     await _defects(pool, record, intent_id)
+    await _operator_answers(pool, database_url, record)
     assert record.problems == []
     never: dict[str, list[int]] = {}
     for method, template in operations():
