@@ -14,7 +14,7 @@ from core.services import Services
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
 
 OPS = Actor("verify", "api")
-UNDERPAID = Rejected(RejectCode.UNDERPAID, "received 5 of 10")
+PAID_TOO_LATE = Rejected(RejectCode.EXPIRED, "paid after the intent expired and its grace")
 
 
 async def _intent(svc: Services) -> uuid.UUID:
@@ -33,12 +33,12 @@ async def test_rejection_of_a_pending_intent_is_audited_once(pool: asyncpg.Pool)
     svc = build_services(pool, ScriptedVerifier())
     intent = await intents_db.get(pool, await _intent(svc))
     assert intent is not None
-    await _reject(svc, OPS, intent, signature(), UNDERPAID)
+    await _reject(svc, OPS, intent, signature(), PAID_TOO_LATE)
     (record,) = await _reject_records(pool)
     assert record["before"] == {"status": "PENDING"}
     assert record["after"]["status"] == "REJECTED"
     # The same stale view rejected again: nothing changes, nothing is recorded.
-    await _reject(svc, OPS, intent, signature(), UNDERPAID)
+    await _reject(svc, OPS, intent, signature(), PAID_TOO_LATE)
     assert len(await _reject_records(pool)) == 1
     assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == 2
 
@@ -49,6 +49,6 @@ async def test_the_record_names_the_status_the_intent_really_had(pool: asyncpg.P
     stale = await intents_db.get(pool, intent_id)
     assert stale is not None
     await pool.execute("UPDATE purchase_intents SET status = 'EXPIRED' WHERE id = $1", intent_id)
-    await _reject(svc, OPS, stale, signature(), UNDERPAID)
+    await _reject(svc, OPS, stale, signature(), PAID_TOO_LATE)
     (record,) = await _reject_records(pool)
     assert record["before"] == {"status": "EXPIRED"}
