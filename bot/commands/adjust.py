@@ -169,7 +169,12 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
             )
             return Reply(text=text, blocks=adjustment_blocks(found, warns, buttons=False))
         else:
-            if len(args) < 3:
+            if len(args) == 2:
+                raise InvalidInput(
+                    f'a reason is required: /pay-adjust {args[0]} {args[1]} "<reason>" [refs]',
+                    code="reason_required",
+                )
+            if len(args) < 2:
                 raise InvalidInput(HELP, code="invalid_arguments")
             rest = args[2:]
             refs: list[str] = []
@@ -185,8 +190,15 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
             )
             adj = await adjustments.create(conn, ctx.actor, request)
         warns = await adjustments.current_warnings(conn, adj)
+    s = svc.settings
+    where = (
+        "Posted for approval."
+        if s.slack_bot_token is not None and s.slack_approvals_channel
+        else f"Waiting for a manager's approval: `payops ops adjust approve {adj.id}` "
+        "(no Slack approvals channel is configured)."
+    )
     return Reply(
-        text=adjustment_text(adj, warns) + "\nPosted for approval.",
+        text=adjustment_text(adj, warns) + f"\n{where}",
         blocks=adjustment_blocks(adj, warns, buttons=False),
         approval_request=adj.id,
     )

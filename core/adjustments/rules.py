@@ -357,19 +357,25 @@ def decide(
     return Outcome(resolution, recorded, approvers, required)
 
 
-def warnings(adjustment: Adjustment | AdjustmentRequest, current_balance: int) -> list[str]:
+def warnings(
+    adjustment: Adjustment | AdjustmentRequest, current_balance: int, *, applied: bool = False
+) -> list[str]:
     """What the approvers must see before deciding: e.g. the balance would go negative.
 
     Corrections may take a balance below zero (the credits were already spent); they are
-    allowed, but flagged here and by reconciliation.
+    allowed, but flagged here and by reconciliation. `applied`: the balance already holds
+    the correction, and the warning says what it did.
     """
     found: list[str] = []
-    after = current_balance + adjustment.credits
+    before = current_balance - adjustment.credits if applied else current_balance
+    after = before + adjustment.credits
     if adjustment.credits < 0 and after < 0:
+        verb = "took" if applied else "takes"
         found.append(
-            f"applying takes {adjustment.user_id}'s balance from {current_balance} to {after} "
+            f"applying {verb} {adjustment.user_id}'s balance from {before} to {after} "
             "(below zero: the credits were probably spent already)"
         )
-    elif current_balance < 0:
-        found.append(f"{adjustment.user_id}'s balance is already negative ({current_balance})")
+    elif before < 0:
+        was = "was" if applied else "is"
+        found.append(f"{adjustment.user_id}'s balance {was} already negative ({before})")
     return found

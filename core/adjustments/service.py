@@ -135,8 +135,10 @@ async def set_thread(
 
 
 async def current_warnings(conn: asyncpg.Connection | asyncpg.Pool, adj: Adjustment) -> list[str]:
-    """`warnings` against the user's balance right now, for the approval message."""
-    return warnings(adj, await ledger.balance(conn, adj.user_id))
+    """`warnings` against the user's balance right now, for the approval message (once the
+    adjustment is applied, that balance holds it: the warning says what applying did)."""
+    applied = adj.status is AdjustmentStatus.APPLIED
+    return warnings(adj, await ledger.balance(conn, adj.user_id), applied=applied)
 
 
 async def decide(

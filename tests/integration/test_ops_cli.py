@@ -138,3 +138,28 @@ async def test_reopening_is_refused_under_drift_and_rollback_check_says_why(
         == 0
     )
     assert "Verify OPEN" in capsys.readouterr().out
+
+
+async def test_adjustment_messages_say_what_happened(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _settings(database_url)
+    # No reason: say so, rather than the whole help.
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["alice", "+10"]) == 1
+    err = capsys.readouterr().err
+    assert 'a reason is required: /pay-adjust alice +10 "<reason>"' in err
+    assert "audited credit corrections" not in err
+    # No Slack: nothing was posted, and the answer says how the request gets decided.
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["alice", "+10", "missing credit"]) == 0
+    out = capsys.readouterr().out
+    assert "Posted for approval" not in out
+    assert "Waiting for a manager's approval: `payops ops adjust approve 1`" in out
+    assert await run_ops(settings, "U_MGR", "adjust", ["approve", "1"]) == 0
+    capsys.readouterr()
+    # A correction that takes the balance below zero: warned before, and said right after.
+    assert await run_ops(settings, "U_ONCALL", "adjust", ["alice", "-25", "spent twice"]) == 0
+    assert "applying takes alice's balance from 10 to -15" in capsys.readouterr().out
+    assert await run_ops(settings, "U_MGR", "adjust", ["approve", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "applying took alice's balance from 10 to -15" in out
+    assert "-25 to" not in out

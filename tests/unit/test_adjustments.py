@@ -386,3 +386,16 @@ def test_warnings_flag_a_balance_below_zero(credits: int, balance: int, flagged:
     if flagged:
         assert "alice" in found[0]
         assert "negative" in found[0] or "below zero" in found[0]
+
+
+def test_warnings_of_an_applied_adjustment_say_what_applying_did() -> None:
+    spent = _adjustment(credits=-1000, kind=AdjustmentKind.OTHER)
+    # The balance read after applying already holds the -1000.
+    assert warnings(spent, -990, applied=True) == [
+        "applying took alice's balance from 10 to -990 "
+        "(below zero: the credits were probably spent already)"
+    ]
+    assert warnings(spent, 10) == [
+        "applying takes alice's balance from 10 to -990 "
+        "(below zero: the credits were probably spent already)"
+    ]
