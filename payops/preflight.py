@@ -27,19 +27,9 @@ from core.chain.rpc import RpcUnavailable, SolanaRpc
 from core.config import PaymentConfig, Settings, associated_token_account
 from core.errors import ConfigError
 from payops import compose
-from payops.preflight_checks import (
-    MARKS,
-    Check,
-    Status,
-    gate_check,
-    ledger_check,
-    mint_checks,
-    owner_check,
-    schema_check,
-    seed_check,
-    settings_checks,
-    treasury_check,
-)
+from payops.preflight_chain import mint_checks, owner_check, treasury_check
+from payops.preflight_checks import MARKS, Check, Status, settings_checks
+from payops.preflight_db import gate_check, ledger_check, schema_check, seed_check
 from payops.urls import public_url
 
 SKIPPABLE: Final = ("chain", "database", "slack")

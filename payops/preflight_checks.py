@@ -1,24 +1,22 @@
 """The pure checks of `payops preflight`: each takes what was read (settings, accounts as the
 node's jsonParsed JSON, migration versions, rows) and returns checklist lines. No I/O here,
 so they are tested with tables of cases; payops/preflight.py does the reading.
+
+Here: the checklist's records and the settings; the chain's checks are in
+`preflight_chain`, the database's in `preflight_db`.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
-from core.chain.accounts import judge_mint, judge_treasury
 from core.chain.verdict import TOKEN_2022_PROGRAM, TOKEN_PROGRAM
-from core.config import PaymentConfig, Settings, associated_token_account
+from core.config import Settings
 from core.errors import ConfigError
-from core.gate import GateState, SwitchName
-from core.ledger import LedgerHealth
-
-# Re-exported: tests/unit/test_preflight_checks.py imports it from here.
+from core.gate import SwitchName
 
 SYSTEM_ACCOUNTS: Final = ("system:token_sales", "system:spend", "system:adjustments")
 GATE_SWITCHES: Final = tuple(s.value for s in SwitchName)
@@ -48,7 +46,8 @@ class Check:
     fix: str = ""
 
 
-def _program(program: str | None) -> str:
+def program_name(program: str | None) -> str:
+    """A token program by the name people know it by."""
     return PROGRAM_NAMES.get(program or "", program or "unknown program")
 
 
@@ -252,232 +251,3 @@ def slack_people_check(settings: Settings) -> Check:
             "add a second manager or a user group to PAYOPS_SLACK_MANAGERS",
         )
     return Check("settings", "slack_people", Status.OK, detail)
-
-
-# --- chain (pure) ----------------------------------------------------------------------------
-
-
-def mint_checks(
-    settings: Settings, payment: PaymentConfig, mint: dict[str, Any] | None
-) -> list[Check]:
-    """The mint exists, is a token mint, and its program and decimals are the configured ones."""
-    g = "chain"
-    program, decimals, problems, _ = judge_mint(payment, mint)
-    if problems:
-        skipped = "not checked: no mint"
-        return [
-            Check(
-                g,
-                "token_mint",
-                Status.FAIL,
-                problems[0],
-                "check PAYOPS_TOKEN_MINT, and that PAYOPS_SOLANA_RPC_URL is the right cluster "
-                "(a devnet mint does not exist on mainnet)",
-            ),
-            Check(g, "token_program", Status.SKIP, skipped),
-            Check(g, "token_decimals", Status.SKIP, skipped),
-        ]
-    out = [
-        Check(
-            g,
-            "token_mint",
-            Status.OK,
-            f"{payment.mint} is a mint of the {_program(program)} program",
-        )
-    ]
-    if program != settings.token_program:
-        out.append(
-            Check(
-                g,
-                "token_program",
-                Status.FAIL,
-                f"the mint belongs to {_program(program)} ({program}); PAYOPS_TOKEN_PROGRAM is "
-                f"{_program(settings.token_program)}",
-                f"set PAYOPS_TOKEN_PROGRAM={program}",
-            )
-        )
-    else:
-        out.append(Check(g, "token_program", Status.OK, f"{_program(program)} ({program})"))
-    if decimals is None:
-        out.append(Check(g, "token_decimals", Status.FAIL, "the mint shows no decimals"))
-    elif decimals != settings.token_decimals:
-        out.append(
-            Check(
-                g,
-                "token_decimals",
-                Status.FAIL,
-                f"the mint has {decimals} decimals; PAYOPS_TOKEN_DECIMALS is "
-                f"{settings.token_decimals} (Solana Pay amounts would be off by "
-                f"10^{abs(decimals - settings.token_decimals)})",
-                f"set PAYOPS_TOKEN_DECIMALS={decimals}",
-            )
-        )
-    else:
-        out.append(Check(g, "token_decimals", Status.OK, f"{decimals}, as configured"))
-    return out
-
-
-def owner_check(payment: PaymentConfig, owner: dict[str, Any] | None) -> Check:
-    """PAYOPS_TREASURY_OWNER must be a wallet, not a token account or a mint (a common slip)."""
-    data = (owner or {}).get("data")
-    parsed = data.get("parsed") if isinstance(data, dict) else None
-    kind = parsed.get("type") if isinstance(parsed, dict) else None
-    if kind == "account":
-        info = parsed.get("info") if isinstance(parsed, dict) else None
-        wallet = info.get("owner") if isinstance(info, dict) else None
-        return Check(
-            "chain",
-            "treasury_owner",
-            Status.FAIL,
-            f"PAYOPS_TREASURY_OWNER {payment.treasury_owner} is a token account, not a wallet",
-            f"set PAYOPS_TREASURY_OWNER={wallet} (the wallet that owns it) and, to keep this "
-            f"token account, PAYOPS_TREASURY_TOKEN_ACCOUNT={payment.treasury_owner}",
-        )
-    if kind == "mint":
-        return Check(
-            "chain",
-            "treasury_owner",
-            Status.FAIL,
-            f"PAYOPS_TREASURY_OWNER {payment.treasury_owner} is a mint, not a wallet",
-            "set PAYOPS_TREASURY_OWNER to the treasury wallet's address",
-        )
-    state = "on chain" if owner is not None else "no account yet (a wallet needs none to be paid)"
-    return Check("chain", "treasury_owner", Status.OK, f"wallet {payment.treasury_owner}, {state}")
-
-
-def treasury_check(
-    payment: PaymentConfig, account: dict[str, Any] | None, *, explicit: bool
-) -> Check:
-    """The treasury token account exists, holds the mint and belongs to the treasury wallet."""
-    address = payment.treasury_token_account
-    source = "PAYOPS_TREASURY_TOKEN_ACCOUNT" if explicit else "the treasury's associated account"
-    if account is None:
-        flag = (
-            " --program-id " + payment.token_program
-            if payment.token_program == TOKEN_2022_PROGRAM
-            else ""
-        )
-        return Check(
-            "chain",
-            "treasury_token_account",
-            Status.FAIL,
-            f"{address} ({source}) does not exist",
-            f"create it before the first payment: spl-token create-account {payment.mint} "
-            f"--owner {payment.treasury_owner} --fee-payer <keypair>{flag}",
-        )
-    problems, _ = judge_treasury(payment, account)
-    if problems:
-        return Check(
-            "chain",
-            "treasury_token_account",
-            Status.FAIL,
-            "; ".join(problems),
-            "PAYOPS_TREASURY_OWNER must be the wallet that owns a token account of "
-            "PAYOPS_TOKEN_MINT (unset PAYOPS_TREASURY_TOKEN_ACCOUNT to use its associated one)",
-        )
-    info = account.get("data", {}).get("parsed", {}).get("info", {})
-    balance = info.get("tokenAmount", {}).get("uiAmountString", "?")
-    associated = associated_token_account(
-        payment.treasury_owner, payment.mint, payment.token_program
-    )
-    if address != associated:
-        return Check(
-            "chain",
-            "treasury_token_account",
-            Status.WARN,
-            f"{address} is not the treasury's associated token account ({associated}): "
-            "wallets that follow the Solana Pay spec pay the associated one, and payops "
-            "watches only this one",
-            "unset PAYOPS_TREASURY_TOKEN_ACCOUNT to use the associated account, unless "
-            "every payer is told to pay this one",
-        )
-    return Check(
-        "chain",
-        "treasury_token_account",
-        Status.OK,
-        f"{address} holds the mint, owned by the treasury (balance {balance})",
-    )
-
-
-# --- database (pure) -------------------------------------------------------------------------
-
-
-def schema_check(applied: Collection[int], latest: int) -> Check:
-    """Every migration of this payops applied; a newer schema is a warning (a rollback)."""
-    current = max(applied, default=0)
-    missing = sorted(set(range(1, latest + 1)) - set(applied))
-    if missing:
-        return Check(
-            "database",
-            "schema",
-            Status.FAIL,
-            f"at version {current}; this payops needs {latest} (missing "
-            f"{', '.join(map(str, missing))})",
-            "run `payops migrate` (docker run ... IMAGE migrate) before the new version serves",
-        )
-    if current > latest:
-        return Check(
-            "database",
-            "schema",
-            Status.WARN,
-            f"at version {current}, newer than this payops ({latest}): fine for a rollback of "
-            "one release (docs/MIGRATIONS.md), otherwise deploy the newer image",
-            "check that this is the image you mean to deploy",
-        )
-    return Check("database", "schema", Status.OK, f"version {current} (the latest)")
-
-
-def seed_check(system_accounts: Collection[str], switches: Collection[str]) -> Check:
-    """The seed's system accounts and gate switches exist."""
-    missing = [a for a in SYSTEM_ACCOUNTS if a not in system_accounts]
-    missing += [f"gate switch {s}" for s in GATE_SWITCHES if s not in switches]
-    if missing:
-        return Check(
-            "database",
-            "seed",
-            Status.FAIL,
-            f"missing: {', '.join(missing)}",
-            "run `payops migrate` (it applies the seed, idempotently)",
-        )
-    return Check(
-        "database",
-        "seed",
-        Status.OK,
-        f"system accounts {', '.join(SYSTEM_ACCOUNTS)}; gate switches {', '.join(GATE_SWITCHES)}",
-    )
-
-
-def ledger_check(health: LedgerHealth) -> Check:
-    """The ledger's invariants hold (core/ledger_db.health)."""
-    if health.ok:
-        return Check(
-            "database",
-            "ledger",
-            Status.OK,
-            "entries sum to 0, every transaction balances, cached balances match their entries",
-        )
-    return Check(
-        "database",
-        "ledger",
-        Status.FAIL,
-        f"entries sum to {health.total}; {health.unbalanced_transactions} unbalanced "
-        f"transaction(s); {health.balance_mismatches} cached balance(s) off",
-        "do not deploy on a broken ledger: `/pay-recon`, `/pay-triage`, then repair "
-        "(docs/OPERATIONS.md, Reconciliation)",
-    )
-
-
-def gate_check(state: GateState) -> Check:
-    """A closed switch is worth a warning, not a failure: it may be closed on purpose."""
-    closed = [s for s in (state.verify, state.client_retries) if not s.is_open]
-    if not closed:
-        return Check("database", "gate", Status.OK, "verify open, client_retries open")
-    detail = "; ".join(f"{s.name.value} CLOSED by {s.changed_by}: {s.reason}" for s in closed)
-    return Check(
-        "database",
-        "gate",
-        Status.WARN,
-        detail,
-        "intended during an incident; otherwise `/pay-smoke` then `/pay-gate open` "
-        "(and `/pay-gate resume-retries`) after the deploy",
-    )

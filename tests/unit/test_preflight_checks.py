@@ -10,17 +10,15 @@ from solders.keypair import Keypair
 
 from core.ledger import LedgerHealth
 from payops.pgtools import dsn_with_database, libpq_target
+from payops.preflight_chain import owner_check
 from payops.preflight_checks import (
     GATE_SWITCHES,
     SYSTEM_ACCOUNTS,
     Status,
     jwt_check,
-    ledger_check,
-    owner_check,
-    schema_check,
-    seed_check,
     slack_people_check,
 )
+from payops.preflight_db import ledger_check, schema_check, seed_check
 from payops.urls import public_url
 from tests.support import make_settings
 
@@ -219,7 +217,7 @@ def _token_account_of(payment: Any) -> dict[str, Any]:
 def test_a_treasury_account_other_than_the_associated_one_is_a_warning() -> None:
     from solders.keypair import Keypair
 
-    from payops.preflight_checks import treasury_check
+    from payops.preflight_chain import treasury_check
 
     other = _treasury_payment(str(Keypair().pubkey()))
     check = treasury_check(other, _token_account_of(other), explicit=True)
