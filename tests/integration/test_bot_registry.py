@@ -24,7 +24,7 @@ from bot.slack_app import add_slack, create_bolt_app
 from bot.slack_ui import Click, SlackEnv, SlackUI
 from core.errors import ConfigError
 from core.services import Services
-from payops.cli import _parser
+from payops.cli_args import parser as _parser
 from tests.slack_fake import (
     BOT_TOKEN,
     SIGNING_SECRET,

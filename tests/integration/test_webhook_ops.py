@@ -18,7 +18,7 @@ from api.app import create_app
 from bot.slack_app import add_slack
 from core import webhooks
 from core.config import Settings
-from payops.cli import _parser
+from payops.cli_args import parser as _parser
 from payops.ops_cli import run_ops
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, signed_headers
 from tests.support import ScriptedVerifier, build_services, make_settings

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from api.auth import DEBIT_SCOPE, TokenVerifier, mint_token, require_scope
 from core.config import load_settings
 from core.errors import ConfigError, Forbidden, Unauthorized
-from payops import cli
+from payops import cli, cli_args
 
 SECRET = "x" * 40
 
@@ -191,7 +191,7 @@ def test_payops_token_mints_what_the_service_accepts(capsys: pytest.CaptureFixtu
     settings = load_settings(jwt_secret=SECRET)
 
     def token(*argv: str) -> str:
-        assert cli._token(settings, cli._parser().parse_args(["token", *argv])) == 0
+        assert cli._token(settings, cli_args.parser().parse_args(["token", *argv])) == 0
         return capsys.readouterr().out.strip()
 
     assert _verifier().verify(f"Bearer {token('alice')}").sub == "alice"

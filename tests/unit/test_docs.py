@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from payops.cli import _parser
+from payops.cli_args import parser as _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

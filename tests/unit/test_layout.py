@@ -27,7 +27,7 @@ DOMAINS = frozenset(
     {"ledger", "purchases", "adjustments", "incidents", "recon", "triage", "watch", "webhooks"}
 )
 # The development commands that run the local chain; nothing that `payops serve` loads.
-DEV_TOOLS = frozenset({"payops.cli", "payops.up", "payops.demo"})
+DEV_TOOLS = frozenset({"payops.cli", "payops.cli_args", "payops.up", "payops.demo"})
 FORBIDDEN = {
     "core": ("api", "bot", "payops", "localnet"),
     "api": ("bot", "payops", "localnet"),
