@@ -34,14 +34,11 @@ from core.recon.facts import (
     SignatureFacts,
     TxFacts,
 )
+from core.recon.findings import Finding, FindingKind, Severity, fingerprint
 from core.recon.rules import (
-    Finding,
-    FindingKind,
-    Severity,
     attempt_findings,
     balance_findings,
     chain_unchecked_finding,
-    fingerprint,
     intent_findings,
     ledger_total_findings,
     payment_findings,

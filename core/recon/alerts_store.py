@@ -16,7 +16,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import asyncpg
 
-from core.recon.rules import FindingKind, Severity
+from core.recon.findings import FindingKind, Severity
 
 STALE_CLAIM = timedelta(minutes=5)
 # The kind of the drift pseudo-finding: alerted like a finding, never stored as one.

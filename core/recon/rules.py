@@ -1,21 +1,14 @@
 """Reconciliation, the pure part: what the facts read from the database and the chain mean.
 
-The SQL (`core.recon_sql`) reads facts per intent, signature, user and ledger transaction;
-the functions here turn each into findings, with a fingerprint that is the same for the same
-anomaly run after run (sha256 of the kind and the sorted subject ids, never of amounts).
+The SQL (`core.recon.scope`, `core.recon.checks`) reads facts per intent, signature, user
+and ledger transaction; the functions here turn each into findings (`core.recon.findings`),
+each with a fingerprint that is the same for the same anomaly run after run.
 `settle` compares a run's findings with those open before it (new, still open, resolved),
 and `judge` gives the drift. Everything takes `now` where time matters; nothing does I/O.
-
-Sign conventions: a finding's `credits` are owed to users when positive, given in excess
-when negative; its `tokens` are base units that reached the treasury without a credit.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.recon.facts import (
@@ -26,117 +19,13 @@ from core.recon.facts import (
     SignatureFacts,
     TxFacts,
 )
-
-
-class FindingKind(enum.StrEnum):
-    UNBALANCED_TRANSACTION = "unbalanced_transaction"
-    LEDGER_NOT_ZERO_SUM = "ledger_not_zero_sum"
-    BALANCE_MISMATCH = "balance_mismatch"
-    NEGATIVE_BALANCE = "negative_balance"
-    DUPLICATE_SIGNATURE = "duplicate_signature"
-    CONFIRMED_WITHOUT_CREDIT = "confirmed_without_credit"
-    CREDIT_WITHOUT_CONFIRMED_INTENT = "credit_without_confirmed_intent"
-    PURCHASE_MISMATCH = "purchase_mismatch"
-    STALE_PENDING = "stale_pending"
-    FAILED_THEN_SUCCEEDED = "failed_then_succeeded"
-    OVERPAYMENT = "overpayment"
-    LATE_PAYMENT = "late_payment"
-    UNMATCHED_PAYMENT = "unmatched_payment"
-    CHAIN_UNCHECKED = "chain_unchecked"
-    # the books tied to the chain (`core.recon.ties`)
-    TREASURY_BALANCE_DRIFT = "treasury_balance_drift"
-    UNCREDITED_INFLOW = "uncredited_inflow"
-    TREASURY_OUTFLOW = "treasury_outflow"
-
-
-class Severity(enum.StrEnum):
-    CRITICAL = "critical"  # money or ledger integrity is wrong
-    WARNING = "warning"  # needs a person: an anomaly the runbook lists
-    INFO = "info"  # worth knowing, settled by policy: listed, not drift
-
-
-# Rejections after which the payer's tokens may sit at the treasury uncredited.
-MONEY_AT_TREASURY_CODES = frozenset(
-    {"underpaid", "paid_after_expiry", "paid_to_wallet_not_token_account", "unbound_payment"}
+from core.recon.findings import (
+    MONEY_AT_TREASURY_CODES,
+    Finding,
+    FindingKind,
+    Severity,
+    finding,
 )
-# Adjustments that correct a purchase credit (count in the applied credits of an intent).
-CORRECTION_KINDS = frozenset({"missing_credit", "duplicate_reversal"})
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One anomaly. Same anomaly, same fingerprint: alerting posts each fingerprint once."""
-
-    fingerprint: str
-    kind: FindingKind
-    severity: Severity
-    user_ids: tuple[str, ...]
-    signatures: tuple[str, ...]
-    intent_ids: tuple[str, ...]
-    credits: int
-    tokens: int
-    detail: str
-    ledger_tx_ids: tuple[int, ...] = ()
-
-    @property
-    def blocking(self) -> bool:
-        """Counts against zero drift (everything but info)."""
-        return self.severity != Severity.INFO
-
-    @property
-    def short(self) -> str:
-        """The fingerprint as people type it: its first 12 characters."""
-        return self.fingerprint[:12]
-
-
-def fingerprint(kind: str, subjects: Iterable[str]) -> str:
-    """sha256 hex of the kind and the sorted, distinct subject ids ("intent:<id>", ...)."""
-    text = "|".join([kind, *sorted(set(subjects))])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def finding(
-    kind: FindingKind,
-    severity: Severity,
-    *,
-    detail: str,
-    user_ids: Sequence[str | None] = (),
-    signatures: Sequence[str | None] = (),
-    intent_ids: Sequence[str | None] = (),
-    ledger_tx_ids: Sequence[int] = (),
-    credits: int = 0,
-    tokens: int = 0,
-    subjects: Sequence[str] | None = None,
-) -> Finding:
-    """A finding; its fingerprint covers every subject id unless `subjects` narrows it."""
-    users = _ids(user_ids)
-    sigs = _ids(signatures)
-    intents = _ids(intent_ids)
-    txs = tuple(sorted(set(ledger_tx_ids)))
-    if subjects is None:
-        subjects = [
-            *(f"user:{u}" for u in users),
-            *(f"sig:{s}" for s in sigs),
-            *(f"intent:{i}" for i in intents),
-            *(f"ltx:{t}" for t in txs),
-        ]
-    return Finding(
-        fingerprint=fingerprint(kind.value, subjects),
-        kind=kind,
-        severity=severity,
-        user_ids=users,
-        signatures=sigs,
-        intent_ids=intents,
-        credits=credits,
-        tokens=tokens,
-        detail=detail,
-        ledger_tx_ids=txs,
-    )
-
-
-def _ids(values: Sequence[str | None]) -> tuple[str, ...]:
-    return tuple(sorted({v for v in values if v}))
-
 
 # --- classification ---------------------------------------------------------------------------
 
@@ -144,93 +33,122 @@ def _ids(values: Sequence[str | None]) -> tuple[str, ...]:
 def intent_findings(f: IntentFacts, now: datetime, pending_sla: timedelta) -> list[Finding]:
     """Purchase credit vs intent, overpayment and stale PENDING, for one intent."""
     out: list[Finding] = []
+    if f.status == "CONFIRMED":
+        out += _credit_of_confirmed(f)
+        out += _overpaid(f)
+    elif f.purchase_tx is not None and not f.purchase_reversed:
+        out += _credit_without_confirmed(f, f.purchase_tx)
+    if f.status == "PENDING" and now - f.created_at > pending_sla:
+        out += _stale(f, pending_sla)
+    return out
+
+
+def _credit_of_confirmed(f: IntentFacts) -> list[Finding]:
+    """A CONFIRMED intent's purchase credit: missing, reversed or not its own."""
     net = f.credited + f.corrections
     users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
-    if f.status == "CONFIRMED":
-        if f.purchase_tx is None or f.purchase_reversed:
-            if net < f.credits:
-                why = (
-                    "has no purchase credit" if f.purchase_tx is None else "had its credit reversed"
-                )
-                out.append(
-                    finding(
-                        FindingKind.CONFIRMED_WITHOUT_CREDIT,
-                        Severity.CRITICAL,
-                        detail=f"CONFIRMED intent {f.intent_id} {why}: {net} of {f.credits} "
-                        f"credits applied (tx {f.tx_signature})",
-                        signatures=[f.tx_signature],
-                        credits=f.credits - net,
-                        subjects=subject,
-                        user_ids=users,
-                        intent_ids=intents,
-                    )
-                )
-        else:
-            problems = []
-            if f.credited_user != f.user_id:
-                problems.append(f"credited user {f.credited_user}, not {f.user_id}")
-            if f.purchase_signature != f.tx_signature:
-                problems.append(f"signature {f.purchase_signature} vs intent's {f.tx_signature}")
-            if f.credited != f.credits and net != f.credits:
-                problems.append(f"{f.credited} credits for {f.credits}")
-            if problems:
-                out.append(
-                    finding(
-                        FindingKind.PURCHASE_MISMATCH,
-                        Severity.CRITICAL,
-                        detail=f"purchase credit {f.purchase_tx} of intent {f.intent_id}: "
-                        + "; ".join(problems),
-                        user_ids=[f.user_id, f.credited_user],
-                        signatures=[f.tx_signature, f.purchase_signature],
-                        intent_ids=[f.intent_id],
-                        ledger_tx_ids=[f.purchase_tx],
-                        credits=f.credits - net,
-                        subjects=subject,
-                    )
-                )
-        received = f.received_amount or 0
-        if received > f.amount and not f.adjusted:
+    out: list[Finding] = []
+    if f.purchase_tx is None or f.purchase_reversed:
+        if net < f.credits:
+            why = "has no purchase credit" if f.purchase_tx is None else "had its credit reversed"
             out.append(
                 finding(
-                    FindingKind.OVERPAYMENT,
-                    Severity.WARNING,
-                    detail=f"intent {f.intent_id} received {received} base units for "
-                    f"{f.amount}: {received - f.amount} over, uncredited",
+                    FindingKind.CONFIRMED_WITHOUT_CREDIT,
+                    Severity.CRITICAL,
+                    detail=f"CONFIRMED intent {f.intent_id} {why}: {net} of {f.credits} "
+                    f"credits applied (tx {f.tx_signature})",
                     signatures=[f.tx_signature],
-                    tokens=received - f.amount,
+                    credits=f.credits - net,
                     subjects=subject,
                     user_ids=users,
                     intent_ids=intents,
                 )
             )
-    elif f.purchase_tx is not None and not f.purchase_reversed:
-        out.append(
-            finding(
-                FindingKind.CREDIT_WITHOUT_CONFIRMED_INTENT,
-                Severity.CRITICAL,
-                detail=f"purchase credit {f.purchase_tx} of {f.credited} credits for intent "
-                f"{f.intent_id}, which is {f.status}",
-                signatures=[f.purchase_signature],
-                ledger_tx_ids=[f.purchase_tx],
-                credits=-f.credited,
-                subjects=subject,
-                user_ids=users,
-                intent_ids=intents,
+    else:
+        problems = []
+        if f.credited_user != f.user_id:
+            problems.append(f"credited user {f.credited_user}, not {f.user_id}")
+        if f.purchase_signature != f.tx_signature:
+            problems.append(f"signature {f.purchase_signature} vs intent's {f.tx_signature}")
+        if f.credited != f.credits and net != f.credits:
+            problems.append(f"{f.credited} credits for {f.credits}")
+        if problems:
+            out.append(
+                finding(
+                    FindingKind.PURCHASE_MISMATCH,
+                    Severity.CRITICAL,
+                    detail=f"purchase credit {f.purchase_tx} of intent {f.intent_id}: "
+                    + "; ".join(problems),
+                    user_ids=[f.user_id, f.credited_user],
+                    signatures=[f.tx_signature, f.purchase_signature],
+                    intent_ids=[f.intent_id],
+                    ledger_tx_ids=[f.purchase_tx],
+                    credits=f.credits - net,
+                    subjects=subject,
+                )
             )
-        )
-    if f.status == "PENDING" and now - f.created_at > pending_sla:
+    return out
+
+
+def _overpaid(f: IntentFacts) -> list[Finding]:
+    """A CONFIRMED intent that received more than its price, the rest uncredited."""
+    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
+    out: list[Finding] = []
+    received = f.received_amount or 0
+    if received > f.amount and not f.adjusted:
         out.append(
             finding(
-                FindingKind.STALE_PENDING,
+                FindingKind.OVERPAYMENT,
                 Severity.WARNING,
-                # no age in the text: the same finding reads the same run after run
-                detail=f"intent {f.intent_id} PENDING since {f.created_at:%Y-%m-%d %H:%M} UTC "
-                f"(SLA {_age(pending_sla)}), {f.credits} credits / {f.amount} base units",
+                detail=f"intent {f.intent_id} received {received} base units for "
+                f"{f.amount}: {received - f.amount} over, uncredited",
+                signatures=[f.tx_signature],
+                tokens=received - f.amount,
                 subjects=subject,
                 user_ids=users,
                 intent_ids=intents,
             )
         )
+    return out
+
+
+def _credit_without_confirmed(f: IntentFacts, purchase_tx: int) -> list[Finding]:
+    """A purchase credit (`purchase_tx`) whose intent is not CONFIRMED."""
+    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
+    out: list[Finding] = []
+    out.append(
+        finding(
+            FindingKind.CREDIT_WITHOUT_CONFIRMED_INTENT,
+            Severity.CRITICAL,
+            detail=f"purchase credit {purchase_tx} of {f.credited} credits for intent "
+            f"{f.intent_id}, which is {f.status}",
+            signatures=[f.purchase_signature],
+            ledger_tx_ids=[purchase_tx],
+            credits=-f.credited,
+            subjects=subject,
+            user_ids=users,
+            intent_ids=intents,
+        )
+    )
+    return out
+
+
+def _stale(f: IntentFacts, pending_sla: timedelta) -> list[Finding]:
+    """A PENDING intent past the SLA."""
+    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
+    out: list[Finding] = []
+    out.append(
+        finding(
+            FindingKind.STALE_PENDING,
+            Severity.WARNING,
+            # no age in the text: the same finding reads the same run after run
+            detail=f"intent {f.intent_id} PENDING since {f.created_at:%Y-%m-%d %H:%M} UTC "
+            f"(SLA {_age(pending_sla)}), {f.credits} credits / {f.amount} base units",
+            subjects=subject,
+            user_ids=users,
+            intent_ids=intents,
+        )
+    )
     return out
 
 

@@ -42,9 +42,8 @@ from core.recon import scope as recon_sql
 from core.recon import store as recon_store
 from core.recon import treasury as recon_treasury
 from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup
+from core.recon.findings import Finding, FindingKind
 from core.recon.rules import (
-    Finding,
-    FindingKind,
     attempt_findings,
     balance_findings,
     chain_unchecked_finding,

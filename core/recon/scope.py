@@ -24,7 +24,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from core.recon import scan as recon_scan
-from core.recon.rules import Finding
+from core.recon.findings import Finding
 from core.recon.totals import Flows, Watermark
 
 Conn: TypeAlias = asyncpg.Connection

@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from core.audit import Actor
-from core.recon.rules import Finding, FindingKind, Severity
+from core.recon.findings import Finding, FindingKind, Severity
 from core.recon.totals import Flows, ReconRun, ReconTotals, RunMode, Watermark, ordered
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool

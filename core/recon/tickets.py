@@ -21,7 +21,7 @@ import asyncpg
 from core import audit
 from core.audit import Actor
 from core.errors import Conflict, InvalidInput, NotFound
-from core.recon.rules import FindingKind, Severity
+from core.recon.findings import FindingKind, Severity
 
 MIN_PREFIX = 8  # characters of a fingerprint that identify it
 MAX_FINDINGS = 50

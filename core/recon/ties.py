@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from core.recon.facts import BalanceTie, FlowFacts
-from core.recon.rules import Finding, FindingKind, Severity, finding
+from core.recon.findings import Finding, FindingKind, Severity, finding
 
 
 def balance_tie_findings(tie: BalanceTie) -> list[Finding]:

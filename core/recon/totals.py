@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.recon.rules import Finding, FindingKind, Severity
+from core.recon.findings import Finding, FindingKind, Severity
 
 # Findings whose tokens are drift: base units at the treasury that back no credit.
 TOKEN_DRIFT_KINDS = frozenset(

@@ -23,7 +23,7 @@ import asyncpg
 from core import watch
 from core.recon.chain import ChainLookup, ChainObservation
 from core.recon.facts import BalanceTie, FlowFacts
-from core.recon.rules import Finding
+from core.recon.findings import Finding
 from core.recon.ties import balance_tie_findings, flow_findings
 
 log = logging.getLogger("payops.recon")
