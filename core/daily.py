@@ -33,7 +33,8 @@ class DailyFigures:
 async def daily_figures(
     pool: asyncpg.Pool, *, since: datetime, until: datetime, pending_sla: timedelta
 ) -> DailyFigures:
-    """Counts over [since, until); the `_now` figures are as of `until`."""
+    """Counts over [since, until); the `_now` figures are as of `until`. One SQL statement
+    (one round trip, one snapshot), hence its length."""
     row = await pool.fetchrow(
         """
         SELECT

@@ -86,6 +86,8 @@ def _parse_system(accounts: Sequence[str], data: bytes) -> Parsed:
 
 
 def _parse_token(accounts: Sequence[str], data: bytes) -> Parsed:
+    """An SPL Token instruction as a node's jsonParsed names it. One branch per instruction
+    the local chain answers for, side by side so each reads like the node's own table."""
     kind = data[0]
     if kind in (3, 7, 8):  # transfer, mintTo, burn
         (amount,) = struct.unpack_from("<Q", data, 1)

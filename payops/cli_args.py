@@ -40,6 +40,8 @@ class _Sub(argparse._SubParsersAction):  # type: ignore[type-arg]
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every command and its options. Long on purpose: a declaration, one `add_argument`
+    per option, read top to bottom as `payops --help` prints it."""
     p = argparse.ArgumentParser(
         prog="payops",
         parents=[_common()],
@@ -174,7 +176,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _deploy_day_parsers(sub: Any) -> None:
-    """`preflight`, `snapshot` and `restore`: the runbook's deploy-day and rollback commands."""
+    """`preflight`, `snapshot` and `restore`: the runbook's deploy-day and rollback commands
+    (long for the same reason as `parser`: one declaration per option)."""
     from payops.preflight import SKIPPABLE
 
     preflight = sub.add_parser(

@@ -12,6 +12,7 @@ import re
 import uuid
 from datetime import timedelta
 
+import asyncpg
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks as b
@@ -114,83 +115,21 @@ def adjustment_text(adj: Adjustment, warnings: list[str]) -> str:
 
 
 async def run(ctx: OpsContext, args: list[str]) -> Reply:
-    svc = ctx.services
-    now = svc.clock()
     if not args:
         raise InvalidInput(HELP, code="invalid_arguments")
     head = args[0]
     given_id = parse_id(args[1]) if len(args) > 1 else None
-    async with svc.pool.acquire() as conn:
+    async with ctx.services.pool.acquire() as conn:
         if head == "reverse":
-            if len(args) < 3 or given_id is None:
-                raise InvalidInput(
-                    'usage: /pay-adjust reverse <ledger tx id> "<reason>"', code="invalid_arguments"
-                )
-            adj = await adjustments.reverse_request(
-                conn,
-                ctx.actor,
-                given_id,
-                " ".join(args[2:]),
-                policy=policy(ctx, frozenset()),
-                now=now,
-            )
+            adj = await _reverse(ctx, conn, args, given_id)
         elif head in ("approve", "reject"):
-            if given_id is None:
-                raise InvalidInput(
-                    f"usage: /pay-adjust {head} <id> [note]", code="invalid_arguments"
-                )
-            result = await adjustments.decide(
-                conn,
-                ctx.actor,
-                given_id,
-                DecisionKind.APPROVE if head == "approve" else DecisionKind.REJECT,
-                policy(ctx, await ctx.roles.managers()),
-                now,
-                note=" ".join(args[2:]) or None,
-            )
-            warns = await adjustments.current_warnings(conn, result.adjustment)
-            return Reply(
-                text=adjustment_text(result.adjustment, warns)
-                + f"\n{ctx.actor.id} decided: {result.decision.decision.value} "
-                f"({result.resolution.value})",
-                blocks=adjustment_blocks(result.adjustment, warns, buttons=False),
-                adjustment_decided=result.adjustment.id,
-            )
+            return await _typed_decision(ctx, conn, args, given_id)
         elif head == "show":
-            if len(args) != 2 or given_id is None:
-                raise InvalidInput("usage: /pay-adjust show <id>", code="invalid_arguments")
-            found = await adjustments.get(conn, given_id)
-            if found is None:
-                raise InvalidInput(f"no adjustment {args[1]}", code="adjustment_not_found")
-            warns = await adjustments.current_warnings(conn, found)
-            decisions = await adjustments.decisions(conn, found.id)
-            text = adjustment_text(found, warns) + "".join(
-                f"\n{d.approver}: {d.decision.value} {d.note or ''}" for d in decisions
-            )
-            return Reply(text=text, blocks=adjustment_blocks(found, warns, buttons=False))
+            return await _show(conn, args, given_id)
         else:
-            if len(args) == 2:
-                raise InvalidInput(
-                    f'a reason is required: /pay-adjust {args[0]} {args[1]} "<reason>" [refs]',
-                    code="reason_required",
-                )
-            if len(args) < 2:
-                raise InvalidInput(HELP, code="invalid_arguments")
-            rest = args[2:]
-            refs: list[str] = []
-            while rest and _is_ref(rest[-1]):
-                refs.insert(0, rest.pop())
-            request = new_request(
-                user_id=head,
-                credits=_credits(args[1]),
-                reason=" ".join(rest),
-                policy=policy(ctx, frozenset()),
-                now=now,
-                refs=refs,
-            )
-            adj = await adjustments.create(conn, ctx.actor, request)
+            adj = await _request(ctx, conn, args)
         warns = await adjustments.current_warnings(conn, adj)
-    s = svc.settings
+    s = ctx.services.settings
     where = (
         "Posted for approval."
         if s.slack_bot_token is not None and s.slack_approvals_channel
@@ -202,6 +141,85 @@ async def run(ctx: OpsContext, args: list[str]) -> Reply:
         blocks=adjustment_blocks(adj, warns, buttons=False),
         approval_request=adj.id,
     )
+
+
+async def _reverse(
+    ctx: OpsContext, conn: asyncpg.Connection, args: list[str], given_id: int | None
+) -> Adjustment:
+    if len(args) < 3 or given_id is None:
+        raise InvalidInput(
+            'usage: /pay-adjust reverse <ledger tx id> "<reason>"', code="invalid_arguments"
+        )
+    return await adjustments.reverse_request(
+        conn,
+        ctx.actor,
+        given_id,
+        " ".join(args[2:]),
+        policy=policy(ctx, frozenset()),
+        now=ctx.services.clock(),
+    )
+
+
+async def _typed_decision(
+    ctx: OpsContext, conn: asyncpg.Connection, args: list[str], given_id: int | None
+) -> Reply:
+    head = args[0]
+    if given_id is None:
+        raise InvalidInput(f"usage: /pay-adjust {head} <id> [note]", code="invalid_arguments")
+    result = await adjustments.decide(
+        conn,
+        ctx.actor,
+        given_id,
+        DecisionKind.APPROVE if head == "approve" else DecisionKind.REJECT,
+        policy(ctx, await ctx.roles.managers()),
+        ctx.services.clock(),
+        note=" ".join(args[2:]) or None,
+    )
+    warns = await adjustments.current_warnings(conn, result.adjustment)
+    return Reply(
+        text=adjustment_text(result.adjustment, warns)
+        + f"\n{ctx.actor.id} decided: {result.decision.decision.value} "
+        f"({result.resolution.value})",
+        blocks=adjustment_blocks(result.adjustment, warns, buttons=False),
+        adjustment_decided=result.adjustment.id,
+    )
+
+
+async def _show(conn: asyncpg.Connection, args: list[str], given_id: int | None) -> Reply:
+    if len(args) != 2 or given_id is None:
+        raise InvalidInput("usage: /pay-adjust show <id>", code="invalid_arguments")
+    found = await adjustments.get(conn, given_id)
+    if found is None:
+        raise InvalidInput(f"no adjustment {args[1]}", code="adjustment_not_found")
+    warns = await adjustments.current_warnings(conn, found)
+    decisions = await adjustments.decisions(conn, found.id)
+    text = adjustment_text(found, warns) + "".join(
+        f"\n{d.approver}: {d.decision.value} {d.note or ''}" for d in decisions
+    )
+    return Reply(text=text, blocks=adjustment_blocks(found, warns, buttons=False))
+
+
+async def _request(ctx: OpsContext, conn: asyncpg.Connection, args: list[str]) -> Adjustment:
+    if len(args) == 2:
+        raise InvalidInput(
+            f'a reason is required: /pay-adjust {args[0]} {args[1]} "<reason>" [refs]',
+            code="reason_required",
+        )
+    if len(args) < 2:
+        raise InvalidInput(HELP, code="invalid_arguments")
+    rest = args[2:]
+    refs: list[str] = []
+    while rest and _is_ref(rest[-1]):
+        refs.insert(0, rest.pop())
+    request = new_request(
+        user_id=args[0],
+        credits=_credits(args[1]),
+        reason=" ".join(rest),
+        policy=policy(ctx, frozenset()),
+        now=ctx.services.clock(),
+        refs=refs,
+    )
+    return await adjustments.create(conn, ctx.actor, request)
 
 
 # --- Slack: the approval thread and its buttons ------------------------------------------

@@ -172,6 +172,8 @@ async def observe(
 
     `references`: (intent id, reference) of the intents to look up by reference; `known`
     answers which signatures the database already holds (`recon_checks.known_signatures`).
+    Its steps (look up, fetch, classify, bound by `limits`) share the bounds and the
+    semaphore, which is why they stay in one function.
     """
     limits = limits or ChainLimits()
     gate = asyncio.Semaphore(limits.concurrency)

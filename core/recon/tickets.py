@@ -116,7 +116,8 @@ async def open_ticket(
     """Open a ticket for open findings named by fingerprint (or a unique prefix of one).
 
     Raises NotFound (no open finding), InvalidInput (ambiguous prefix) and Conflict
-    (a finding already on an open ticket).
+    (a finding already on an open ticket). One transaction from the prefix lookup to the
+    audit record, kept in one function so its locking order reads in one place.
     """
     prefixes = parse_fingerprints(fingerprints)
     if len(note) > 500:
