@@ -123,10 +123,10 @@ def _steps(
     """The runbook's Rollback Safety steps, each with whether it is done (pure). `reused_at`:
     now, when `run` is a recent run reused rather than one made for this check."""
     paused = not state.verify.is_open
-    which = "full run"
+    which = f"full run {run.id}"
     if reused_at is not None:
         age = int((reused_at - run.finished_at).total_seconds())
-        which = f"full run (made {age // 60} min {age % 60} s ago, after the close)"
+        which += f" (made {age // 60} min {age % 60} s ago, after the close)"
     return [
         (
             paused,
@@ -153,9 +153,9 @@ def _steps(
         (
             run.zero_drift,
             "4. Reconcile before re-opening",
-            f"{which} {run.id}: ZERO DRIFT"
+            f"{which}: ZERO DRIFT"
             if run.zero_drift
-            else f"{which} {run.id}: {len(run.findings)} finding(s), drift {run.drift_credits} "
+            else f"{which}: {len(run.findings)} finding(s), drift {run.drift_credits} "
             f"credits / {run.drift_tokens} token units — `/pay-recon findings`, "
             "fix with `/pay-adjust`",
         ),
