@@ -17,7 +17,11 @@ from api.routedoc import add_routes
 from core.services import Services
 
 # Every route of the API: what `create_app` serves and what `/openapi.json` describes.
-API_ROUTES = (*routes_intents.ROUTES, *routes_credits.ROUTES, *routes_system.ROUTES)
+API_ROUTES = (
+    *routes_intents.ROUTES,
+    *routes_credits.ROUTES,
+    *routes_system.ROUTES,
+)
 
 
 @functools.cache
@@ -40,5 +44,6 @@ def create_app(services: Services) -> web.Application:
     )
     app[TOKENS] = TokenVerifier(services.settings)
     app[OPENAPI] = api_document()
+    routes_intents.setup(app)
     add_routes(app, API_ROUTES)
     return app

@@ -19,10 +19,17 @@ from core.purchases.recovery import (
     settle,
     sweep,
 )
+from core.purchases.reference import (
+    Flights,
+    payments_oldest_first,
+    reference_payments,
+    verify_by_reference,
+)
 from core.purchases.service import (
     CREDIT_UNIQUE_CONSTRAINTS,
     Credited,
     StillPending,
+    VerifyResult,
     create_intent,
     credit_in,
     get_intent,
@@ -36,6 +43,7 @@ __all__ = [
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
     "Credited",
+    "Flights",
     "Intent",
     "IntentStatus",
     "Looked",
@@ -43,6 +51,7 @@ __all__ = [
     "Settle",
     "StillPending",
     "SweepReport",
+    "VerifyResult",
     "create_intent",
     "credit_in",
     "deadline",
@@ -52,11 +61,14 @@ __all__ = [
     "get_intent",
     "insert",
     "new_intent",
+    "payments_oldest_first",
     "precheck",
+    "reference_payments",
     "rejection_closes_intent",
     "settle",
     "solana_pay_url",
     "sweep",
+    "verify_by_reference",
     "verify_detected",
     "verify_intent",
 ]
