@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api import routes_credits, routes_intents, routes_ops, routes_system
+from api import routes_credits, routes_events, routes_intents, routes_ops, routes_system
 from api.auth import TokenVerifier
 from api.keys import OPENAPI, SERVICES, TOKENS
 from api.middlewares import observe
@@ -19,6 +19,7 @@ from core.services import Services
 # Every route of the API: what `create_app` serves and what `/openapi.json` describes.
 API_ROUTES = (
     *routes_intents.ROUTES,
+    *routes_events.ROUTES,
     *routes_credits.ROUTES,
     *routes_system.ROUTES,
     *routes_ops.ROUTES,
@@ -45,5 +46,7 @@ def create_app(services: Services) -> web.Application:
     )
     app[TOKENS] = TokenVerifier(services.settings)
     app[OPENAPI] = api_document()
+    routes_intents.setup(app)
+    routes_events.setup(app, services)
     add_routes(app, API_ROUTES)
     return app

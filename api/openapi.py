@@ -42,6 +42,7 @@ HEADERS: dict[HeaderName, tuple[bool, dict[str, Any], str]] = {
     ),
     "Allow": (True, {"type": "string"}, "The methods this path serves"),
     "WWW-Authenticate": (True, {"type": "string"}, "The bearer challenge"),
+    "Cache-Control": (True, {"type": "string"}, "`no-cache`: an event stream is never stored"),
 }
 # Any value is accepted: one not matching the pattern is replaced, never refused.
 REQUEST_ID = Param(
@@ -145,7 +146,7 @@ def operation(route: Route) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
     if doc.request is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": doc.request_required,
             "content": {"application/json": {"schema": _schema(doc.request)[1]}},
         }
     op["responses"] = {str(st): _response(a) for st, a in all_answers(route).items()}

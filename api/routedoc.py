@@ -21,7 +21,12 @@ from api.schemas import ErrorBody
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Method = Literal["GET", "POST"]
 HeaderName = Literal[
-    "X-Request-Id", "Retry-After", "Idempotent-Replayed", "Allow", "WWW-Authenticate"
+    "X-Request-Id",
+    "Retry-After",
+    "Idempotent-Replayed",
+    "Allow",
+    "WWW-Authenticate",
+    "Cache-Control",
 ]
 
 
@@ -63,6 +68,7 @@ class RouteDoc:
     summary: str
     answers: tuple[Answer, ...]
     request: type[BaseModel] | None = None  # a JSON body read with `read_json`
+    request_required: bool = True  # False: the route also takes no body at all
     params: tuple[Param, ...] = ()
     authenticated: bool = False  # a bearer JWT: 401 without a valid one
     database: bool = False  # reads the database: 503 database_unavailable when it is down

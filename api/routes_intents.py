@@ -66,15 +66,37 @@ async def get_intent(request: web.Request) -> web.Response:
     return json_response(intent_body(intent, svc.payment))
 
 
+LOOKUPS: web.AppKey[purchases.Flights[uuid.UUID, purchases.VerifyResult]] = web.AppKey(
+    "reference_lookups"
+)
+
+
+def setup(app: web.Application) -> None:
+    """What the intent routes keep per process: the reference lookups in flight."""
+    app[LOOKUPS] = purchases.Flights()
+
+
 async def verify_intent(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     p = principal(request)
     intent_id = intent_id_of(request)
-    body = await read_json(request, VerifyRequest, svc.settings.max_body_bytes)
-    logs.add(tx_signature=body.signature)
-    result = await purchases.verify_intent(svc, actor_of(request, p), intent_id, body.signature)
+    # No body at all is the same as `{}`: verify by the intent's reference.
+    body = (
+        await read_json(request, VerifyRequest, svc.settings.max_body_bytes)
+        if request.body_exists
+        else VerifyRequest()
+    )
+    actor = actor_of(request, p)
+    if body.signature is None:
+        result = await purchases.verify_by_reference(
+            svc, actor, intent_id, flights=request.app[LOOKUPS]
+        )
+    else:
+        logs.add(tx_signature=body.signature)
+        result = await purchases.verify_intent(svc, actor, intent_id, body.signature)
     if isinstance(result, Credited):
         assert result.intent.tx_signature is not None
+        logs.add(tx_signature=result.intent.tx_signature)
         return json_response(
             VerifyConfirmedBody(
                 status="CONFIRMED",
@@ -129,8 +151,10 @@ GET = RouteDoc(
 )
 VERIFY = RouteDoc(
     "verifyPurchaseIntent",
-    "Verify an intent with its payment's transaction signature",
+    "Verify an intent with its payment's transaction signature, or without one (no body, or "
+    "`{}`): the server finds the payment by the intent's Solana Pay reference",
     request=VerifyRequest,
+    request_required=False,
     params=(INTENT_ID,),
     authenticated=True,
     database=True,

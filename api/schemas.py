@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from core.config import PaymentConfig
 from core.ledger import MAX_DEBIT, Entry
@@ -60,7 +61,22 @@ class CreateIntentRequest(_Strict):
 
 class VerifyRequest(_Strict):
     # Only a size cap here: whether it is a signature is core's `invalid_signature` answer.
-    signature: str = Field(min_length=1, max_length=200, description="Base58 transaction signature")
+    # Left out, it is None (verify by reference); sent as null it is refused like any other
+    # non-string, and the schema shows a string.
+    signature: str | SkipJsonSchema[None] = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Base58 transaction signature. Leave it out (or send no body) to have "
+        "the server find the payment by the intent's Solana Pay reference",
+    )
+
+    @field_validator("signature", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave the signature out rather than send null")
+        return value
 
 
 class DebitRequest(_Strict):

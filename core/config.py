@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     watch_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
     # /readyz reports the watcher as behind when its last complete read is older than this
     watch_stale_seconds: int = Field(default=30, ge=1, le=86400)
+    # The intent event streams (GET /v1/purchase-intents/{id}/events): a stream ends this
+    # long after it began (the client reconnects), and says `: keep-alive` this often.
+    events_max_seconds: float = Field(default=300.0, gt=0, le=86400)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0, le=3600)
     # A finding still open this long after its alert is posted once more, to the managers.
     alert_escalate_after_seconds: int = Field(default=3600, ge=0, le=30 * 86400)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -12,6 +13,18 @@ from core.chain.verdict import ChainVerifier
 from core.config import PaymentConfig, Settings
 from core.gate import GateReader
 from core.metrics import Metrics
+
+
+class ReferenceHistory(Protocol):
+    """The chain call that finds payments by their Solana Pay reference (`SolanaRpc` has it)."""
+
+    async def get_signatures_for_address(
+        self,
+        address: str,
+        limit: int | None = None,
+        before: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]: ...
 
 
 def utc_now() -> datetime:
@@ -29,6 +42,9 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     # answers whether the Solana RPC is reachable (for /readyz); None when not wired
     chain_health: Callable[[], Awaitable[bool]] | None = None
+    # finds the transactions carrying a reference (a verify without a signature); None when
+    # not wired: such a verify then answers pending rpc_unavailable
+    chain: ReferenceHistory | None = None
 
     @property
     def expiry_grace(self) -> timedelta:

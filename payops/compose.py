@@ -98,6 +98,7 @@ async def services(
                 ),
                 gate=GateReader(pool),
                 chain_health=rpc.health,
+                chain=rpc,
             )
             svc.metrics.registry.register(RpcCollector(rpc))
             yield Running(svc, rpc)

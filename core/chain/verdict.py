@@ -43,6 +43,8 @@ class PendingReason(enum.StrEnum):
     NOT_FOUND = "tx_not_found"
     NOT_FINAL = "tx_not_final"
     RPC_UNAVAILABLE = "rpc_unavailable"
+    # a verify without a signature: no transaction carries the intent's reference yet
+    PAYMENT_NOT_FOUND = "payment_not_found"
 
 
 @dataclass(frozen=True, slots=True)

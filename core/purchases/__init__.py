@@ -19,10 +19,17 @@ from core.purchases.recovery import (
     settle,
     sweep,
 )
+from core.purchases.reference import (
+    Flights,
+    payments_oldest_first,
+    reference_payments,
+    verify_by_reference,
+)
 from core.purchases.service import (
     CREDIT_UNIQUE_CONSTRAINTS,
     Credited,
     StillPending,
+    VerifyResult,
     create_intent,
     credit_in,
     get_intent,
@@ -37,6 +44,7 @@ __all__ = [
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
     "Credited",
+    "Flights",
     "Intent",
     "IntentStatus",
     "Looked",
@@ -44,6 +52,7 @@ __all__ = [
     "Settle",
     "StillPending",
     "SweepReport",
+    "VerifyResult",
     "create_intent",
     "credit_in",
     "deadline",
@@ -54,11 +63,14 @@ __all__ = [
     "insert",
     "new_intent",
     "partial_payment",
+    "payments_oldest_first",
     "precheck",
+    "reference_payments",
     "rejection_closes_intent",
     "settle",
     "solana_pay_url",
     "sweep",
+    "verify_by_reference",
     "verify_detected",
     "verify_intent",
 ]

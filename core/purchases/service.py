@@ -100,8 +100,8 @@ async def verify_intent(
     intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
     if intent is None or intent.user_id != actor.id:
         raise NotFound("no such purchase intent", code="intent_not_found")
-    await _require_gate_open(svc)
-    return await _verify_checked(svc, actor, intent, signature, owner)
+    await require_gate_open(svc)
+    return await verify_checked(svc, actor, intent, signature, owner)
 
 
 async def verify_for_recovery(
@@ -113,9 +113,9 @@ async def verify_for_recovery(
     the same exactly-once `credit_in`; raises what `verify_intent` raises (Conflict,
     Unprocessable, VerifyPaused when the operators closed the gate)."""
     signature = parse_signature(signature)
-    await _require_gate_open(svc)
+    await require_gate_open(svc)
     owner = await intents_db.intent_of_signature(svc.pool, signature)
-    return await _verify_checked(svc, actor, intent, signature, owner)
+    return await verify_checked(svc, actor, intent, signature, owner)
 
 
 async def verify_detected(
@@ -135,8 +135,8 @@ async def verify_detected(
     intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
     if intent is None:
         raise NotFound("no such purchase intent", code="intent_not_found")
-    await _require_gate_open(svc)
-    return await _verify_checked(svc, actor, intent, signature, owner, paid_before=paid_before)
+    await require_gate_open(svc)
+    return await verify_checked(svc, actor, intent, signature, owner, paid_before=paid_before)
 
 
 async def partial_payment(svc: Services, intent_id: uuid.UUID, signature: str) -> int | None:
@@ -150,7 +150,7 @@ async def partial_payment(svc: Services, intent_id: uuid.UUID, signature: str) -
     return verdict.received if isinstance(verdict, Confirmed) else None
 
 
-async def _require_gate_open(svc: Services) -> None:
+async def require_gate_open(svc: Services) -> None:
     if not (await svc.gate.state()).verify.is_open:
         svc.metrics.verify_outcomes.labels("paused", "verify_paused").inc()
         raise VerifyPaused(
@@ -159,7 +159,7 @@ async def _require_gate_open(svc: Services) -> None:
         )
 
 
-async def _verify_checked(
+async def verify_checked(
     svc: Services,
     actor: Actor,
     intent: Intent,
@@ -171,7 +171,7 @@ async def _verify_checked(
     """`owner`: the intent `signature` already credited, if any, as read before the chain."""
     try:
         if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
-            return await _already_credited(svc, actor, intent, signature)
+            return await already_credited(svc, actor, intent, signature)
         if owner is not None and owner != intent.id:
             raise Conflict(
                 "this transaction already paid for another intent", code="signature_already_used"
@@ -342,9 +342,7 @@ def _confirmed_facts(intent: Intent, signature: str, verdict: Confirmed) -> dict
     }
 
 
-async def _already_credited(
-    svc: Services, actor: Actor, intent: Intent, signature: str
-) -> Credited:
+async def already_credited(svc: Services, actor: Actor, intent: Intent, signature: str) -> Credited:
     attempt = intents_db.Attempt(
         signature=signature,
         source=attempt_source(actor),

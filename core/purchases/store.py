@@ -234,3 +234,29 @@ async def record_attempt_and_balance(
         attempt.request_id,
     )
     return int(value)
+
+
+async def bound_inflows(conn: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID) -> list[str]:
+    """Signatures of the inflows the treasury watcher recorded bound to the intent, oldest
+    first."""
+    rows = await conn.fetch(
+        """SELECT signature FROM treasury_flows
+           WHERE intent_id = $1 AND amount > 0 ORDER BY slot, signature""",
+        intent_id,
+    )
+    return [r["signature"] for r in rows]
+
+
+async def refused_signatures(
+    conn: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID
+) -> dict[str, tuple[str, str]]:
+    """Signatures refused for this intent before (by anyone): signature -> (outcome, code),
+    the first refusal of each."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (signature) signature, outcome, coalesce(code, outcome) AS code
+           FROM verification_attempts
+           WHERE intent_id = $1 AND outcome IN ('rejected', 'conflict')
+           ORDER BY signature, id""",
+        intent_id,
+    )
+    return {r["signature"]: (r["outcome"], r["code"]) for r in rows}

@@ -262,6 +262,7 @@ async def test_health_readiness_metrics_and_openapi(pool: asyncpg.Pool) -> None:
         "/v1/purchase-intents",
         "/v1/purchase-intents/{intent_id}",
         "/v1/purchase-intents/{intent_id}/verify",
+        "/v1/purchase-intents/{intent_id}/events",
         "/v1/credits",
         "/v1/credits/debits",
         "/v1/status",

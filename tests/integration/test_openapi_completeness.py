@@ -155,6 +155,8 @@ async def _handlers_own_answers(p: Prober, verifier: ScriptedVerifier) -> None:
     await p.valid(get, 200)
     await p.send(get, f"{intents}/{uuid.uuid4()}", 404, headers=alice)
     await p.send(get, f"{intents}/not-a-uuid", 404, headers=alice)
+    events = ("GET", intents + "/{intent_id}/events")
+    await p.send(events, f"{intents}/{uuid.uuid4()}/events", 404, headers=alice)
     sig, at = signature(), f"{intents}/{first['id']}/verify"
     verifier.script[sig] = Pending(PendingReason.NOT_FINAL, "not final")
     await p.send(verify, at, 202, json={"signature": sig}, headers=alice)
