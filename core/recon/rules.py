@@ -10,6 +10,7 @@ and `judge` gives the drift. Everything takes `now` where time matters; nothing 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from core.recon.facts import (
     AttemptFacts,
@@ -92,31 +93,25 @@ def _credit_of_confirmed(f: IntentFacts) -> list[Finding]:
 
 def _overpaid(f: IntentFacts) -> list[Finding]:
     """A CONFIRMED intent that received more than its price, the rest uncredited."""
-    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
-    out: list[Finding] = []
     received = f.received_amount or 0
-    if received > f.amount and not f.adjusted:
-        out.append(
-            finding(
-                FindingKind.OVERPAYMENT,
-                Severity.WARNING,
-                detail=f"intent {f.intent_id} received {received} base units for "
-                f"{f.amount}: {received - f.amount} over, uncredited",
-                signatures=[f.tx_signature],
-                tokens=received - f.amount,
-                subjects=subject,
-                user_ids=users,
-                intent_ids=intents,
-            )
+    if received <= f.amount or f.adjusted:
+        return []
+    return [
+        finding(
+            FindingKind.OVERPAYMENT,
+            Severity.WARNING,
+            detail=f"intent {f.intent_id} received {received} base units for "
+            f"{f.amount}: {received - f.amount} over, uncredited",
+            signatures=[f.tx_signature],
+            tokens=received - f.amount,
+            **_about(f),
         )
-    return out
+    ]
 
 
 def _credit_without_confirmed(f: IntentFacts, purchase_tx: int) -> list[Finding]:
     """A purchase credit (`purchase_tx`) whose intent is not CONFIRMED."""
-    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
-    out: list[Finding] = []
-    out.append(
+    return [
         finding(
             FindingKind.CREDIT_WITHOUT_CONFIRMED_INTENT,
             Severity.CRITICAL,
@@ -125,31 +120,38 @@ def _credit_without_confirmed(f: IntentFacts, purchase_tx: int) -> list[Finding]
             signatures=[f.purchase_signature],
             ledger_tx_ids=[purchase_tx],
             credits=-f.credited,
-            subjects=subject,
-            user_ids=users,
-            intent_ids=intents,
+            **_about(f),
         )
-    )
-    return out
+    ]
 
 
 def _stale(f: IntentFacts, pending_sla: timedelta) -> list[Finding]:
     """A PENDING intent past the SLA."""
-    users, intents, subject = [f.user_id], [f.intent_id], [f"intent:{f.intent_id}"]
-    out: list[Finding] = []
-    out.append(
+    return [
         finding(
             FindingKind.STALE_PENDING,
             Severity.WARNING,
             # no age in the text: the same finding reads the same run after run
             detail=f"intent {f.intent_id} PENDING since {f.created_at:%Y-%m-%d %H:%M} UTC "
             f"(SLA {_age(pending_sla)}), {f.credits} credits / {f.amount} base units",
-            subjects=subject,
-            user_ids=users,
-            intent_ids=intents,
+            **_about(f),
         )
-    )
-    return out
+    ]
+
+
+class _About(TypedDict):
+    user_ids: list[str | None]
+    intent_ids: list[str | None]
+    subjects: list[str]
+
+
+def _about(f: IntentFacts) -> _About:
+    """Whom and what an intent's finding names."""
+    return {
+        "user_ids": [f.user_id],
+        "intent_ids": [f.intent_id],
+        "subjects": [f"intent:{f.intent_id}"],
+    }
 
 
 def attempt_findings(f: AttemptFacts) -> list[Finding]:
