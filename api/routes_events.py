@@ -21,7 +21,7 @@ from api.keys import REQUEST_ID, SERVICES
 from api.routedoc import Answer, Raw, Route, RouteDoc
 from api.routes_intents import INTENT_ID, NOT_FOUND, intent_id_of
 from api.schemas import intent_body
-from core import db, purchases
+from core import db, purchases, watch
 from core.config import PaymentConfig
 from core.notify import Notifications, Subscription
 from core.purchases import Intent, IntentStatus
@@ -90,6 +90,8 @@ async def _follow(
     ends = clock() + s.events_max_seconds
     sent = status_event(intent, svc.payment)
     await response.write(sent)
+    told: set[str] = set()
+    await _tell_sightings(response, svc, intent, told)
     while intent.status is IntentStatus.PENDING and not notifications.closed:
         left = ends - clock()
         if left <= 0:
@@ -103,6 +105,28 @@ async def _follow(
         if event != sent:  # a wake-up after a reconnect may find nothing new
             await response.write(event)
             sent = event
+        await _tell_sightings(response, svc, intent, told)
+
+
+async def _tell_sightings(
+    response: web.StreamResponse, svc: Services, intent: Intent, told: set[str]
+) -> None:
+    """`event: seen` for each payment to a PENDING intent seen at `confirmed` and not told
+    yet: paid, waiting for finality (the credit follows as a `status` event)."""
+    if intent.status is not IntentStatus.PENDING:
+        return
+    for seen in await watch.sightings_of(svc.pool, intent.id):
+        if seen.signature in told:
+            continue
+        told.add(seen.signature)
+        data = {
+            "signature": seen.signature,
+            "slot": seen.slot,
+            "amount": str(seen.amount),
+            "commitment": "confirmed",
+            "seen_at": seen.seen_at.isoformat(),
+        }
+        await response.write(sse("seen", dumps(data)))
 
 
 EVENTS_DOC = RouteDoc(
@@ -116,12 +140,14 @@ EVENTS_DOC = RouteDoc(
             200,
             "A text/event-stream: at once `event: status` with the intent (as "
             "getPurchaseIntent returns it) as its `data`, then one more each time it "
-            "changes, a `: keep-alive` comment every 15 s (PAYOPS_EVENTS_KEEPALIVE_SECONDS); "
+            "changes; `event: seen` (signature, slot, amount, commitment `confirmed`) when "
+            "the treasury watcher sees a payment to it before it is final; a `: keep-alive` "
+            "comment every 15 s (PAYOPS_EVENTS_KEEPALIVE_SECONDS); "
             "it ends once the intent is no longer PENDING, or after "
             "PAYOPS_EVENTS_MAX_SECONDS (300 s): reconnect to keep following it",
             Raw(
                 "text/event-stream",
-                {"type": "string", "description": "Server-Sent Events (event `status`)"},
+                {"type": "string", "description": "Server-Sent Events (`status`, `seen`)"},
             ),
             headers=("Cache-Control",),
         ),

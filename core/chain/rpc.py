@@ -238,13 +238,15 @@ class SolanaRpc:
         limit: int | None = None,
         before: str | None = None,
         until: str | None = None,
+        *,
+        commitment: str | None = None,
     ) -> list[dict[str, Any]]:
-        """`getSignaturesForAddress`, newest first, as the node's list of signature records."""
+        """`getSignaturesForAddress`, newest first, as the node's list of signature records
+        (at the configured commitment unless another is asked for)."""
+        level = self.commitment if commitment is None else Commitment(commitment)
         # The node refuses `processed` for this method; `confirmed` is the nearest it allows.
-        commitment = (
-            Commitment.CONFIRMED if self.commitment is Commitment.PROCESSED else self.commitment
-        )
-        config: dict[str, Any] = {"commitment": commitment.value}
+        commitment = (Commitment.CONFIRMED if level is Commitment.PROCESSED else level).value
+        config: dict[str, Any] = {"commitment": commitment}
         if limit is not None:
             if not 1 <= limit <= 1000:
                 raise ValueError("limit must be between 1 and 1000")
@@ -287,6 +289,18 @@ class SolanaRpc:
         config = {"encoding": "jsonParsed", "commitment": self.commitment.value}
         value = self._expect_context_value(method, await self._call(method, [address, config]))
         return None if value is None else self._expect_dict(method, value)
+
+    async def get_confirmed_transaction(self, signature: str) -> dict[str, Any] | None:
+        """`getTransaction` at `confirmed` (jsonParsed), never cached: an early look at a
+        payment that may still be rolled back. None when the node does not have it."""
+        method = "getTransaction"
+        config = {
+            "encoding": "jsonParsed",
+            "commitment": Commitment.CONFIRMED.value,
+            "maxSupportedTransactionVersion": self.max_supported_transaction_version,
+        }
+        result = await self._call(method, [signature, config])
+        return None if result is None else self._expect_dict(method, result)
 
     async def get_token_account_balance(self, address: str) -> tuple[int, int]:
         """`getTokenAccountBalance`: (the balance in base units, the slot it was read at)."""

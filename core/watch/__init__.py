@@ -12,10 +12,12 @@ from core.watch.service import (
 from core.watch.store import (
     Cursor,
     RecordedFlow,
+    Sighting,
     books,
     cursor,
     flows_of_intent,
     recorded_total,
+    sightings_of,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Flow",
     "PollReport",
     "RecordedFlow",
+    "Sighting",
     "TreasuryHistory",
     "books",
     "cursor",
@@ -35,4 +38,5 @@ __all__ = [
     "recorded_total",
     "run",
     "seconds_behind",
+    "sightings_of",
 ]

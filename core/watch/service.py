@@ -47,10 +47,13 @@ UNSETTLED_BATCH = 100
 RECORD_CHUNK = 100  # transactions recorded per database transaction (and cursor move)
 FETCH_CONCURRENCY = 16
 SETTLE_CONCURRENCY = 8  # intents credited at once
+SIGHT_BATCH = 100  # payments looked at early per poll
 
 
 class TreasuryHistory(Protocol):
     """The chain calls the watcher makes (`SolanaRpc` has them)."""
+
+    commitment: Any  # the level it reads at (solana-py's Commitment)
 
     async def get_signatures_for_address(
         self,
@@ -58,6 +61,8 @@ class TreasuryHistory(Protocol):
         limit: int | None = None,
         before: str | None = None,
         until: str | None = None,
+        *,
+        commitment: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
     async def get_transaction(self, signature: str) -> dict[str, Any] | None: ...
@@ -65,6 +70,8 @@ class TreasuryHistory(Protocol):
     async def get_token_account_balance(self, address: str) -> tuple[int, int]: ...
 
     async def get_slot(self) -> int: ...
+
+    async def get_confirmed_transaction(self, signature: str) -> dict[str, Any] | None: ...
 
 
 @dataclass
@@ -78,6 +85,7 @@ class PollReport:
     settled: int = 0  # bound inflows taken to a final outcome (credited or refused)
     stopped: str | None = None
     cursor_slot: int | None = None
+    seen: int = 0  # payments to intents seen at `confirmed`, not final yet
     credited_intents: list[str] = field(default_factory=list)
 
 
@@ -95,6 +103,8 @@ async def poll(
         await _settle_unsettled(svc, actor, account, report)
         if report.stopped is None:
             await _read_new(svc, rpc, actor, cursor, report, page)
+        if report.stopped is None and str(rpc.commitment) == "finalized":
+            await _sight(svc, rpc, account, report)
     except RpcUnavailable as exc:
         report.stopped = f"rpc unavailable: {exc}"
     latest = await store.cursor(svc.pool, account)
@@ -137,6 +147,36 @@ async def _read_new(
         await _settle_many(svc, actor, bound, report)
         if report.stopped is not None:
             return
+
+
+async def _sight(svc: Services, rpc: TreasuryHistory, account: str, report: PollReport) -> None:
+    """Payments newer than the final ones, seen at `confirmed`: recorded as sightings so an
+    intent's event stream can say "paid, waiting for finality" (nothing is credited before
+    the payment is final). Each is fetched once while it is not final."""
+    current = await store.cursor(svc.pool, account)
+    until = None if current is None else current.signature
+    records = await rpc.get_signatures_for_address(
+        account, limit=PAGE, until=until, commitment="confirmed"
+    )
+    fresh = [str(r["signature"]) for r in records if r.get("err") is None and r.get("signature")]
+    fresh = [s for s in fresh if s not in await store.sighted(svc.pool, fresh)]
+    for signature in fresh[:SIGHT_BATCH]:
+        raw = await rpc.get_confirmed_transaction(signature)
+        try:
+            flow = (
+                None
+                if raw is None
+                else rules.flow_of(parse_transaction(raw), account, svc.payment.mint)
+            )
+        except MalformedTransaction:
+            continue  # judged when final, like any payment
+        if flow is None or not flow.inflow:
+            continue
+        ids = rules.intent_ids_in(flow.memos)
+        async with svc.pool.acquire() as conn, conn.transaction():
+            for intent_id, _ in await store.bound_intents(conn, flow.account_keys, ids):
+                if await store.sight(conn, intent_id, signature, flow.slot, flow.amount):
+                    report.seen += 1
 
 
 async def _pages_since(

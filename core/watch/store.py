@@ -212,3 +212,55 @@ async def books(db: asyncpg.Connection | asyncpg.Pool, account: str) -> tuple[Cu
         account,
     )
     return None if row is None else (_cursor(row), int(row["recorded"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """A payment to an intent seen at `confirmed`, not final yet."""
+
+    intent_id: uuid.UUID
+    signature: str
+    slot: int
+    amount: int
+    seen_at: datetime
+
+
+async def sighted(db: asyncpg.Connection | asyncpg.Pool, signatures: Sequence[str]) -> set[str]:
+    """Which of `signatures` were already seen."""
+    rows = await db.fetch(
+        "SELECT DISTINCT signature FROM treasury_sightings WHERE signature = ANY($1::text[])",
+        list(signatures),
+    )
+    return {r["signature"] for r in rows}
+
+
+async def sight(
+    conn: asyncpg.Connection, intent_id: uuid.UUID, signature: str, slot: int, amount: int
+) -> bool:
+    """Record a sighting and tell the intent's event streams (once per intent and signature)."""
+    status = await conn.execute(
+        """INSERT INTO treasury_sightings (intent_id, signature, slot, amount)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+        intent_id,
+        signature,
+        slot,
+        amount,
+    )
+    if not status.endswith(" 1"):
+        return False
+    await conn.execute("SELECT pg_notify('payops_intents', $1)", str(intent_id))
+    return True
+
+
+async def sightings_of(
+    db: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID
+) -> list[Sighting]:
+    """The payments to `intent_id` seen before they were final, oldest first."""
+    rows = await db.fetch(
+        "SELECT * FROM treasury_sightings WHERE intent_id = $1 ORDER BY slot, signature",
+        intent_id,
+    )
+    return [
+        Sighting(r["intent_id"], r["signature"], r["slot"], int(r["amount"]), r["seen_at"])
+        for r in rows
+    ]

@@ -294,3 +294,57 @@ async def test_readiness_says_when_the_watcher_is_behind(rig: Rig) -> None:
     assert stale_body["checks"]["treasury_watcher"].startswith("behind: last complete read 36")
     # Informational only: the replica stays in service.
     assert (fresh.status, stale.status) == (200, 200)
+
+
+async def test_a_payment_seen_before_it_is_final_is_told_then_credited_once_final(
+    rig: Rig,
+) -> None:
+    import json
+
+    from tests.integration.test_intent_events import events
+    from tests.support import api_client
+
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("wanda", credits=2)
+    await rig.wallet.call("localnet_holdFinality", [])
+    try:
+        signature = await rig.wallet.pay(
+            {
+                "token_program": intent.token_program,
+                "mint": intent.mint,
+                "recipient": intent.recipient,
+                "amount": str(intent.amount),
+                "reference": intent.reference,
+            },
+            decimals=rig.info.decimals,
+        )
+        async with (
+            api_client(rig.services) as client,
+            events(client, intent.id, "wanda") as (
+                _,
+                sse,
+            ),
+        ):
+            assert (await sse.status())["status"] == "PENDING"
+            early = await watch.poll(rig.services, rig.rpc)
+            # Seen at confirmed: told, not credited (a confirmed block can still roll back).
+            assert (early.seen, early.recorded, early.credited) == (1, 0, 0)
+            got = await sse.next()
+            while got is not None and got[0] == ":":
+                got = await sse.next()
+            assert got is not None
+            assert got[0] == "seen"
+            seen = json.loads(got[1])
+            assert (seen["signature"], seen["commitment"]) == (signature, "confirmed")
+            assert seen["amount"] == str(intent.amount)
+            again = await watch.poll(rig.services, rig.rpc)
+            assert again.seen == 0  # told once
+            await rig.wallet.call("localnet_releaseFinality", [])
+            await rig.wallet.wait_finalized(signature)
+            final = await watch.poll(rig.services, rig.rpc)
+            assert final.credited == 1
+            confirmed = await sse.status()
+            assert (confirmed["status"], confirmed["tx_signature"]) == ("CONFIRMED", signature)
+    finally:
+        await rig.wallet.call("localnet_releaseFinality", [])
+    assert await ledger.balance(rig.pool, "wanda") == 2
