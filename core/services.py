@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -13,9 +14,18 @@ from core.config import PaymentConfig, Settings
 from core.gate import GateReader
 from core.metrics import Metrics
 
+if TYPE_CHECKING:
+    from core.purchases import SettledPairs
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _settled_pairs() -> SettledPairs:
+    from core.purchases import SettledPairs
+
+    return SettledPairs()
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class Services:
     clock: Callable[[], datetime] = utc_now
     # answers whether the Solana RPC is reachable (for /readyz); None when not wired
     chain_health: Callable[[], Awaitable[bool]] | None = None
+    # the (intent, signature) pairs this process knows credited (core/purchases/settled.py)
+    settled: SettledPairs = field(default_factory=_settled_pairs, compare=False, repr=False)
 
     @property
     def expiry_grace(self) -> timedelta:

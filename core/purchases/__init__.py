@@ -30,6 +30,7 @@ from core.purchases.service import (
     verify_detected,
     verify_intent,
 )
+from core.purchases.settled import SettledPairs
 from core.purchases.store import CONFIRM_SQL, insert
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Looked",
     "Precheck",
     "Settle",
+    "SettledPairs",
     "StillPending",
     "SweepReport",
     "create_intent",
