@@ -45,7 +45,7 @@ from bench.perf_config import Config, parse_args, say
 from bench.perf_duplicates import duplicates
 from bench.perf_slices import Slices
 from bench.perf_stats import summarise
-from bench.perf_work import Numbers, RssSampler, create_intents
+from bench.perf_work import Numbers, RssSampler, create_intents, profiled
 from core import db
 
 
@@ -155,24 +155,73 @@ async def throughput_and_duplicates(
                 credited_reqs = credited_requests[steady]
                 wanted = int(3000 * cfg.seconds)  # more than the duplicate path answers
                 repeats = -(-wanted // len(credited_reqs))
-                again = await perf_runs.load(
-                    work,
-                    port,
-                    (credited_reqs * repeats)[:wanted],
-                    concurrency=steady,
-                    warmup=cfg.warmup,
-                    duration=cfg.duration,
-                    cpu=cfg.client_cpu,
-                )
+                cpu_before = meter.snapshot()
+                async with profiled(cfg, service.pid, cfg.out_dir / "profile-duplicates.txt"):
+                    again = await perf_runs.load(
+                        work,
+                        port,
+                        (credited_reqs * repeats)[:wanted],
+                        concurrency=steady,
+                        warmup=cfg.warmup,
+                        duration=cfg.duration,
+                        cpu=cfg.client_cpu,
+                    )
+                await asyncio.sleep(0.3)  # let the postmaster reap exited backends
+                cpu = meter.per_transaction(cpu_before, meter.snapshot(), len(again.records))
                 result["duplicates"]["steady"] = _http_stats(cfg, again, 0) | {
                     "clients": steady,
                     "rpc_requests": chain.requests[0] - rpc_before,
+                    "cpu_ms_per_tx": cpu,
                 }
         result["service_memory"] = {
             "peak_rss_mb": round(perf_stack.memory_kib(service.pid)["VmHWM"] * 1024 / 1e6, 1),
             "max_sampled_rss_under_load_mb": round(rss.max_rss_kib * 1024 / 1e6, 1),
         }
+        if cfg.workers > 1:
+            result["workers"] = await compare_workers(cfg, database, dsn, chain, work, slices)
     await pool.close()
+
+
+async def compare_workers(
+    cfg: Config,
+    database: perf_stack.Database,
+    dsn: str,
+    chain: perf_stack.Chain,
+    work: Path,
+    one: Slices,
+) -> dict[str, Any]:
+    """`payops serve` against `payops serve --workers N` in the same run: the end-to-end
+    verify at 16 clients (or the highest level below), interleaved slices on each."""
+    clients = max((c for c in cfg.levels if c <= 16), default=cfg.levels[0])
+    say(f"workers: starting payops serve --workers {cfg.workers}")
+    async with perf_stack.service(
+        dsn, chain.info, work, event_loop="uvloop" if cfg.uvloop else "asyncio",
+        workers=cfg.workers,
+    ) as (service, url):  # fmt: skip
+        port = int(url.rsplit(":", 1)[1])
+        meter = perf_stack.CpuMeter(database.pgdata, {"service": service.pid})
+        many = Slices(
+            cfg, database, dsn, chain, work, one.pool, one.tokens, one.numbers, one.mirror,
+            meter, RssSampler(service.pid), service.pid, port, one.ceiling_port,
+        )  # fmt: skip
+        one.label, many.label = "e2e-w1", f"e2e-w{cfg.workers}"
+        merged = await one.workers(many, clients, rate=0.0)
+    single, several = merged["1"], merged["n"]
+    say(
+        f"workers: {single['throughput']:.0f}/s with 1, {several['throughput']:.0f}/s with "
+        f"{cfg.workers}"
+    )
+    return {
+        "clients": clients,
+        "workers": cfg.workers,
+        "one": single,
+        "many": several,
+        "throughput_ratio": round(several["throughput"] / max(single["throughput"], 1e-9), 3),
+        "service_cpu_ratio": round(
+            several["cpu_ms_per_tx"]["service"] / max(single["cpu_ms_per_tx"]["service"], 1e-9),
+            3,
+        ),
+    }
 
 
 def _http_stats(cfg: Config, load_run: perf_runs.LoadRun, budget: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Config:
     profile: bool
     rounds: int
     uvloop: bool
+    workers: int = 2  # `payops serve --workers N` against one worker, same run (1: skip)
     # Intents prepared per second of run: pgbench's pool is sized from these caps, every
     # other mode's from the pgbench rate just measured at the same concurrency.
     pgbench_cap: dict[int, int] = field(default_factory=dict)
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None) -> Config:
         action="store_true",
         help="record the service with py-spy during each end-to-end run (<out>/profile-*.svg)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also compare payops serve --workers N with one worker (default 2; 1 skips it)",
+    )
     a = p.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     client_cpu = a.client_cpu if a.client_cpu is not None else cpus[-1]
@@ -91,6 +98,7 @@ def parse_args(argv: list[str] | None) -> Config:
         profile=a.profile,
         rounds=a.rounds or (1 if quick else 3),
         uvloop=a.event_loop == "uvloop",
+        workers=a.workers,
         pgbench_cap={1: 2000},
     )
 

@@ -57,6 +57,19 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         level_value("64", "ratios", "e2e_vs_pgbench"), 0.25, at_least=True
     )
     found["e2e_p99_ms_at_16"] = _target(level_value("16", "e2e", "p99_ms"), 30, at_least=False)
+    found["e2e_vs_pgbench_at_16"] = _target(
+        level_value("16", "ratios", "e2e_vs_pgbench"), 0.4, at_least=True
+    )
+    service = level_value("16", "e2e", "cpu_ms_per_tx", "service")
+    bare = level_value("16", "ceiling", "cpu_ms_per_tx", "ceiling")
+    found["service_cpu_vs_ceiling_at_16"] = _target(
+        None if service is None or not bare else round(service / bare, 3), 1.8, at_least=False
+    )
+    pg_e2e = level_value("16", "e2e", "cpu_ms_per_tx", "postgres")
+    pg_bench = level_value("16", "pgbench", "cpu_ms_per_tx", "postgres")
+    found["postgres_cpu_e2e_vs_pgbench_at_16"] = _target(
+        None if pg_e2e is None or not pg_bench else round(pg_e2e / pg_bench, 3), 1.1, at_least=False
+    )
     dup = result.get("duplicates")
     if dup is not None:
         found["duplicates_never_reach_rpc_or_ledger"] = {
@@ -65,6 +78,13 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             and bool(dup["exactly_one_credit"]),
         }
         found["duplicates_p99_ms"] = _target(dup["after_credit"]["p99_ms"], 20, at_least=False)
+        steady = dup.get("steady")
+        if steady is not None:
+            found["steady_duplicates_per_s"] = _target(steady["throughput"], 2500, at_least=True)
+            found["steady_duplicates_p99_ms"] = _target(steady["p99_ms"], 10, at_least=False)
+    workers = result.get("workers")
+    if workers is not None:
+        found["workers_throughput_ratio"] = _target(workers["throughput_ratio"], 1.6, at_least=True)
     triage = result.get("triage")
     if triage is not None:
         found["triage_p99_ms_at_1m"] = _target(triage["p99_ms"], 50, at_least=False) | {
@@ -152,7 +172,13 @@ def markdown(result: dict[str, Any]) -> str:
                 f"Duplicates at a steady {steady['clients']} clients (every verify of the "
                 f"{steady['clients']}-client run, again): {_fmt(steady['throughput'])}/s, p50 "
                 f"{_fmt(steady['p50_ms'], 1)} ms, p99 {_fmt(steady['p99_ms'], 1)} ms, RPC "
-                f"requests {steady['rpc_requests']}.",
+                f"requests {steady['rpc_requests']}; CPU ms per duplicate: "
+                + ", ".join(
+                    f"{side} {_fmt(ms, 2)}"
+                    for side, ms in steady.get("cpu_ms_per_tx", {}).items()
+                    if side in ("clients", "service", "service_kernel", "postgres")
+                )
+                + ".",
             ]
     triage = result.get("triage")
     if triage is not None:
@@ -162,6 +188,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(triage['p50_ms'], 1)} ms, p95 {_fmt(triage['p95_ms'], 1)} ms, p99 "
             f"{_fmt(triage['p99_ms'], 1)} ms, max {_fmt(triage['max_ms'], 1)} ms "
             f"(window `last 2h`: p99 {_fmt(triage['window_last_2h']['p99_ms'], 1)} ms).",
+        ]
+    workers = result.get("workers")
+    if workers is not None:
+        one, many = workers["one"], workers["many"]
+        lines += [
+            "",
+            f"Workers (end-to-end verify at {workers['clients']} clients, interleaved slices, "
+            f"same run): 1 worker {_fmt(one['throughput'])}/s p99 {_fmt(one['p99_ms'], 1)} ms, "
+            f"service CPU {_fmt(one['cpu_ms_per_tx']['service'], 2)} ms per verify; "
+            f"{workers['workers']} workers {_fmt(many['throughput'])}/s p99 "
+            f"{_fmt(many['p99_ms'], 1)} ms, service CPU "
+            f"{_fmt(many['cpu_ms_per_tx']['service'], 2)} ms per verify (throughput x"
+            f"{_fmt(workers['throughput_ratio'], 2)}, service CPU per verify x"
+            f"{_fmt(workers['service_cpu_ratio'], 2)}).",
         ]
     memory = result.get("service_memory")
     if memory is not None:

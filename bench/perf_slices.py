@@ -69,8 +69,21 @@ class Slices:
         self.work, self.pool, self.tokens, self.numbers = work, pool, tokens, numbers
         self.mirror, self.meter, self.rss = mirror, meter, rss
         self.service_pid, self.port, self.ceiling_port = service_pid, port, ceiling_port
+        self.label = "e2e"  # of the profiles' files
         self.create_stats: list[dict[str, Any]] = []
         self.credited_requests: dict[int, list[str]] = {}  # verifies that credited, by level
+
+    async def workers(self, other: Slices, clients: int, rate: float) -> dict[str, Any]:
+        """The end-to-end verify on this service (one worker) and on `other` (the same
+        service with more workers), in interleaved slices at `clients`."""
+        runs: dict[str, list[Slice]] = {"1": [], "n": []}
+        for r in range(self.cfg.rounds):
+            for key, side in (("1", self), ("n", other)):
+                say(f"workers: c={clients}: round {r + 1}/{self.cfg.rounds}: {side.label}")
+                slice_ = await side.e2e(clients, self._budget(rate, clients), r)
+                rate = max(rate, self._rate(slice_))
+                runs[key].append(slice_)
+        return {key: self._merge(slices) for key, slices in runs.items()}
 
     async def level(self, clients: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -174,7 +187,7 @@ class Slices:
         self.create_stats.append({"intents": budget, **create_run.to_json()})
         reqs = verify_requests(self.port, self.tokens, intents)
         rpc_before = self.chain.requests[0]
-        profile = cfg.out_dir / f"profile-e2e-c{clients}-r{round_no + 1}.txt"
+        profile = cfg.out_dir / f"profile-{self.label}-c{clients}-r{round_no + 1}.txt"
 
         async def run() -> perf_runs.LoadRun:
             async with self.rss.sampling(), profiled(cfg, self.service_pid, profile):

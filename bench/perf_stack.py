@@ -221,11 +221,15 @@ async def service(
     *,
     log_level: str = "INFO",
     event_loop: str = "uvloop",
+    workers: int = 1,
 ) -> AsyncIterator[tuple[Child, str]]:
     """`payops serve` (the real service: its app, pool, RPC client, verifier, logs) against
     the bench database and the local chain; yields it and its base URL once /readyz is 200.
     The scheduler is off so that no recovery sweep verifies the prepared intents first; the
-    pool has its default size, all of it opened at start."""
+    pool has its default size, all of it opened at start. With `workers` above 1,
+    `payops serve --workers N`, each worker with a pool of the default size divided by N
+    (the same connections in all as one worker)."""
+    size = max(1, pool_size() // workers)
     env = child_env(
         PAYOPS_DATABASE_URL=dsn,
         PAYOPS_DATA_DIR=str(work_dir / "service-data"),
@@ -246,14 +250,19 @@ async def service(
         PAYOPS_RATE_LIMIT_PER_IP_PER_SECOND="0",
         PAYOPS_RATE_LIMIT_PER_USER_PER_SECOND="0",
         # Its whole pool open from the start, as pgbench opens its connections first.
-        PAYOPS_DB_POOL_MIN_SIZE=str(pool_size()),
-        PAYOPS_DB_POOL_MAX_SIZE=str(pool_size()),
+        PAYOPS_DB_POOL_MIN_SIZE=str(size),
+        PAYOPS_DB_POOL_MAX_SIZE=str(size),
     )
-    child = await spawn("service", [sys.executable, "-m", "payops.cli", "serve"], work_dir, env)
+    args = [sys.executable, "-m", "payops.cli", "serve"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    name = "service" if workers == 1 else f"service-w{workers}"
+    child = await spawn(name, args, work_dir, env)
     try:
         listening = await child.first_json()
         url = str(listening["addresses"][0])
         await _wait_ready(url + "/readyz", child)
+        await _all_listening(child, workers)
         yield child, url
     finally:
         code = await child.stop()
@@ -280,6 +289,13 @@ async def ceiling(
         yield child, port
     finally:
         await child.stop()
+
+
+async def _all_listening(child: Child, workers: int) -> None:
+    """Until each of the `workers` has printed its listening line."""
+    async with asyncio.timeout(START_SECONDS):
+        while child.stdout.read_text(errors="replace").count('"listening"') < workers:  # noqa: ASYNC110 (polls a file)
+            await asyncio.sleep(0.05)
 
 
 async def _wait_ready(url: str, child: Child) -> None:
@@ -333,6 +349,30 @@ def _cpu_seconds(pid: int, *, children: bool = False, system_only: bool = False)
     return used / _TICK
 
 
+def children_of(parent: int) -> list[int]:
+    """The live child processes of `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def tree_cpu_seconds(pid: int, *, system_only: bool = False) -> float:
+    """A process and its live children (`payops serve --workers`: the parent and its
+    workers), with its reaped children."""
+    total = _cpu_seconds(pid, children=True, system_only=system_only)
+    for child in children_of(pid):
+        total += _cpu_seconds(child, system_only=system_only)
+    return total
+
+
 def postgres_cpu_seconds(pgdata: Path) -> float:
     """CPU of the whole PostgreSQL server: the postmaster with its reaped children (exited
     backends) and every live child (backends, WAL writer, checkpointer, autovacuum)."""
@@ -370,8 +410,8 @@ class CpuMeter:
             "postgres": postgres_cpu_seconds(self.pgdata),
         }
         for name, pid in self.pids.items():
-            snap[name] = _cpu_seconds(pid)
-            snap[f"{name}_kernel"] = _cpu_seconds(pid, system_only=True)
+            snap[name] = tree_cpu_seconds(pid)
+            snap[f"{name}_kernel"] = tree_cpu_seconds(pid, system_only=True)
         return snap
 
     @staticmethod

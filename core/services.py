@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
@@ -13,6 +13,9 @@ from core.chain.verdict import ChainVerifier
 from core.config import PaymentConfig, Settings
 from core.gate import GateReader
 from core.metrics import Metrics
+
+if TYPE_CHECKING:
+    from core.purchases import SettledPairs
 
 
 class ReferenceHistory(Protocol):
@@ -31,6 +34,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _settled_pairs() -> SettledPairs:
+    from core.purchases import SettledPairs
+
+    return SettledPairs()
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -45,6 +54,8 @@ class Services:
     # finds the transactions carrying a reference (a verify without a signature); None when
     # not wired: such a verify then answers pending rpc_unavailable
     chain: ReferenceHistory | None = None
+    # the (intent, signature) pairs this process knows credited (core/purchases/settled.py)
+    settled: SettledPairs = field(default_factory=_settled_pairs, compare=False, repr=False)
 
     @property
     def expiry_grace(self) -> timedelta:

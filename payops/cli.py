@@ -36,7 +36,7 @@ from payops import compose
 from payops.cli_args import ops_options, parser
 from payops.dbcheck import check_database
 from payops.pgtools import SnapshotError
-from payops.serving import run_loop, serve_app
+from payops.serving import run_loop, run_workers, serve_app, shared_port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         # A service: JSON lines for the log pipeline, at the configured level.
         configure(settings.log_level)
-        return run_loop(_serve(settings), settings.event_loop)
+        return _serve_workers(settings, args.workers)
     # Commands run by hand print their answer; logs only say what went wrong.
     configure("INFO" if verbose else "WARNING", human=True)
     if args.command == "token":
@@ -218,13 +218,40 @@ async def _snapshot_or_restore(settings: Settings, args: argparse.Namespace) -> 
         )
 
 
-async def _serve(settings: Settings) -> int:
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """One process, or `workers` forked ones sharing the port (payops/serving.py)."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers == 1:
+        return run_loop(_serve(settings), settings.event_loop)
+    if settings.database_url is None:
+        raise ConfigError(
+            "payops serve --workers needs PAYOPS_DATABASE_URL: the embedded database serves "
+            "one process"
+        )
+    _check_serve_settings(settings)
+    port, holder = shared_port(settings.http_host, settings.http_port)
+    shared = settings.model_copy(update={"http_port": port})
+    try:
+        return run_workers(workers, lambda n: run_loop(_serve(shared, worker=n), shared.event_loop))
+    finally:
+        if holder is not None:
+            holder.close()
+
+
+def _check_serve_settings(settings: Settings) -> None:
     if settings.jwt_secret is None and not settings.jwt_public_key:
         raise ConfigError("set PAYOPS_JWT_SECRET (HS256) or PAYOPS_JWT_PUBLIC_KEY (RS256)")
     settings.payment_config()  # fail before starting anything when the treasury is unset
+
+
+async def _serve(settings: Settings, *, worker: int | None = None) -> int:
+    _check_serve_settings(settings)
     await check_database(settings)
     async with compose.database(settings) as dsn, compose.services(settings, dsn) as running:
-        await serve_app(compose.service_app(running), settings.http_host, settings.http_port)
+        await serve_app(
+            compose.service_app(running), settings.http_host, settings.http_port, worker=worker
+        )
     return 0
 
 

@@ -74,12 +74,20 @@ def parser() -> argparse.ArgumentParser:
         help="forget the database and the local chain kept in the data dir; start afresh",
     )
 
-    sub.add_parser(
+    serve = sub.add_parser(
         "serve",
         help="serve the HTTP API against the configured database and Solana RPC",
         description="Serve the HTTP API on PAYOPS_HTTP_HOST:PAYOPS_HTTP_PORT. Uses "
         "PAYOPS_DATABASE_URL, or an embedded PostgreSQL in PAYOPS_DATA_DIR when it is unset. "
         "The schema must be migrated (payops migrate).",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the same port (SO_REUSEPORT), each with its own event loop "
+        "and database pool of PAYOPS_DB_POOL_MAX_SIZE; needs PAYOPS_DATABASE_URL when above 1 "
+        "(docs/OPERATIONS.md, Scaling out)",
     )
     sub.add_parser(
         "migrate",

@@ -92,6 +92,21 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _Fetched:
+    """A fetched transaction: the response body, and its `result` as parsed on arrival,
+    which only the first taker gets (the others parse `raw` for objects of their own)."""
+
+    __slots__ = ("_parsed", "raw")
+
+    def __init__(self, raw: bytes, parsed: dict[str, Any]) -> None:
+        self.raw = raw
+        self._parsed: dict[str, Any] | None = parsed
+
+    def take(self) -> dict[str, Any] | None:
+        parsed, self._parsed = self._parsed, None
+        return parsed
+
+
 class SolanaRpc:
     """Solana JSON-RPC over HTTP, with retries, a concurrency bound and a cache of finalized
     transactions. Use as an async context manager or call `close()`."""
@@ -138,7 +153,7 @@ class SolanaRpc:
         self._proxy = _proxy_for(url)
         # getTransaction calls on the wire, by signature: a burst of verifies of one payment
         # (a client retrying, duplicate requests) costs the node one request.
-        self._in_flight: dict[str, asyncio.Future[bytes | None]] = {}
+        self._in_flight: dict[str, asyncio.Future[_Fetched | None]] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -179,7 +194,8 @@ class SolanaRpc:
         when the node does not have the transaction at that commitment.
 
         Concurrent calls for one signature share one request; each caller gets its own copy
-        of the answer (parsed from the response body), so none can corrupt another's."""
+        of the answer, so none can corrupt another's: the first caller to wake takes the
+        objects parsed on arrival, every other (and every cache hit) parses the body anew."""
         raw = self._cache.get(signature)
         if raw is not None:
             self._cache.move_to_end(signature)
@@ -193,18 +209,23 @@ class SolanaRpc:
             else:
                 self.stats.coalesced += 1
             # Shielded: a caller that gives up does not cancel the others' request.
-            raw = await asyncio.shield(fetch)
-            if raw is None:
+            fetched = await asyncio.shield(fetch)
+            if fetched is None:
                 return None
+            parsed = fetched.take()
+            if parsed is not None:
+                return parsed
+            raw = fetched.raw
         return self._expect_dict("getTransaction", json.loads(raw)["result"])
 
-    def _fetched(self, signature: str, fetch: asyncio.Future[bytes | None]) -> None:
+    def _fetched(self, signature: str, fetch: asyncio.Future[_Fetched | None]) -> None:
         self._in_flight.pop(signature, None)
         if not fetch.cancelled():
             fetch.exception()  # retrieved here too: every waiter may have gone
 
-    async def _fetch_transaction(self, signature: str) -> bytes | None:
-        """The response body of a found transaction (cached when final), or None."""
+    async def _fetch_transaction(self, signature: str) -> _Fetched | None:
+        """A found transaction: the response body (cached when final) and its `result` as
+        parsed on arrival (handed to one caller only), or None."""
         config = {
             "encoding": "jsonParsed",
             "commitment": self.commitment.value,
@@ -230,7 +251,7 @@ class SolanaRpc:
             self._cache[signature] = raw
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
-        return raw
+        return _Fetched(raw, tx)
 
     async def get_signatures_for_address(
         self,

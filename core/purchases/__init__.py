@@ -37,6 +37,7 @@ from core.purchases.service import (
     verify_detected,
     verify_intent,
 )
+from core.purchases.settled import SettledPairs
 from core.purchases.store import CONFIRM_SQL, insert
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Looked",
     "Precheck",
     "Settle",
+    "SettledPairs",
     "StillPending",
     "SweepReport",
     "VerifyResult",

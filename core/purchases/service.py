@@ -97,6 +97,12 @@ async def verify_intent(
     VerifyPaused (gate closed: nothing is written).
     """
     signature = parse_signature(raw_signature)
+    settled = svc.settled.get(intent_id, signature)
+    if settled is not None:  # credited by this signature, as the database confirmed
+        if settled.user_id != actor.id:
+            raise NotFound("no such purchase intent", code="intent_not_found")
+        await require_gate_open(svc)
+        return await already_credited(svc, actor, settled, signature)
     intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
     if intent is None or intent.user_id != actor.id:
         raise NotFound("no such purchase intent", code="intent_not_found")
@@ -269,6 +275,7 @@ async def _credit(
     except db.DATABASE_ERRORS as exc:
         await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
         raise
+    svc.settled.remember(confirmed)  # committed: the pair is settled for good
     outcome = "duplicate" if duplicate else "confirmed"
     svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
     if not duplicate:
@@ -351,7 +358,10 @@ async def already_credited(svc: Services, actor: Actor, intent: Intent, signatur
         detail="already credited",
         request_id=actor.request_id,
     )
-    balance = await intents_db.record_attempt_and_balance(svc.pool, intent, attempt)
+    # `intent` was read CONFIRMED by this signature (or is a settled pair): the attempt is
+    # the only write, committed asynchronously (see `record_duplicate_and_balance`).
+    svc.settled.remember(intent)
+    balance = await intents_db.record_duplicate_and_balance(svc.pool, intent, attempt)
     svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
     return Credited(intent, intent.credits, balance, duplicate=True)
 

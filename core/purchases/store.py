@@ -260,3 +260,40 @@ async def refused_signatures(
         intent_id,
     )
     return {r["signature"]: (r["outcome"], r["code"]) for r in rows}
+
+
+# A duplicate's attempt (the intent was already credited by this signature) and the balance,
+# committed with `synchronous_commit = off` for this transaction only (`set_config(..., true)`
+# lasts until the statement's implicit transaction ends, so the pooled connection keeps the
+# server's setting). The commit does not wait for its WAL flush: a crash of the database
+# within a few hundred milliseconds could lose the last duplicates' attempt rows, never a
+# credit, a state change or an audit record (none is written here), and never leaves the
+# database inconsistent (asynchronous commit loses whole transactions, in order).
+_DUPLICATE_AND_BALANCE = """
+    WITH attempt AS (
+        INSERT INTO verification_attempts
+            (intent_id, user_id, signature, source, outcome, code, detail, request_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    )
+    SELECT coalesce((SELECT balance FROM user_balances WHERE user_id = $2), 0),
+           set_config('synchronous_commit', 'off', true)"""
+
+
+async def record_duplicate_and_balance(
+    conn: asyncpg.Connection | asyncpg.Pool, intent: Intent, attempt: Attempt
+) -> int:
+    """`record_attempt_and_balance` for a duplicate outside any transaction, committed
+    without waiting for the WAL flush (see `_DUPLICATE_AND_BALANCE`)."""
+    row = await conn.fetchrow(
+        _DUPLICATE_AND_BALANCE,
+        intent.id,
+        intent.user_id,
+        attempt.signature,
+        attempt.source,
+        attempt.outcome,
+        attempt.code,
+        attempt.detail,
+        attempt.request_id,
+    )
+    assert row is not None
+    return int(row[0])

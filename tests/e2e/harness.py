@@ -246,11 +246,15 @@ def running_service(
     database_url: str,
     workdir: Path,
     session: aiohttp.ClientSession,
+    *,
+    serve_args: Sequence[str] = (),
     **settings: str,
 ) -> contextlib.AbstractAsyncContextManager[Service]:
-    """`payops serve` on that chain and database; on exit SIGTERM, and it must exit 0 with
-    clean logs."""
-    return _service_process(chain, database_url, workdir, session, settings, killable=False)
+    """`payops serve [serve_args]` on that chain and database; on exit SIGTERM, and it must
+    exit 0 with clean logs."""
+    return _service_process(
+        chain, database_url, workdir, session, settings, killable=False, serve_args=serve_args
+    )
 
 
 def killable_service(
@@ -274,10 +278,13 @@ async def _service_process(
     settings: Mapping[str, str],
     *,
     killable: bool,
+    serve_args: Sequence[str] = (),
 ) -> AsyncIterator[Service]:
     env = service_env(chain.info, database_url, workdir, **settings)
     pool = await db.create_pool(database_url, min_size=1, max_size=4)
-    proc = spawn("service", [sys.executable, "-m", "payops.cli", "serve"], workdir, env)
+    proc = spawn(
+        "service", [sys.executable, "-m", "payops.cli", "serve", *serve_args], workdir, env
+    )
     try:
         listening = await read_json_output(proc)
         assert listening.get("event") == "listening", listening

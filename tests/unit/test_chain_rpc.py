@@ -271,6 +271,20 @@ async def test_finalized_transaction_is_served_from_cache_the_second_time(
     assert rpc.stats.cache_hits == 1
 
 
+async def test_concurrent_callers_of_one_request_get_objects_of_their_own(
+    node: FakeNode, make_rpc: MakeRpc
+) -> None:
+    node.script = [Reply(result=TX, delay=0.05)]
+    rpc = make_rpc()
+
+    answers = await asyncio.gather(*(rpc.get_transaction(SIG) for _ in range(3)))
+
+    assert node.methods() == ["getTransaction"]
+    assert all(answer == TX for answer in answers)
+    assert len({id(answer) for answer in answers}) == 3
+    assert len({id(answer["meta"]) for answer in answers if answer is not None}) == 3
+
+
 async def test_not_found_is_never_cached(node: FakeNode, make_rpc: MakeRpc) -> None:
     node.script = [Reply(result=None)]
     node.results["getTransaction"] = TX

@@ -77,3 +77,57 @@ def test_run_loop_uses_uvloop_only_when_asked() -> None:
     pytest.importorskip("uvloop")
     assert run_loop(_loop_module(), "uvloop") == 1
     assert run_loop(_loop_module(), "asyncio") == 0
+
+
+_WORKERS_SCRIPT = """
+import asyncio, os, sys
+from aiohttp import web
+from payops.serving import run_workers, serve_app, shared_port
+
+async def pid(request):
+    return web.Response(text=str(os.getpid()))
+
+def serve(number, port):
+    app = web.Application()
+    app.router.add_get("/", pid)
+    asyncio.run(serve_app(app, "127.0.0.1", port, worker=number))
+    return 0
+
+port, holder = shared_port("127.0.0.1", 0)
+sys.exit(run_workers(2, lambda n: serve(n, port)))
+"""
+
+
+async def test_workers_share_one_port_and_stop_together() -> None:
+    import json
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WORKERS_SCRIPT, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    lines = [json.loads(await proc.stdout.readline()) for _ in range(2)]
+    assert sorted(line["worker"] for line in lines) == [0, 1]
+    assert lines[0]["addresses"] == lines[1]["addresses"]
+    url = lines[0]["addresses"][0]
+    pids: set[str] = set()
+    for _ in range(40):  # the kernel spreads new connections across both
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            pids.add(await resp.text())
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_a_worker_that_exits_stops_the_others() -> None:
+    import sys
+
+    script = _WORKERS_SCRIPT.replace(
+        "def serve(number, port):", "def serve(number, port):\n    if number == 1: return 3"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await asyncio.wait_for(proc.wait(), 20) == 3
