@@ -191,6 +191,20 @@ RUN_STOPPED: Final[dict[tuple[str, str], Run]] = {
 }
 
 NOT_RUN: Final[dict[tuple[str, str], str]] = {
+    (
+        "README.md",
+        "const events = new EventSourcePolyfill(`${payops}/v1/purchase-intents/${id}/events`, {",
+    ): (
+        "browser JavaScript; the stream it reads is tested over HTTP in "
+        "tests/integration/test_intent_events.py"
+    ),
+    (
+        "README.md",
+        'curl -X POST -H "Authorization: Bearer $TOKEN" $PAYOPS/v1/purchase-intents/$ID/verify',
+    ): (
+        "needs an intent paid from a wallet; the same calls are made over HTTP in "
+        "tests/integration/test_verify_by_reference.py and test_intent_events.py"
+    ),
     ("README.md", "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/payops up"): (
         "installs payops and starts a stack on the default ports; the test's stack is that"
     ),
