@@ -104,10 +104,12 @@ def replica_settings(fake: FakeSlack) -> dict[str, str]:
         "PAYOPS_DB_POOL_MAX_SIZE": "10",
         # This database is the test's own: the replicas run their scheduler, a reconciliation
         # every 2 s on whichever replica takes the tick, racing the load. The recovery sweep
-        # is kept off the intents (it would credit them before the verifies race).
+        # is kept off the intents, and so is the treasury watcher (either would credit them
+        # before the verifies race; the watcher's own replica test is test_detection.py).
         "PAYOPS_SCHEDULER_ENABLED": "true",
         "PAYOPS_RECONCILE_INTERVAL_SECONDS": "2",
         "PAYOPS_RECOVERY_MIN_AGE_SECONDS": "86400",
+        "PAYOPS_WATCH_ENABLED": "false",
     }
 
 
