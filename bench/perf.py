@@ -124,7 +124,10 @@ async def throughput_and_duplicates(
         perf_stack.service(
             dsn, chain.info, work, event_loop="uvloop" if cfg.uvloop else "asyncio"
         ) as (service, service_url),
-        perf_stack.ceiling(dsn, mirror.name, work, uvloop=cfg.uvloop) as (ceiling, ceiling_port),
+        perf_stack.ceiling(dsn, mirror.name, cfg.users, work, uvloop=cfg.uvloop) as (
+            ceiling,
+            ceiling_port,
+        ),
     ):
         port = int(service_url.rsplit(":", 1)[1])
         rss = RssSampler(service.pid)

@@ -1,9 +1,10 @@
 """The HTTP ceiling: a bare aiohttp + asyncpg server that runs only the credit's SQL.
 
-    python -m bench.perf_ceiling DSN MIRROR [uvloop]
+    python -m bench.perf_ceiling DSN MIRROR USERS [uvloop]
 
-`POST /credit/{n}` credits synthetic intent `n` with the credit's SQL (`MIRROR`, one of
-`bench.perf_sql.MIRRORS`) in one transaction on a pool sized like the service's, and
+`POST /credit/{n}` credits synthetic intent `n` (of `USERS` users) with the credit's SQL
+(`MIRROR`, one of `bench.perf_sql.MIRRORS`) in one database transaction on a pool sized like
+the service's (BEGIN and COMMIT sent around it when the mirror's credit_in sends them), and
 answers `{"balance": ...}`. No auth, no
 JSON body, no chain, no logging, no metrics: what is left is what any HTTP service doing this
 credit on this stack must pay. Prints `{"port": ...}` once listening on 127.0.0.1.
@@ -25,20 +26,26 @@ from core import db
 
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 MIRROR: web.AppKey[Mirror] = web.AppKey("mirror", Mirror)
+USERS: web.AppKey[int] = web.AppKey("users", int)
 
 
 async def credit(request: web.Request) -> web.Response:
     n = int(request.match_info["n"])
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        balance = await request.app[MIRROR].credit(conn, n)
+    mirror, pool, users = request.app[MIRROR], request.app[POOL], request.app[USERS]
+    if mirror.transaction:
+        async with pool.acquire() as conn, conn.transaction():
+            balance = await mirror.credit(conn, n, users)
+    else:
+        balance = await mirror.credit(pool, n, users)
     return web.Response(body=json_body({"balance": balance}), content_type="application/json")
 
 
-async def serve(dsn: str, mirror: Mirror) -> None:
+async def serve(dsn: str, mirror: Mirror, users: int) -> None:
     pool = await db.create_pool(dsn, min_size=pool_size(), max_size=pool_size())
     app = web.Application()
     app[POOL] = pool
     app[MIRROR] = mirror
+    app[USERS] = users
     app.router.add_post("/credit/{n}", credit)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -57,12 +64,13 @@ async def serve(dsn: str, mirror: Mirror) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args[2:] == ["uvloop"]:
+    server = serve(args[0], MIRRORS[args[1]], int(args[2]))
+    if args[3:] == ["uvloop"]:
         import uvloop
 
-        uvloop.run(serve(args[0], MIRRORS[args[1]]))
+        uvloop.run(server)
     else:
-        asyncio.run(serve(args[0], MIRRORS[args[1]]))
+        asyncio.run(server)
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.perf_sql import PRICE, Mirror, intent_id, pgbench_defines, signature
+from bench.perf_sql import PRICE, Mirror, bench_intent, pgbench_defines, signature
 from bench.perf_stack import Database, socket_dir
 from bench.perf_stats import Record
 from core.audit import Actor
@@ -52,6 +52,7 @@ async def pgbench(
     mirror: Mirror,
     *,
     clients: int,
+    users: int,
     cpu: int | None,
     base: int,
     warmup: float,
@@ -83,7 +84,7 @@ async def pgbench(
         "-l",
         "--log-prefix",
         str(log_dir / "tx"),
-        *pgbench_defines(base=base, clients=clients),
+        *pgbench_defines(base=base, clients=clients, users=users),
         "-f",
         str(script),
         database,
@@ -211,8 +212,8 @@ async def core(
     warmup: float,
     duration: float,
 ) -> list[Record]:
-    """`credit_in` through the pool, exactly as the service's `_credit` runs it (acquire,
-    transaction, credit_in), from `clients` concurrent tasks; no HTTP and no RPC."""
+    """`credit_in` through the pool, exactly as the service's `_credit` runs it (one call on
+    the pool, its own transaction), from `clients` concurrent tasks; no HTTP and no RPC."""
     await warm_pool(pool, clients)
     verdict = Confirmed(received=PRICE, payer="bench-payer", slot=1, block_time=None)
     records: list[Record] = []
@@ -227,8 +228,7 @@ async def core(
             actor = Actor(id=f"bench-user-{n % users}", source="api", request_id="bench-request")
             ok = True
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    await credit_in(conn, actor, intent_id(n), signature(n), verdict)
+                await credit_in(pool, actor, bench_intent(n, users), signature(n), verdict)
             except (asyncpg.PostgresError, LookupError):
                 ok = False
             records.append((start, time.perf_counter(), ok))
@@ -250,12 +250,13 @@ async def credit_in_statements(pool: asyncpg.Pool, first: int, users: int) -> li
             sent.append(" ".join(str(record.query).split()))
 
         for n in (first, first + 1):
-            sent.clear()
             actor = Actor(id=f"bench-user-{n % users}", source="api", request_id="bench-request")
             conn.add_query_logger(logged)
             try:
-                async with conn.transaction():
-                    await credit_in(conn, actor, intent_id(n), signature(n), verdict)
+                await credit_in(conn, actor, bench_intent(n, users), signature(n), verdict)
             finally:
                 conn.remove_query_logger(logged)
+            await asyncio.sleep(0)  # asyncpg calls its loggers with call_soon: let them run
+            if n == first:
+                sent.clear()
     return sent

@@ -153,7 +153,8 @@ class Slices:
         pg, cpu = await self._measured(
             lambda: perf_runs.pgbench(
                 self.database, self.dsn, self.work, self.mirror, clients=clients,
-                cpu=cfg.client_cpu, base=base, warmup=cfg.warmup, duration=cfg.duration,
+                users=cfg.users, cpu=cfg.client_cpu, base=base, warmup=cfg.warmup,
+                duration=cfg.duration,
             )
         )  # fmt: skip
         return Slice(pg.records, cpu)

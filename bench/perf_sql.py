@@ -1,13 +1,14 @@
 """The credit's SQL, written out once for pgbench and once for the bare HTTP handler.
 
 Both mirror `core.purchases.credit_in` statement for statement (keep them in step when it
-changes): lock the intent row; insert the ledger transaction (unique per signature and per
-intent) and its two entries in one statement (`core.ledger_db.POST_SQL`: the balance-cache
-trigger runs per entry, the zero-sum check at commit); mark the intent CONFIRMED, write the
-audit record and the verification attempt and read the balance, in four statements
-("separate", credit_in today) or in one (`core.intents_db.CONFIRM_SQL`, "combined", the
-proposed credit_in); commit. `bench.perf` counts the statements a real `credit_in` sends
-and uses the mirror that sends as many (or stops, asking for one).
+changes). Today that is one call of `payops_credit_purchase` (migration 0013), sent on its
+own (its own database transaction, no BEGIN or COMMIT): lock the intent row and re-check it,
+post the ledger transaction and its two entries (`payops_ledger_post`: the balance-cache
+trigger runs per entry, the zero-sum check at commit), mark the intent CONFIRMED, write the
+verification attempt and the audit record, read the balance. `bench.perf` counts the
+statements a real `credit_in` sends and uses the mirror that sends as many (or stops, asking
+for one); the mirrors of earlier `credit_in`s (six and three statements between BEGIN and
+COMMIT) are in the history of this file.
 
 The synthetic intents they credit are numbered: intent `n` has the id `md5('bench' || n)`,
 belongs to `bench-user-{n % users}` and is paid by the (made-up) signature `bench-sig-{n}`,
@@ -21,18 +22,15 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from core import ledger, purchases
+from core.purchases import Intent, IntentStatus
 
 SALES_ACCOUNT = "system:token_sales"
 PRICE = 10_000  # base units per credit in the synthetic intents
-
-_INTENT_COLUMNS = """id, user_id, credits, amount, mint, token_program, recipient,
-    recipient_token_account, reference, memo, wallet, status, tx_signature, received_amount,
-    reject_code, created_at, expires_at, confirmed_at"""
 
 
 def intent_id(n: int) -> uuid.UUID:
@@ -75,84 +73,60 @@ async def create_intents(conn: asyncpg.Connection, first: int, count: int, users
     )
 
 
+def bench_intent(n: int, users: int) -> Intent:
+    """Synthetic intent `n` as `create_intents` stored it (its times are not read by a credit)."""
+    now = datetime.now(UTC)
+    return Intent(
+        id=intent_id(n),
+        user_id=user_id(n % users),
+        credits=1,
+        amount=PRICE,
+        mint="bench-mint",
+        token_program="bench-program",  # noqa: S106 (not a secret)
+        recipient="bench-treasury",
+        recipient_token_account="bench-treasury-ata",  # noqa: S106 (not a secret)
+        reference=f"bench-ref-{n}",
+        memo=str(intent_id(n)),
+        wallet=None,
+        status=IntentStatus.PENDING,
+        tx_signature=None,
+        received_amount=None,
+        reject_code=None,
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+        confirmed_at=None,
+    )
+
+
 # --- pgbench ------------------------------------------------------------------------------
 
 # Variables: n (this transaction's intent number) is derived from the client id and an
-# iteration counter kept per client, so the clients never credit the same intent.
-# `sales` and `uprefix` come from -D: pgbench would read ":token_sales" as a variable.
+# iteration counter kept per client, so the clients never credit the same intent; u is its
+# user's number. `sales` and `uprefix` come from -D: pgbench would read ":token_sales" as a
+# variable.
 _PGBENCH_HEAD = """\\set iter :iter + 1
 \\set n :base + :client_id + :nclients * :iter
-BEGIN;
+\\set u :n % :users
 """
-_PGBENCH_LOCK = f"""SELECT {_INTENT_COLUMNS}
-  FROM purchase_intents WHERE id = md5('bench' || :n)::uuid FOR UPDATE \\gset i_
-"""  # noqa: S608 (constants only)
-_PGBENCH_POST = """WITH tx AS (
-    INSERT INTO ledger_transactions (kind, intent_id, purchase_signature, idempotency_key,
-        reverses_id, description, created_by)
-    VALUES ('purchase', :i_id, 'bench-sig-' || :n, NULL, NULL,
-        'purchase of ' || :i_credits || ' credits, intent ' || :i_id, :i_user_id)
-    RETURNING id
-), postings AS (
-    SELECT p.ordinal, p.amount, a.id AS account_id
-    FROM unnest(ARRAY[:uprefix || :i_user_id, :sales]::text[],
-                ARRAY[(:i_credits)::bigint, -(:i_credits)::bigint])
-         WITH ORDINALITY AS p(name, amount, ordinal)
-    LEFT JOIN accounts a ON a.name = p.name
-), entries AS (
-    INSERT INTO ledger_entries (transaction_id, account_id, amount)
-    SELECT tx.id, postings.account_id, postings.amount
-    FROM tx, postings WHERE postings.account_id IS NOT NULL
-    ORDER BY postings.ordinal
-)
-SELECT (SELECT id FROM tx) AS id,
-       array(SELECT ordinal FROM postings WHERE account_id IS NULL ORDER BY ordinal)
-           AS missing;
-"""
-_PGBENCH_AUDIT_AFTER = """jsonb_build_object('status', 'CONFIRMED',
-      'tx_signature', 'bench-sig-' || :n, 'credits', (:i_credits)::bigint,
-      'expected_amount', (:i_amount)::text, 'received_amount', (:i_amount)::text,
-      'payer', 'bench-payer', 'slot', 1, 'overpaid', false, 'late', false)"""
-# credit_in today: the confirmation, the audit record, the attempt and the balance one by one.
-_PGBENCH_CONFIRM_SEPARATE = f"""UPDATE purchase_intents SET status = 'CONFIRMED',
-    tx_signature = 'bench-sig-' || :n, received_amount = :i_amount, confirmed_at = now(),
-    updated_at = now()
-  WHERE id = :i_id;
-INSERT INTO audit_log (actor, source, action, subject, before, after, request_id)
-  VALUES (:i_user_id, 'api', 'intent.confirm', 'intent:' || :i_id, '{{"status": "PENDING"}}',
-    {_PGBENCH_AUDIT_AFTER}, 'bench-request');
-INSERT INTO verification_attempts (intent_id, user_id, signature, source, outcome, code,
-    detail, request_id)
-  VALUES (:i_id, :i_user_id, 'bench-sig-' || :n, 'api', 'confirmed', NULL,
-    'received ' || :i_amount || ' at slot 1', 'bench-request');
-SELECT balance FROM user_balances WHERE user_id = :i_user_id;
-"""  # noqa: S608 (constants only)
-# credit_in with the proposed `purchases.confirm` (`core.intents_db.CONFIRM_SQL`).
-_PGBENCH_CONFIRM_COMBINED = f"""WITH confirmed AS (
-    UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = 'bench-sig-' || :n,
-        received_amount = :i_amount, confirmed_at = now(), updated_at = now()
-    WHERE id = :i_id RETURNING confirmed_at
-), attempt AS (
-    INSERT INTO verification_attempts
-        (intent_id, user_id, signature, source, outcome, code, detail, request_id)
-    VALUES (:i_id, :i_user_id, 'bench-sig-' || :n, 'api', 'confirmed', NULL,
-        'received ' || :i_amount || ' at slot 1', 'bench-request')
-), audit AS (
-    INSERT INTO audit_log (actor, source, action, subject, before, after, request_id)
-    VALUES (:i_user_id, 'api', 'intent.confirm', 'intent:' || :i_id, '{{"status": "PENDING"}}',
-        {_PGBENCH_AUDIT_AFTER}, 'bench-request')
-)
-SELECT (SELECT confirmed_at FROM confirmed) AS confirmed_at,
-       coalesce((SELECT balance FROM user_balances WHERE user_id = :i_user_id), 0) AS balance;
+_PGBENCH_ONE_CALL = f"""SELECT outcome, status, tx_signature, reject_code, received_amount,
+    confirmed_at, balance
+  FROM payops_credit_purchase(md5('bench' || :n)::uuid, 'bench-sig-' || :n, {PRICE},
+    ARRAY[:uprefix || 'bench-user-' || :u, :sales]::text[], ARRAY[1, -1]::bigint[],
+    'purchase of 1 credits, intent ' || md5('bench' || :n)::uuid, 'bench-user-' || :u, 'api',
+    jsonb_build_object('status', 'CONFIRMED', 'tx_signature', 'bench-sig-' || :n,
+      'credits', 1, 'expected_amount', '{PRICE}', 'received_amount', '{PRICE}',
+      'payer', 'bench-payer', 'slot', 1, 'overpaid', false, 'late', false),
+    'api', NULL, 'received {PRICE} at slot 1', 'bench-request');
 """  # noqa: S608 (constants only)
 
 
-def pgbench_defines(*, base: int, clients: int) -> list[str]:
+def pgbench_defines(*, base: int, clients: int, users: int) -> list[str]:
     """The -D arguments for a pgbench script crediting intents from `base` on."""
     values = {
         "iter": 0,
         "base": base,
         "nclients": clients,
+        "users": users,
         "sales": SALES_ACCOUNT,
         "uprefix": "user:",
     }
@@ -161,25 +135,18 @@ def pgbench_defines(*, base: int, clients: int) -> list[str]:
 
 # --- the bare handler (asyncpg) -----------------------------------------------------------
 
-_LOCK = f"SELECT {_INTENT_COLUMNS} FROM purchase_intents WHERE id = $1 FOR UPDATE"  # noqa: S608
-_CONFIRM = """UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = $2,
-               received_amount = $3, confirmed_at = now(), updated_at = now()
-           WHERE id = $1"""
-_AUDIT = """INSERT INTO audit_log (actor, source, action, subject, before, after, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)"""
-_ATTEMPT = """INSERT INTO verification_attempts
-               (intent_id, user_id, signature, source, outcome, code, detail, request_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
-_BALANCE = "SELECT balance FROM user_balances WHERE user_id = $1"
+_ONE_CALL = """SELECT outcome, status, tx_signature, reject_code, received_amount,
+        confirmed_at, balance
+    FROM payops_credit_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"""
 
 
-def _audit_after(sig: str, credits: int, amount: Any) -> dict[str, Any]:
+def _audit_after(sig: str) -> dict[str, Any]:
     return {
         "status": "CONFIRMED",
         "tx_signature": sig,
-        "credits": credits,
-        "expected_amount": str(amount),
-        "received_amount": str(amount),
+        "credits": 1,
+        "expected_amount": str(PRICE),
+        "received_amount": str(PRICE),
         "payer": "bench-payer",
         "slot": 1,
         "overpaid": False,
@@ -187,77 +154,27 @@ def _audit_after(sig: str, credits: int, amount: Any) -> dict[str, Any]:
     }
 
 
-async def _lock_and_post(conn: asyncpg.Connection, n: int) -> asyncpg.Record:
-    row = await conn.fetchrow(_LOCK, intent_id(n))
-    if row is None or row["status"] != "PENDING":
-        raise LookupError(f"bench intent {n} is missing or not pending")
-    user, credits = row["user_id"], row["credits"]
-    await conn.fetchrow(
-        ledger.POST_SQL,
-        "purchase",
-        row["id"],
-        signature(n),
-        None,  # idempotency scope, principal, key: a purchase has none
-        None,
-        None,
-        None,  # reverses
-        f"purchase of {credits} credits, intent {row['id']}",
-        user,
+async def _credit_one_call(conn: asyncpg.Connection | asyncpg.Pool, n: int, users: int) -> int:
+    sig, user, intent = signature(n), user_id(n % users), intent_id(n)
+    row = await conn.fetchrow(
+        _ONE_CALL,
+        intent,
+        sig,
+        PRICE,
         [f"user:{user}", SALES_ACCOUNT],
-        [credits, -credits],
-    )
-    return row
-
-
-async def _credit_separate(conn: asyncpg.Connection, n: int) -> int:
-    row = await _lock_and_post(conn, n)
-    sig, user, amount = signature(n), row["user_id"], row["amount"]
-    await conn.execute(_CONFIRM, row["id"], sig, amount)
-    await conn.execute(
-        _AUDIT,
+        [1, -1],
+        f"purchase of 1 credits, intent {intent}",
         user,
         "api",
-        "intent.confirm",
-        f"intent:{row['id']}",
-        {"status": "PENDING"},
-        _audit_after(sig, row["credits"], amount),
-        "bench-request",
-    )
-    await conn.execute(
-        _ATTEMPT,
-        row["id"],
-        user,
-        sig,
+        _audit_after(sig),
         "api",
-        "confirmed",
         None,
-        f"received {amount} at slot 1",
+        f"received {PRICE} at slot 1",
         "bench-request",
     )
-    return int(await conn.fetchval(_BALANCE, user) or 0)
-
-
-async def _credit_combined(conn: asyncpg.Connection, n: int) -> int:
-    row = await _lock_and_post(conn, n)
-    sig, user, amount = signature(n), row["user_id"], row["amount"]
-    confirmed = await conn.fetchrow(
-        purchases.CONFIRM_SQL,
-        row["id"],
-        sig,
-        amount,
-        user,
-        "api",
-        "confirmed",
-        None,
-        f"received {amount} at slot 1",
-        "bench-request",
-        user,
-        "api",
-        {"status": "PENDING"},
-        _audit_after(sig, row["credits"], amount),
-    )
-    assert confirmed is not None
-    return int(confirmed["balance"])
+    if row is None or row["outcome"] != "credited":
+        raise LookupError(f"bench intent {n} is missing or not pending")
+    return int(row["balance"])
 
 
 # --- the mirrors, by what credit_in sends --------------------------------------------------
@@ -266,33 +183,21 @@ async def _credit_combined(conn: asyncpg.Connection, n: int) -> int:
 @dataclass(frozen=True)
 class Mirror:
     """The credit's SQL as pgbench and the bare handler send it, for a credit_in that sends
-    `statements` statements between BEGIN and COMMIT."""
+    `statements` statements (besides BEGIN and COMMIT, which the mirror sends when
+    `transaction` says so)."""
 
     name: str
     statements: int
+    transaction: bool
     pgbench_script: str
-    credit: Callable[[asyncpg.Connection, int], Awaitable[int]]
+    credit: Callable[[asyncpg.Connection | asyncpg.Pool, int, int], Awaitable[int]]
 
 
 MIRRORS = {
     m.name: m
     for m in (
-        # credit_in as it is: lock, post, confirm, audit, attempt, balance
-        Mirror(
-            "separate",
-            6,
-            "".join((_PGBENCH_HEAD, _PGBENCH_LOCK, _PGBENCH_POST, _PGBENCH_CONFIRM_SEPARATE))
-            + "END;\n",
-            _credit_separate,
-        ),
-        # with the proposed purchases.confirm: lock, post, confirm (+ attempt, audit, balance)
-        Mirror(
-            "combined",
-            3,
-            "".join((_PGBENCH_HEAD, _PGBENCH_LOCK, _PGBENCH_POST, _PGBENCH_CONFIRM_COMBINED))
-            + "END;\n",
-            _credit_combined,
-        ),
+        # credit_in as it is: one call, its own transaction
+        Mirror("one-call", 1, False, _PGBENCH_HEAD + _PGBENCH_ONE_CALL, _credit_one_call),
     )
 }
 

@@ -272,15 +272,17 @@ async def service(
 
 @contextlib.asynccontextmanager
 async def ceiling(
-    dsn: str, mirror: str, work_dir: Path, *, uvloop: bool = False
+    dsn: str, mirror: str, users: int, work_dir: Path, *, uvloop: bool = False
 ) -> AsyncIterator[tuple[Child, int]]:
-    """`bench.perf_ceiling` on 127.0.0.1, crediting with `mirror`; yields it and its port."""
+    """`bench.perf_ceiling` on 127.0.0.1, crediting with `mirror` the synthetic intents of
+    `users` users; yields it and its port."""
     args = [
         sys.executable,
         "-m",
         "bench.perf_ceiling",
         dsn,
         mirror,
+        str(users),
         *(["uvloop"] if uvloop else []),
     ]
     child = await spawn("ceiling", args, work_dir, child_env())

@@ -135,7 +135,7 @@ async def _checklist(svc: Services, actor: Actor, check: Check) -> None:
 
             before = await ledger.balance(conn, intent.user_id)
             _, after, duplicate = await credit_in(
-                conn, smoke_actor, intent.id, s.smoke_signature, verdict
+                conn, smoke_actor, intent, s.smoke_signature, verdict
             )
             check(
                 "expected credit increment",
@@ -144,7 +144,7 @@ async def _checklist(svc: Services, actor: Actor, check: Check) -> None:
             )
 
             _, again, duplicate = await credit_in(
-                conn, smoke_actor, intent.id, s.smoke_signature, verdict
+                conn, smoke_actor, intent, s.smoke_signature, verdict
             )
             credits = await conn.fetchval(
                 "SELECT count(*) FROM ledger_transactions WHERE intent_id = $1", intent.id

@@ -10,24 +10,6 @@ import asyncpg
 from core.ledger.postings import Entry, LedgerKey, LedgerKind, Posting
 
 
-async def account_id(conn: asyncpg.Connection, name: str) -> int:
-    """The id of an account by name, creating a user account on first use."""
-    found = await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name)
-    if found is not None:
-        return int(found)
-    if not name.startswith("user:"):
-        raise LookupError(f"system account {name} is missing: run `payops migrate`")
-    await conn.execute(
-        # no conflict target: a concurrent first posting's row may collide on name or on
-        # user_id, and either means the account now exists
-        """INSERT INTO accounts (kind, name, user_id) VALUES ('user', $1, $2)
-           ON CONFLICT DO NOTHING""",
-        name,
-        name.removeprefix("user:"),
-    )
-    return int(await conn.fetchval("SELECT id FROM accounts WHERE name = $1", name))
-
-
 async def post(
     conn: asyncpg.Connection,
     *,
@@ -47,63 +29,36 @@ async def post(
     per transaction, one per `once` key) raise `asyncpg.UniqueViolationError`; its
     `constraint_name` tells which (`ONCE_CONSTRAINT` for the `once` key).
 
-    One statement (one round trip on the credit path) writes the transaction and the
-    entries of every account that exists; a first posting to a user creates the account
-    and adds its entry after (the entry trigger allows it: same database transaction).
+    One round trip: `POST_SQL` writes the transaction and its entries, creating a user's
+    account on its first posting; a missing system account raises LookupError.
     """
-    row = await conn.fetchrow(
-        POST_SQL,
-        kind.value,
-        intent_id,
-        purchase_signature,
-        None if once is None else once.scope,
-        None if once is None else once.principal,
-        None if once is None else once.key,
-        reverses_id,
-        description,
-        created_by,
-        [p.account for p in postings],
-        [p.amount for p in postings],
-    )
-    assert row is not None
-    tx_id = int(row["id"])
-    for ordinal in row["missing"]:
-        posting = postings[ordinal - 1]
-        await conn.execute(
-            "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1, $2, $3)",
-            tx_id,
-            await account_id(conn, posting.account),
-            posting.amount,
+    try:
+        tx_id = await conn.fetchval(
+            POST_SQL,
+            kind.value,
+            intent_id,
+            purchase_signature,
+            None if once is None else once.scope,
+            None if once is None else once.principal,
+            None if once is None else once.key,
+            reverses_id,
+            description,
+            created_by,
+            [p.account for p in postings],
+            [p.amount for p in postings],
         )
-    return tx_id
+    except asyncpg.exceptions.NoDataFoundError as exc:  # a system account the seed did not create
+        raise LookupError(exc.message) from exc
+    return int(tx_id)
 
 
 # The unique index of a ledger transaction's `once` key (migration 0010).
 ONCE_CONSTRAINT = "ledger_transactions_idempotency"
 
-# The ledger transaction and its entries in one statement. Entries are inserted in posting
-# order; `missing` lists (1-based) the postings whose account does not exist yet. The entry
-# trigger and the foreign keys run at the end of the statement, when the transaction row is
-# visible to them.
-POST_SQL = """
-    WITH tx AS (
-        INSERT INTO ledger_transactions (kind, intent_id, purchase_signature,
-            idempotency_scope, idempotency_principal, idempotency_value, reverses_id,
-            description, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id
-    ), postings AS (
-        SELECT p.ordinal, p.amount, a.id AS account_id
-        FROM unnest($10::text[], $11::bigint[]) WITH ORDINALITY AS p(name, amount, ordinal)
-        LEFT JOIN accounts a ON a.name = p.name
-    ), entries AS (
-        INSERT INTO ledger_entries (transaction_id, account_id, amount)
-        SELECT tx.id, postings.account_id, postings.amount
-        FROM tx, postings WHERE postings.account_id IS NOT NULL
-        ORDER BY postings.ordinal
-    )
-    SELECT (SELECT id FROM tx) AS id,
-           array(SELECT ordinal FROM postings WHERE account_id IS NULL ORDER BY ordinal)
-               AS missing"""
+# The ledger transaction and its entries in one call (`payops_ledger_post`, migration 0013):
+# entries in posting order, a user's account created on its first posting. The entry
+# trigger runs per entry; the zero-sum check at commit.
+POST_SQL = "SELECT payops_ledger_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 
 async def balance(conn: asyncpg.Connection | asyncpg.Pool, user_id: str) -> int:

@@ -38,10 +38,9 @@ from core.purchases.service import (
     verify_intent,
 )
 from core.purchases.settled import SettledPairs
-from core.purchases.store import CONFIRM_SQL, insert
+from core.purchases.store import insert
 
 __all__ = [
-    "CONFIRM_SQL",
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
     "Credited",

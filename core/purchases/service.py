@@ -1,9 +1,10 @@
 """The purchase use cases: create an intent, read it, verify it and credit exactly once.
 
 Verify reads the chain *outside* any database transaction, then credits in one
-transaction that locks the intent row, re-checks its status, inserts the ledger
-transaction (unique per signature and per intent), moves the balance, marks the intent
-CONFIRMED and writes the verification attempt and the audit record. If the connection dies
+transaction (one statement, `payops_credit_purchase`) that locks the intent row, re-checks
+its status, inserts the ledger transaction (unique per signature and per intent), moves
+the balance, marks the intent CONFIRMED and writes the verification attempt and the audit
+record. If the connection dies
 in between, nothing is half-written and a retry credits once.
 """
 
@@ -16,12 +17,12 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from core import audit, db, ledger
+from core import audit, db
 from core.audit import Actor
 from core.chain.signatures import parse_signature
 from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
-from core.ledger import LedgerKind, purchase_postings
+from core.ledger import purchase_postings
 from core.purchases import store as intents_db
 from core.purchases.intents import (
     Intent,
@@ -206,50 +207,46 @@ async def verify_checked(
 
 
 async def credit_in(
-    conn: asyncpg.Connection, actor: Actor, intent_id: uuid.UUID, signature: str, verdict: Confirmed
+    conn: asyncpg.Connection | asyncpg.Pool,
+    actor: Actor,
+    intent: Intent,
+    signature: str,
+    verdict: Confirmed,
 ) -> tuple[Intent, int, bool]:
-    """The credit, on `conn` inside the caller's database transaction.
+    """The credit, in one round trip (`store.credit`): on a pool it is a database transaction
+    of its own; on a connection inside the caller's transaction it is part of that one.
 
-    Locks the intent row, re-checks it, posts the purchase (unique per signature and per
-    intent), marks the intent CONFIRMED, records the attempt and the audit record. Returns
-    (the intent after the credit, balance after, duplicate). Raises
-    asyncpg.UniqueViolationError when another intent already holds the signature.
-
-    Three statements: the lock, the ledger transaction with its entries, and the intent's
-    confirmation with its attempt, audit record and the balance (one round trip each)."""
-    locked = await intents_db.get(conn, intent_id, for_update=True)
-    if locked is None:
-        raise NotFound("no such purchase intent", code="intent_not_found")
-    duplicate = precheck(locked, signature) is Precheck.ALREADY_CREDITED
+    Locks the intent row and re-checks it, posts the purchase (unique per signature and per
+    intent), marks the intent CONFIRMED, records the attempt and the audit record; a repeat
+    of the signature that confirmed it records a duplicate attempt only. `intent` is the
+    intent read before the chain (its user and credits never change). Returns (the intent
+    after the credit, balance after, duplicate). Raises NotFound, Conflict (the locked intent
+    was settled otherwise: nothing written) and asyncpg.UniqueViolationError when another
+    intent already holds the signature."""
     flags = ",".join(f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on)
-    attempt = intents_db.Attempt(
-        signature=signature,
-        source=attempt_source(actor),
-        outcome="duplicate" if duplicate else "confirmed",
-        code=flags or None,
-        detail=f"received {verdict.received} at slot {verdict.slot}",
-        request_id=actor.request_id,
-    )
-    if duplicate:
-        return locked, await intents_db.record_attempt_and_balance(conn, locked, attempt), True
-    await ledger.post(
+    done = await intents_db.credit(
         conn,
-        kind=LedgerKind.PURCHASE,
-        postings=purchase_postings(locked.user_id, locked.credits),
-        created_by=actor.id,
-        description=f"purchase of {locked.credits} credits, intent {locked.id}",
-        intent_id=locked.id,
-        purchase_signature=signature,
-    )
-    confirmed, balance = await intents_db.confirm(
-        conn,
-        locked,
+        intent,
         received=verdict.received,
-        attempt=attempt,
+        postings=purchase_postings(intent.user_id, intent.credits),
+        description=f"purchase of {intent.credits} credits, intent {intent.id}",
+        attempt=intents_db.Attempt(
+            signature=signature,
+            source=attempt_source(actor),
+            outcome="confirmed",  # or 'duplicate': the locked row decides
+            code=flags or None,
+            detail=f"received {verdict.received} at slot {verdict.slot}",
+            request_id=actor.request_id,
+        ),
         actor=actor,
-        facts=_confirmed_facts(locked, signature, verdict),
+        facts=_confirmed_facts(intent, signature, verdict),
     )
-    return confirmed, balance, False
+    if done.intent is None:
+        raise NotFound("no such purchase intent", code="intent_not_found")
+    if done.outcome == "refused":
+        precheck(done.intent, signature)  # raises the Conflict that says why
+        raise RuntimeError(f"credit refused an intent in status {done.intent.status.value}")
+    return done.intent, done.balance, done.outcome == "duplicate"
 
 
 async def _credit(
@@ -292,13 +289,13 @@ CREDIT_UNIQUE_CONSTRAINTS = frozenset(
 async def _credit_transaction(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> tuple[Intent, int, bool]:
-    """`credit_in` in a transaction of its own. A unique violation on anything but the
-    credit's own constraints (two first postings of one new user creating its account or
-    balance row at the same instant) is a race the retry no longer meets: the row exists
-    then. The credit's own constraints are never retried: they are the exactly-once."""
+    """`credit_in` on the pool: one statement, one transaction. A unique violation on
+    anything but the credit's own constraints (two first postings of one new user creating
+    its account or balance row at the same instant) is a race the retry no longer meets:
+    the row exists then. The credit's own constraints are never retried: they are the
+    exactly-once."""
     try:
-        async with svc.pool.acquire() as conn, conn.transaction():
-            return await credit_in(conn, actor, intent.id, signature, verdict)
+        return await credit_in(svc.pool, actor, intent, signature, verdict)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
             raise
@@ -307,8 +304,7 @@ async def _credit_transaction(
             exc.constraint_name,
             extra={"intent_id": str(intent.id), "tx_signature": signature},
         )
-    async with svc.pool.acquire() as conn, conn.transaction():
-        return await credit_in(conn, actor, intent.id, signature, verdict)
+    return await credit_in(svc.pool, actor, intent, signature, verdict)
 
 
 async def _record_credit_failure(

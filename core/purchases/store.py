@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from core.audit import Actor
+from core.ledger import Posting
 from core.purchases.intents import Intent, IntentStatus
 
 _COLUMNS = """id, user_id, credits, amount, mint, token_program, recipient,
@@ -150,90 +151,68 @@ class Attempt:
     request_id: str | None
 
 
-# One statement: the intent CONFIRMED, its attempt, its audit record (the row
-# `audit.record` writes) and the user's balance after the credit posted earlier in the
-# same transaction.
-CONFIRM_SQL = """
-    WITH confirmed AS (
-        UPDATE purchase_intents SET status = 'CONFIRMED', tx_signature = $2,
-            received_amount = $3, confirmed_at = now(), updated_at = now()
-        WHERE id = $1 RETURNING confirmed_at
-    ), attempt AS (
-        INSERT INTO verification_attempts
-            (intent_id, user_id, signature, source, outcome, code, detail, request_id)
-        VALUES ($1, $4, $2, $5, $6, $7, $8, $9)
-    ), audit AS (
-        INSERT INTO audit_log (actor, source, action, subject, before, after, request_id)
-        VALUES ($10, $11, 'intent.confirm', 'intent:' || $1::text, $12, $13, $9)
-    )
-    SELECT (SELECT confirmed_at FROM confirmed) AS confirmed_at,
-           coalesce((SELECT balance FROM user_balances WHERE user_id = $4), 0) AS balance"""
+# The credit in one call (`payops_credit_purchase`, migration 0013): lock and re-check the
+# intent, post the purchase, confirm the intent, record the attempt and the audit record,
+# read the balance; or record a duplicate's attempt; or write nothing.
+_CREDIT_SQL = """SELECT outcome, status, tx_signature, reject_code, received_amount,
+        confirmed_at, balance
+    FROM payops_credit_purchase($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"""
 
 
-async def confirm(
-    conn: asyncpg.Connection,
+@dataclass(frozen=True, slots=True)
+class CreditRow:
+    """What `credit` found and did: `outcome` is 'credited', 'duplicate', 'refused' (the
+    intent was neither open nor confirmed by this signature: nothing written) or 'missing'."""
+
+    outcome: str
+    intent: Intent | None  # the intent as it is after the call (None when missing)
+    balance: int
+
+
+async def credit(
+    conn: asyncpg.Connection | asyncpg.Pool,
     intent: Intent,
     *,
     received: int,
+    postings: list[Posting],
+    description: str,
     attempt: Attempt,
     actor: Actor,
     facts: dict[str, Any],
-) -> tuple[Intent, int]:
-    """Mark the (locked) intent CONFIRMED by `attempt.signature`, record the attempt and the
-    `intent.confirm` audit record with `facts`, in the caller's transaction, in one round
-    trip. Returns the intent as confirmed and the user's balance."""
+) -> CreditRow:
+    """Credit `intent` by `attempt.signature` in one round trip (see `_CREDIT_SQL`); on a
+    pool it is one database transaction of its own. `intent` is the intent as read before
+    (its user and credits, which `postings` and `facts` come from, never change); the
+    returned intent carries the status the locked row had."""
     row = await conn.fetchrow(
-        CONFIRM_SQL,
+        _CREDIT_SQL,
         intent.id,
         attempt.signature,
         received,
-        intent.user_id,
-        attempt.source,
-        attempt.outcome,
-        attempt.code,
-        attempt.detail,
-        attempt.request_id,
+        [p.account for p in postings],
+        [p.amount for p in postings],
+        description,
         actor.id,
         actor.source,
-        {"status": intent.status.value},
         facts,
-    )
-    assert row is not None
-    confirmed = replace(
-        intent,
-        status=IntentStatus.CONFIRMED,
-        tx_signature=attempt.signature,
-        received_amount=received,
-        confirmed_at=row["confirmed_at"],
-    )
-    return confirmed, int(row["balance"])
-
-
-_ATTEMPT_AND_BALANCE = """
-    WITH attempt AS (
-        INSERT INTO verification_attempts
-            (intent_id, user_id, signature, source, outcome, code, detail, request_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-    )
-    SELECT coalesce((SELECT balance FROM user_balances WHERE user_id = $2), 0)"""
-
-
-async def record_attempt_and_balance(
-    conn: asyncpg.Connection | asyncpg.Pool, intent: Intent, attempt: Attempt
-) -> int:
-    """Record `attempt` and read the intent's user's balance, in one round trip."""
-    value = await conn.fetchval(
-        _ATTEMPT_AND_BALANCE,
-        intent.id,
-        intent.user_id,
-        attempt.signature,
         attempt.source,
-        attempt.outcome,
         attempt.code,
         attempt.detail,
         attempt.request_id,
     )
-    return int(value)
+    assert row is not None
+    if row["outcome"] == "missing":
+        return CreditRow("missing", None, 0)
+    status = IntentStatus(row["status"])
+    now = replace(
+        intent,
+        status=status,
+        tx_signature=row["tx_signature"],
+        reject_code=row["reject_code"],
+        confirmed_at=row["confirmed_at"],
+        received_amount=None if row["received_amount"] is None else int(row["received_amount"]),
+    )
+    return CreditRow(str(row["outcome"]), now, int(row["balance"] or 0))
 
 
 async def bound_inflows(conn: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID) -> list[str]:
@@ -282,8 +261,8 @@ _DUPLICATE_AND_BALANCE = """
 async def record_duplicate_and_balance(
     conn: asyncpg.Connection | asyncpg.Pool, intent: Intent, attempt: Attempt
 ) -> int:
-    """`record_attempt_and_balance` for a duplicate outside any transaction, committed
-    without waiting for the WAL flush (see `_DUPLICATE_AND_BALANCE`)."""
+    """Record a duplicate's attempt and read the intent's user's balance, outside any
+    transaction, committed without waiting for the WAL flush (see `_DUPLICATE_AND_BALANCE`)."""
     row = await conn.fetchrow(
         _DUPLICATE_AND_BALANCE,
         intent.id,

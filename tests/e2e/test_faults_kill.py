@@ -84,7 +84,7 @@ async def credits_held(pool: asyncpg.Pool, users: list[str]) -> AsyncIterator[in
 async def waiting_in_credit(pool: asyncpg.Pool, locker: int) -> list[int]:
     rows = await pool.fetch(
         """SELECT pid FROM pg_stat_activity
-           WHERE $1 = ANY(pg_blocking_pids(pid)) AND query ILIKE '%INSERT INTO ledger_transactions%'""",
+           WHERE $1 = ANY(pg_blocking_pids(pid)) AND query ILIKE '%payops_credit_purchase%'""",
         locker,
     )
     return [int(r["pid"]) for r in rows]

@@ -20,12 +20,13 @@ CREATE TRIGGER test_slow_entry BEFORE INSERT ON ledger_entries
 
 
 async def _kill_backend_inside_credit(pool: asyncpg.Pool) -> int:
-    """Wait until a backend is inside the ledger insert, then terminate it."""
+    """Wait until a backend is inside the ledger insert (asleep in the slow trigger), then
+    terminate it."""
     for _ in range(200):
         pid = await pool.fetchval(
             """SELECT pid FROM pg_stat_activity
                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                 AND state = 'active' AND query ILIKE '%ledger_entries%'"""
+                 AND state = 'active' AND wait_event = 'PgSleep'"""
         )
         if pid is not None:
             assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)

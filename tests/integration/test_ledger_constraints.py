@@ -97,7 +97,9 @@ async def test_zero_amount_entry_fails(pool: asyncpg.Pool) -> None:
         tx = await conn.fetchval(
             "INSERT INTO ledger_transactions (kind, created_by) VALUES ('adjustment','t') RETURNING id"
         )
-        acct = await ledger.account_id(conn, "user:z")
+        acct = await conn.fetchval(
+            "INSERT INTO accounts (kind, name, user_id) VALUES ('user', 'user:z', 'z') RETURNING id"
+        )
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "INSERT INTO ledger_entries (transaction_id, account_id, amount) VALUES ($1,$2,0)",
