@@ -15,7 +15,9 @@ mode alike:
 
 Then 1,000 concurrent verifies of one intent (the race: exactly one credit) and 1,000 more
 once it is credited (none may reach the RPC or the ledger write path), the service's peak
-RSS, and `/pay-triage` lookups over a million bulk-loaded intents. Writes
+RSS, `payops serve --workers 2` against one worker, the treasury watcher's CPU per payment it
+detects and credits with no request (bench/perf_watch.py), and `/pay-triage` lookups over a
+million bulk-loaded intents. Writes
 `<out>/perf.json`, `<out>/perf.md` and `<out>/perf.png` (when matplotlib is installed).
 
 The load generators (pgbench's client and the HTTP load generator, each its own process) are
@@ -40,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import perf_report, perf_runs, perf_sql, perf_stack, perf_triage
+from bench import perf_report, perf_runs, perf_sql, perf_stack, perf_triage, perf_watch
 from bench.perf_config import Config, parse_args, say
 from bench.perf_duplicates import duplicates
 from bench.perf_slices import Slices
@@ -182,6 +184,11 @@ async def throughput_and_duplicates(
         }
         if cfg.workers > 1:
             result["workers"] = await compare_workers(cfg, database, dsn, chain, work, slices)
+        if cfg.watch_payments > 0:
+            result["watcher"] = await perf_watch.watcher(
+                cfg, database, dsn, chain, work, api_port=port, tokens=tokens,
+                payments=cfg.watch_payments,
+            )  # fmt: skip
     await pool.close()
 
 

@@ -37,6 +37,7 @@ class Config:
     rounds: int
     uvloop: bool
     workers: int = 2  # `payops serve --workers N` against one worker, same run (1: skip)
+    watch_payments: int = 1000  # payments the treasury watcher detects and credits (0: skip)
     # Intents prepared per second of run: pgbench's pool is sized from these caps, every
     # other mode's from the pgbench rate just measured at the same concurrency.
     pgbench_cap: dict[int, int] = field(default_factory=dict)
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None) -> Config:
         default=2,
         help="also compare payops serve --workers N with one worker (default 2; 1 skips it)",
     )
+    p.add_argument(
+        "--watch-payments",
+        type=int,
+        help="payments the treasury watcher detects and credits with no request, its CPU per "
+        "payment beside the verify's (1000; quick 200; 0 skips it)",
+    )
     a = p.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     client_cpu = a.client_cpu if a.client_cpu is not None else cpus[-1]
@@ -99,6 +106,9 @@ def parse_args(argv: list[str] | None) -> Config:
         rounds=a.rounds or (1 if quick else 3),
         uvloop=a.event_loop == "uvloop",
         workers=a.workers,
+        watch_payments=(
+            a.watch_payments if a.watch_payments is not None else (200 if quick else 1000)
+        ),
         pgbench_cap={1: 2000},
     )
 

@@ -203,6 +203,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(workers['throughput_ratio'], 2)}, service CPU per verify x"
             f"{_fmt(workers['service_cpu_ratio'], 2)}).",
         ]
+    watcher = result.get("watcher")
+    if watcher is not None:
+        lines += ["", watcher_line(result, watcher)]
     memory = result.get("service_memory")
     if memory is not None:
         lines += [
@@ -262,3 +265,28 @@ def chart(result: dict[str, Any], path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return f"chart written to {path}"
+
+
+def watcher_line(result: dict[str, Any], watcher: dict[str, Any]) -> str:
+    """The treasury watcher's CPU per payment against the end-to-end verify's at the highest
+    level up to 16 clients."""
+    cpu, idle = watcher["cpu_ms_per_payment"], watcher["idle_cpu_ms_per_s"]
+    levels = [int(c) for c in result.get("levels", {}) if int(c) <= 16]
+    versus = ""
+    if levels:
+        clients = max(levels)
+        e2e = result["levels"][str(clients)]["e2e"]["cpu_ms_per_tx"]
+        versus = (
+            f" (the end-to-end verify at {clients} clients: service {_fmt(e2e['service'], 2)}, "
+            f"postgres {_fmt(e2e['postgres'], 2)} ms; the watcher's service CPU per payment "
+            f"x{_fmt(cpu['service'] / max(e2e['service'], 1e-9), 2)})"
+        )
+    return (
+        f"Treasury watcher ({watcher['payments']:,} payments, no client request): all credited "
+        f"{_fmt(watcher['all_credited_s'], 1)} s after the first payment (paying took "
+        f"{_fmt(watcher['paid_s'], 1)} s; {_fmt(watcher['credited_per_s'])}/s); CPU ms per "
+        f"payment: service {_fmt(cpu['service'], 2)}, postgres {_fmt(cpu['postgres'], 2)}, "
+        f"bench process (chain, paying) {_fmt(cpu['bench_process'], 2)}{versus}; idle polling "
+        f"costs the service {_fmt(idle['service'], 2)} ms and postgres "
+        f"{_fmt(idle['postgres'], 2)} ms of CPU per second."
+    )

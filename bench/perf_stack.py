@@ -222,13 +222,16 @@ async def service(
     log_level: str = "INFO",
     event_loop: str = "uvloop",
     workers: int = 1,
+    extra_env: Mapping[str, str] | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[tuple[Child, str]]:
     """`payops serve` (the real service: its app, pool, RPC client, verifier, logs) against
     the bench database and the local chain; yields it and its base URL once /readyz is 200.
     The scheduler is off so that no recovery sweep verifies the prepared intents first; the
     pool has its default size, all of it opened at start. With `workers` above 1,
     `payops serve --workers N`, each worker with a pool of the default size divided by N
-    (the same connections in all as one worker)."""
+    (the same connections in all as one worker). `extra_env` overrides these settings (the
+    watcher's run turns the scheduler on); `name` names its log files."""
     size = max(1, pool_size() // workers)
     env = child_env(
         PAYOPS_DATABASE_URL=dsn,
@@ -253,10 +256,11 @@ async def service(
         PAYOPS_DB_POOL_MIN_SIZE=str(size),
         PAYOPS_DB_POOL_MAX_SIZE=str(size),
     )
+    env.update(extra_env or {})
     args = [sys.executable, "-m", "payops.cli", "serve"]
     if workers > 1:
         args += ["--workers", str(workers)]
-    name = "service" if workers == 1 else f"service-w{workers}"
+    name = name or ("service" if workers == 1 else f"service-w{workers}")
     child = await spawn(name, args, work_dir, env)
     try:
         listening = await child.first_json()

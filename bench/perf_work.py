@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from solders.pubkey import Pubkey
@@ -50,6 +51,14 @@ async def paid_intents(
 ) -> tuple[list[PaidIntent], RunStats]:
     """`count` intents created through the service's API, each paid on the local chain by a
     real SPL transfer carrying its reference (built and landed in-process, in one batch)."""
+    intents, stats = await created_intents(cfg, port, tokens, count, work)
+    return pay(cfg, chain, intents), stats
+
+
+async def created_intents(
+    cfg: Config, port: int, tokens: list[str], count: int, work: Path
+) -> tuple[list[dict[str, Any]], RunStats]:
+    """`count` intents created through the service's API (their JSON), users in turn."""
     create = [
         perf_runs.http_request(
             "POST", "/v1/purchase-intents", port, token=tokens[i % cfg.users], body=b'{"credits":1}'
@@ -69,6 +78,16 @@ async def paid_intents(
     )
     if run.statuses != {201: count}:
         raise RuntimeError(f"creating intents answered {run.statuses}")
+    intents = []
+    for body in run.bodies:
+        assert body is not None
+        intents.append(json.loads(body))
+    return intents, summarise(run.records, warmup=0, duration=3600)
+
+
+def pay(cfg: Config, chain: perf_stack.Chain, intents: list[dict[str, Any]]) -> list[PaidIntent]:
+    """Pay each intent (created by `created_intents`, user i % users) on the local chain with
+    a real SPL transfer carrying its reference, landed in-process one after the other."""
     info = chain.info
     payer = info.payer_keypair()
     mint = Pubkey.from_string(info.mint)
@@ -76,9 +95,7 @@ async def paid_intents(
     program = Pubkey.from_string(info.token_program)
     paid = []
     blockhash = chain.chain.latest_blockhash()[0]
-    for i, body in enumerate(run.bodies):
-        assert body is not None
-        intent = json.loads(body)
+    for i, intent in enumerate(intents):
         if i % 200 == 0:
             blockhash = chain.chain.latest_blockhash()[0]
         tx = build_payment(
@@ -95,8 +112,7 @@ async def paid_intents(
         if not isinstance(landed, TxRecord) or landed.execution.err is not None:
             raise RuntimeError(f"payment of intent {intent['id']} did not land: {landed}")
         paid.append(PaidIntent(intent["id"], i % cfg.users, str(tx.signatures[0])))
-    stats = summarise(run.records, warmup=0, duration=3600)
-    return paid, stats
+    return paid
 
 
 def verify_requests(port: int, tokens: list[str], intents: list[PaidIntent]) -> list[str]:
