@@ -3,11 +3,10 @@
     python -m bench.perf_ceiling DSN MIRROR USERS [uvloop]
 
 `POST /credit/{n}` credits synthetic intent `n` (of `USERS` users) with the credit's SQL
-(`MIRROR`, one of `bench.perf_sql.MIRRORS`) in one database transaction on a pool sized like
-the service's (BEGIN and COMMIT sent around it when the mirror's credit_in sends them), and
-answers `{"balance": ...}`. No auth, no
-JSON body, no chain, no logging, no metrics: what is left is what any HTTP service doing this
-credit on this stack must pay. Prints `{"port": ...}` once listening on 127.0.0.1.
+(`MIRROR`, one of `bench.perf_sql.MIRRORS`) in one transaction on a pool sized like the
+service's, and answers `{"balance": ...}`. No auth, no JSON body, no chain, no logging, no
+metrics: what is left is what any HTTP service doing this credit on this stack must pay.
+Prints `{"port": ...}` once listening on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,12 +30,8 @@ USERS: web.AppKey[int] = web.AppKey("users", int)
 
 async def credit(request: web.Request) -> web.Response:
     n = int(request.match_info["n"])
-    mirror, pool, users = request.app[MIRROR], request.app[POOL], request.app[USERS]
-    if mirror.transaction:
-        async with pool.acquire() as conn, conn.transaction():
-            balance = await mirror.credit(conn, n, users)
-    else:
-        balance = await mirror.credit(pool, n, users)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        balance = await request.app[MIRROR].credit(conn, n, request.app[USERS])
     return web.Response(body=json_body({"balance": balance}), content_type="application/json")
 
 

@@ -212,8 +212,8 @@ async def core(
     warmup: float,
     duration: float,
 ) -> list[Record]:
-    """`credit_in` through the pool, exactly as the service's `_credit` runs it (one call on
-    the pool, its own transaction), from `clients` concurrent tasks; no HTTP and no RPC."""
+    """`credit_in` through the pool, exactly as the service's `_credit` runs it (acquire,
+    transaction, credit_in), from `clients` concurrent tasks; no HTTP and no RPC."""
     await warm_pool(pool, clients)
     verdict = Confirmed(received=PRICE, payer="bench-payer", slot=1, block_time=None)
     records: list[Record] = []
@@ -228,7 +228,8 @@ async def core(
             actor = Actor(id=f"bench-user-{n % users}", source="api", request_id="bench-request")
             ok = True
             try:
-                await credit_in(pool, actor, bench_intent(n, users), signature(n), verdict)
+                async with pool.acquire() as conn, conn.transaction():
+                    await credit_in(conn, actor, bench_intent(n, users), signature(n), verdict)
             except (asyncpg.PostgresError, LookupError):
                 ok = False
             records.append((start, time.perf_counter(), ok))
@@ -253,7 +254,8 @@ async def credit_in_statements(pool: asyncpg.Pool, first: int, users: int) -> li
             actor = Actor(id=f"bench-user-{n % users}", source="api", request_id="bench-request")
             conn.add_query_logger(logged)
             try:
-                await credit_in(conn, actor, bench_intent(n, users), signature(n), verdict)
+                async with conn.transaction():
+                    await credit_in(conn, actor, bench_intent(n, users), signature(n), verdict)
             finally:
                 conn.remove_query_logger(logged)
             await asyncio.sleep(0)  # asyncpg calls its loggers with call_soon: let them run

@@ -1,8 +1,8 @@
 """The credit's SQL, written out once for pgbench and once for the bare HTTP handler.
 
 Both mirror `core.purchases.credit_in` statement for statement (keep them in step when it
-changes). Today that is one call of `payops_credit_purchase` (migration 0013), sent on its
-own (its own database transaction, no BEGIN or COMMIT): lock the intent row and re-check it,
+changes). Today that is one call of `payops_credit_purchase` (migration 0013) between BEGIN and
+COMMIT: lock the intent row and re-check it,
 post the ledger transaction and its two entries (`payops_ledger_post`: the balance-cache
 trigger runs per entry, the zero-sum check at commit), mark the intent CONFIRMED, write the
 verification attempt and the audit record, read the balance. `bench.perf` counts the
@@ -107,6 +107,7 @@ def bench_intent(n: int, users: int) -> Intent:
 _PGBENCH_HEAD = """\\set iter :iter + 1
 \\set n :base + :client_id + :nclients * :iter
 \\set u :n % :users
+BEGIN;
 """
 _PGBENCH_ONE_CALL = f"""SELECT outcome, status, tx_signature, reject_code, received_amount,
     confirmed_at, balance
@@ -117,6 +118,7 @@ _PGBENCH_ONE_CALL = f"""SELECT outcome, status, tx_signature, reject_code, recei
       'credits', 1, 'expected_amount', '{PRICE}', 'received_amount', '{PRICE}',
       'payer', 'bench-payer', 'slot', 1, 'overpaid', false, 'late', false),
     'api', NULL, 'received {PRICE} at slot 1', 'bench-request');
+END;
 """  # noqa: S608 (constants only)
 
 
@@ -154,7 +156,7 @@ def _audit_after(sig: str) -> dict[str, Any]:
     }
 
 
-async def _credit_one_call(conn: asyncpg.Connection | asyncpg.Pool, n: int, users: int) -> int:
+async def _credit_one_call(conn: asyncpg.Connection, n: int, users: int) -> int:
     sig, user, intent = signature(n), user_id(n % users), intent_id(n)
     row = await conn.fetchrow(
         _ONE_CALL,
@@ -183,21 +185,19 @@ async def _credit_one_call(conn: asyncpg.Connection | asyncpg.Pool, n: int, user
 @dataclass(frozen=True)
 class Mirror:
     """The credit's SQL as pgbench and the bare handler send it, for a credit_in that sends
-    `statements` statements (besides BEGIN and COMMIT, which the mirror sends when
-    `transaction` says so)."""
+    `statements` statements between BEGIN and COMMIT."""
 
     name: str
     statements: int
-    transaction: bool
     pgbench_script: str
-    credit: Callable[[asyncpg.Connection | asyncpg.Pool, int, int], Awaitable[int]]
+    credit: Callable[[asyncpg.Connection, int, int], Awaitable[int]]
 
 
 MIRRORS = {
     m.name: m
     for m in (
-        # credit_in as it is: one call, its own transaction
-        Mirror("one-call", 1, False, _PGBENCH_HEAD + _PGBENCH_ONE_CALL, _credit_one_call),
+        # credit_in as it is: BEGIN, one call, COMMIT
+        Mirror("one-call", 1, _PGBENCH_HEAD + _PGBENCH_ONE_CALL, _credit_one_call),
     )
 }
 

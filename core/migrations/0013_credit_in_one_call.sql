@@ -42,8 +42,10 @@ BEGIN
     RETURN tx_id;
 END $$;
 
--- A purchase's credit in one call (one round trip, and when called on its own one database
--- transaction with no BEGIN and COMMIT to send): lock the intent row and re-check it; when
+-- A purchase's credit in one call (one round trip; the service sends it between BEGIN and
+-- COMMIT, so that a client that dies while it waits for a lock leaves nothing: the server
+-- rolls back a transaction whose client is gone, where a lone statement would commit):
+-- lock the intent row and re-check it; when
 -- it is PENDING or EXPIRED, post the purchase (`p_accounts`/`p_amounts`, decided by the
 -- caller from the intent's user and credits, which never change), mark it CONFIRMED by
 -- `p_signature`, record the attempt and the `intent.confirm` audit record; when it is

@@ -1,3 +1,4 @@
+from core.purchases.duplicates import DuplicateAttempts
 from core.purchases.intents import (
     Intent,
     IntentStatus,
@@ -44,6 +45,7 @@ __all__ = [
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
     "Credited",
+    "DuplicateAttempts",
     "Flights",
     "Intent",
     "IntentStatus",

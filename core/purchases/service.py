@@ -1,11 +1,11 @@
 """The purchase use cases: create an intent, read it, verify it and credit exactly once.
 
 Verify reads the chain *outside* any database transaction, then credits in one
-transaction (one statement, `payops_credit_purchase`) that locks the intent row, re-checks
-its status, inserts the ledger transaction (unique per signature and per intent), moves
-the balance, marks the intent CONFIRMED and writes the verification attempt and the audit
-record. If the connection dies
-in between, nothing is half-written and a retry credits once.
+transaction (BEGIN, one call of `payops_credit_purchase`, COMMIT) that locks the intent
+row, re-checks its status, inserts the ledger transaction (unique per signature and per
+intent), moves the balance, marks the intent CONFIRMED and writes the verification attempt
+and the audit record. If the connection dies in between, nothing is half-written and a
+retry credits once.
 """
 
 from __future__ import annotations
@@ -213,8 +213,9 @@ async def credit_in(
     signature: str,
     verdict: Confirmed,
 ) -> tuple[Intent, int, bool]:
-    """The credit, in one round trip (`store.credit`): on a pool it is a database transaction
-    of its own; on a connection inside the caller's transaction it is part of that one.
+    """The credit, in one round trip (`store.credit`), inside the caller's transaction (on a
+    pool it would commit on its own, even for a caller that died meanwhile: `_credit` sends
+    it between BEGIN and COMMIT).
 
     Locks the intent row and re-checks it, posts the purchase (unique per signature and per
     intent), marks the intent CONFIRMED, records the attempt and the audit record; a repeat
@@ -289,13 +290,16 @@ CREDIT_UNIQUE_CONSTRAINTS = frozenset(
 async def _credit_transaction(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> tuple[Intent, int, bool]:
-    """`credit_in` on the pool: one statement, one transaction. A unique violation on
-    anything but the credit's own constraints (two first postings of one new user creating
+    """`credit_in` in a transaction of its own (BEGIN, the one call, COMMIT: a process that
+    dies before COMMIT leaves nothing, as the server rolls back a transaction whose client
+    is gone, even one that had to wait for a lock). A unique violation on anything but the
+    credit's own constraints (two first postings of one new user creating
     its account or balance row at the same instant) is a race the retry no longer meets:
     the row exists then. The credit's own constraints are never retried: they are the
     exactly-once."""
     try:
-        return await credit_in(svc.pool, actor, intent, signature, verdict)
+        async with svc.pool.acquire() as conn, conn.transaction():
+            return await credit_in(conn, actor, intent, signature, verdict)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
             raise
@@ -304,7 +308,8 @@ async def _credit_transaction(
             exc.constraint_name,
             extra={"intent_id": str(intent.id), "tx_signature": signature},
         )
-    return await credit_in(svc.pool, actor, intent, signature, verdict)
+    async with svc.pool.acquire() as conn, conn.transaction():
+        return await credit_in(conn, actor, intent, signature, verdict)
 
 
 async def _record_credit_failure(
@@ -355,9 +360,10 @@ async def already_credited(svc: Services, actor: Actor, intent: Intent, signatur
         request_id=actor.request_id,
     )
     # `intent` was read CONFIRMED by this signature (or is a settled pair): the attempt is
-    # the only write, committed asynchronously (see `record_duplicate_and_balance`).
+    # the only write, batched with other duplicates' and committed asynchronously
+    # (core/purchases/duplicates.py).
     svc.settled.remember(intent)
-    balance = await intents_db.record_duplicate_and_balance(svc.pool, intent, attempt)
+    balance = await svc.duplicates.record(svc.pool, intent, attempt)
     svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
     return Credited(intent, intent.credits, balance, duplicate=True)
 

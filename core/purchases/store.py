@@ -180,8 +180,8 @@ async def credit(
     actor: Actor,
     facts: dict[str, Any],
 ) -> CreditRow:
-    """Credit `intent` by `attempt.signature` in one round trip (see `_CREDIT_SQL`); on a
-    pool it is one database transaction of its own. `intent` is the intent as read before
+    """Credit `intent` by `attempt.signature` in one round trip (see `_CREDIT_SQL`), in the
+    caller's transaction. `intent` is the intent as read before
     (its user and credits, which `postings` and `facts` come from, never change); the
     returned intent carries the status the locked row had."""
     row = await conn.fetchrow(
@@ -241,38 +241,46 @@ async def refused_signatures(
     return {r["signature"]: (r["outcome"], r["code"]) for r in rows}
 
 
-# A duplicate's attempt (the intent was already credited by this signature) and the balance,
-# committed with `synchronous_commit = off` for this transaction only (`set_config(..., true)`
-# lasts until the statement's implicit transaction ends, so the pooled connection keeps the
-# server's setting). The commit does not wait for its WAL flush: a crash of the database
-# within a few hundred milliseconds could lose the last duplicates' attempt rows, never a
-# credit, a state change or an audit record (none is written here), and never leaves the
-# database inconsistent (asynchronous commit loses whole transactions, in order).
-_DUPLICATE_AND_BALANCE = """
+# Duplicates' attempts (each intent already credited by that signature) and the balance of
+# each of their users, committed with `synchronous_commit = off` for this transaction only
+# (`set_config(..., true)` lasts until the statement's implicit transaction ends, so the
+# pooled connection keeps the server's setting). The commit does not wait for its WAL flush:
+# a crash of the database within a few hundred milliseconds could lose the last duplicates'
+# attempt rows, never a credit, a state change or an audit record (none is written here),
+# and never leaves the database inconsistent (asynchronous commit loses whole transactions,
+# in order).
+_DUPLICATES_AND_BALANCES = """
     WITH attempt AS (
         INSERT INTO verification_attempts
             (intent_id, user_id, signature, source, outcome, code, detail, request_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::text[])
     )
-    SELECT coalesce((SELECT balance FROM user_balances WHERE user_id = $2), 0),
-           set_config('synchronous_commit', 'off', true)"""
+    SELECT u.user_id, coalesce(b.balance, 0) AS balance,
+           set_config('synchronous_commit', 'off', true)
+    FROM (SELECT DISTINCT unnest($2::text[]) AS user_id) u
+    LEFT JOIN user_balances b ON b.user_id = u.user_id"""
 
 
-async def record_duplicate_and_balance(
-    conn: asyncpg.Connection | asyncpg.Pool, intent: Intent, attempt: Attempt
-) -> int:
-    """Record a duplicate's attempt and read the intent's user's balance, outside any
-    transaction, committed without waiting for the WAL flush (see `_DUPLICATE_AND_BALANCE`)."""
-    row = await conn.fetchrow(
-        _DUPLICATE_AND_BALANCE,
-        intent.id,
-        intent.user_id,
-        attempt.signature,
-        attempt.source,
-        attempt.outcome,
-        attempt.code,
-        attempt.detail,
-        attempt.request_id,
-    )
-    assert row is not None
-    return int(row[0])
+async def record_duplicates(
+    conn: asyncpg.Connection | asyncpg.Pool, duplicates: list[tuple[Intent, Attempt]]
+) -> dict[str, int]:
+    """Record duplicates' attempts, outside any transaction, committed without waiting for
+    the WAL flush (see `_DUPLICATES_AND_BALANCES`), in one round trip; each of their users'
+    balance now."""
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for intent, attempt in duplicates:
+        row = (
+            intent.id,
+            intent.user_id,
+            attempt.signature,
+            attempt.source,
+            attempt.outcome,
+            attempt.code,
+            attempt.detail,
+            attempt.request_id,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    rows = await conn.fetch(_DUPLICATES_AND_BALANCES, *columns)
+    return {r["user_id"]: int(r["balance"]) for r in rows}

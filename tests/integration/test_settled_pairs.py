@@ -92,6 +92,6 @@ async def test_a_duplicate_attempt_commits_asynchronously_for_its_transaction_on
     attempt = intents_db.Attempt(sig, "api", "duplicate", None, "already credited", None)
     async with pool.acquire() as conn:
         setting = await conn.fetchval("SHOW synchronous_commit")
-        assert await intents_db.record_duplicate_and_balance(conn, intent, attempt) == 4
+        assert await intents_db.record_duplicates(conn, [(intent, attempt)]) == {"alice": 4}
         assert await conn.fetchval("SHOW synchronous_commit") == setting
     assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == 2
