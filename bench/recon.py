@@ -182,7 +182,7 @@ async def add_intents(pool: asyncpg.Pool, count: int, users: int) -> None:
                 signature = f"new{uuid.uuid4().hex}{uuid.uuid4().hex}"[:88]
                 verdict = Confirmed(received=intent.amount, payer=None, slot=1, block_time=now)
                 async with conn.transaction():
-                    await purchases.credit_in(conn, ACTOR, intent.id, signature, verdict)
+                    await purchases.credit_in(conn, ACTOR, intent, signature, verdict)
 
 
 def server_cpu(data_dir: Path) -> float:
