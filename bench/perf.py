@@ -183,7 +183,9 @@ async def throughput_and_duplicates(
             "max_sampled_rss_under_load_mb": round(rss.max_rss_kib * 1024 / 1e6, 1),
         }
         if cfg.workers > 1:
-            result["workers"] = await compare_workers(cfg, database, dsn, chain, work, slices)
+            result["workers"] = await compare_workers(
+                cfg, database, dsn, chain, work, slices, levels
+            )
         if cfg.watch_payments > 0:
             result["watcher"] = await perf_watch.watcher(
                 cfg, database, dsn, chain, work, api_port=port, tokens=tokens,
@@ -199,10 +201,13 @@ async def compare_workers(
     chain: perf_stack.Chain,
     work: Path,
     one: Slices,
+    levels: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """`payops serve` against `payops serve --workers N` in the same run: the end-to-end
-    verify at 16 clients (or the highest level below), interleaved slices on each."""
+    verify at 16 clients (or the highest level below), interleaved slices on each, their
+    work sized from the end-to-end rate measured at that level."""
     clients = max((c for c in cfg.levels if c <= 16), default=cfg.levels[0])
+    rate = float(levels.get(str(clients), {}).get("e2e", {}).get("throughput", 0.0))
     say(f"workers: starting payops serve --workers {cfg.workers}")
     async with perf_stack.service(
         dsn, chain.info, work, event_loop="uvloop" if cfg.uvloop else "asyncio",
@@ -215,7 +220,7 @@ async def compare_workers(
             meter, RssSampler(service.pid), service.pid, port, one.ceiling_port,
         )  # fmt: skip
         one.label, many.label = "e2e-w1", f"e2e-w{cfg.workers}"
-        merged = await one.workers(many, clients, rate=0.0)
+        merged = await one.workers(many, clients, rate=rate)
     single, several = merged["1"], merged["n"]
     say(
         f"workers: {single['throughput']:.0f}/s with 1, {several['throughput']:.0f}/s with "

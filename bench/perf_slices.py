@@ -106,7 +106,11 @@ class Slices:
         return {mode: self._merge(slices) for mode, slices in runs.items()}
 
     def _rate(self, run: Slice) -> float:
-        return summarise(run.records, **self._window).throughput
+        rate = summarise(run.records, **self._window).throughput
+        if rate == 0 and run.records:  # all done before the window: the rate over the run
+            span = max(r[1] for r in run.records) - min(r[0] for r in run.records)
+            rate = len(run.records) / max(span, 1e-3)
+        return rate
 
     def _budget(self, rate: float, clients: int) -> int:
         return int(max(rate, 50) * 1.5 * self.cfg.seconds) + clients * 4
