@@ -1,3 +1,4 @@
+from core.purchases.credit import CREDIT_UNIQUE_CONSTRAINTS, Credited, credit_in
 from core.purchases.duplicates import DuplicateAttempts
 from core.purchases.intents import (
     Intent,
@@ -27,12 +28,9 @@ from core.purchases.reference import (
     verify_by_reference,
 )
 from core.purchases.service import (
-    CREDIT_UNIQUE_CONSTRAINTS,
-    Credited,
     StillPending,
     VerifyResult,
     create_intent,
-    credit_in,
     get_intent,
     partial_payment,
     verify_detected,

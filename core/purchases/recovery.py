@@ -38,8 +38,9 @@ from core.audit import Actor
 from core.chain.rpc import RpcUnavailable
 from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, VerifyPaused
 from core.purchases import store as intents_db
+from core.purchases.credit import Credited
 from core.purchases.intents import Intent, IntentStatus
-from core.purchases.service import Credited, verify_for_recovery
+from core.purchases.service import verify_for_recovery
 from core.services import Services
 
 log = logging.getLogger("payops.recovery")

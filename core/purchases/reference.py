@@ -30,13 +30,12 @@ from core.chain.rpc import RpcUnavailable
 from core.chain.verdict import PendingReason
 from core.errors import Conflict, NotFound, PayopsError, Unprocessable
 from core.purchases import store as intents_db
+from core.purchases.credit import Credited, already_credited
 from core.purchases.intents import IntentStatus, precheck
 from core.purchases.service import (
     VERIFY_RETRY_AFTER_SECONDS,
-    Credited,
     StillPending,
     VerifyResult,
-    already_credited,
     require_gate_open,
     verify_checked,
 )

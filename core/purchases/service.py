@@ -1,29 +1,33 @@
 """The purchase use cases: create an intent, read it, verify it and credit exactly once.
 
 Verify reads the chain *outside* any database transaction, then credits in one
-transaction (BEGIN, one call of `payops_credit_purchase`, COMMIT) that locks the intent
-row, re-checks its status, inserts the ledger transaction (unique per signature and per
-intent), moves the balance, marks the intent CONFIRMED and writes the verification attempt
-and the audit record. If the connection dies in between, nothing is half-written and a
-retry credits once.
+transaction (`core/purchases/credit.py`: BEGIN, one call of `payops_credit_purchase`,
+COMMIT) that locks the intent row, re-checks its status, inserts the ledger transaction
+(unique per signature and per intent), moves the balance, marks the intent CONFIRMED and
+writes the verification attempt and the audit record. If the connection dies in between,
+nothing is half-written and a retry credits once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import uuid
 from dataclasses import dataclass, replace
 
 import asyncpg
 
-from core import audit, db
+from core import audit
 from core.audit import Actor
 from core.chain.signatures import parse_signature
 from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
-from core.ledger import purchase_postings
 from core.purchases import store as intents_db
+from core.purchases.credit import (
+    Credited,
+    already_credited,
+    attempt_source,
+    credit,
+    record_attempt,
+)
 from core.purchases.intents import (
     Intent,
     IntentStatus,
@@ -35,10 +39,7 @@ from core.purchases.intents import (
 )
 from core.services import Services
 
-log = logging.getLogger("payops.purchases")
-
 VERIFY_RETRY_AFTER_SECONDS = 5
-CREDIT_FAILURE_RECORD_SECONDS = 2.0  # a failed credit's attempt record waits no longer
 
 
 async def create_intent(
@@ -67,14 +68,6 @@ async def get_intent(svc: Services, user_id: str, intent_id: uuid.UUID) -> Inten
     if intent is None or intent.user_id != user_id:
         raise NotFound("no such purchase intent", code="intent_not_found")
     return intent
-
-
-@dataclass(frozen=True, slots=True)
-class Credited:
-    intent: Intent
-    credited: int
-    balance: int
-    duplicate: bool  # this call found the intent already credited by the same signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +177,7 @@ async def verify_checked(
                 "this transaction already paid for another intent", code="signature_already_used"
             )
     except Conflict as exc:
-        await _record(svc, actor, intent, signature, "conflict", exc.code, exc.message)
+        await record_attempt(svc, actor, intent, signature, "conflict", exc.code, exc.message)
         raise
 
     expected = expectation(intent)
@@ -196,176 +189,14 @@ async def verify_checked(
         verdict = replace(verdict, received=total, overpaid=total > intent.amount)
 
     if isinstance(verdict, Pending):
-        await _record(
+        await record_attempt(
             svc, actor, intent, signature, "pending", verdict.reason.value, verdict.detail
         )
         return StillPending(intent, verdict.reason, verdict.detail, VERIFY_RETRY_AFTER_SECONDS)
     if isinstance(verdict, Rejected):
         await _reject(svc, actor, intent, signature, verdict)
         raise Unprocessable(verdict.message, code=verdict.code.value)
-    return await _credit(svc, actor, intent, signature, verdict)
-
-
-async def credit_in(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    actor: Actor,
-    intent: Intent,
-    signature: str,
-    verdict: Confirmed,
-) -> tuple[Intent, int, bool]:
-    """The credit, in one round trip (`store.credit`), inside the caller's transaction (on a
-    pool it would commit on its own, even for a caller that died meanwhile: `_credit` sends
-    it between BEGIN and COMMIT).
-
-    Locks the intent row and re-checks it, posts the purchase (unique per signature and per
-    intent), marks the intent CONFIRMED, records the attempt and the audit record; a repeat
-    of the signature that confirmed it records a duplicate attempt only. `intent` is the
-    intent read before the chain (its user and credits never change). Returns (the intent
-    after the credit, balance after, duplicate). Raises NotFound, Conflict (the locked intent
-    was settled otherwise: nothing written) and asyncpg.UniqueViolationError when another
-    intent already holds the signature."""
-    flags = ",".join(f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on)
-    done = await intents_db.credit(
-        conn,
-        intent,
-        received=verdict.received,
-        postings=purchase_postings(intent.user_id, intent.credits),
-        description=f"purchase of {intent.credits} credits, intent {intent.id}",
-        attempt=intents_db.Attempt(
-            signature=signature,
-            source=attempt_source(actor),
-            outcome="confirmed",  # or 'duplicate': the locked row decides
-            code=flags or None,
-            detail=f"received {verdict.received} at slot {verdict.slot}",
-            request_id=actor.request_id,
-        ),
-        actor=actor,
-        facts=_confirmed_facts(intent, signature, verdict),
-    )
-    if done.intent is None:
-        raise NotFound("no such purchase intent", code="intent_not_found")
-    if done.outcome == "refused":
-        precheck(done.intent, signature)  # raises the Conflict that says why
-        raise RuntimeError(f"credit refused an intent in status {done.intent.status.value}")
-    return done.intent, done.balance, done.outcome == "duplicate"
-
-
-async def _credit(
-    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
-) -> VerifyResult:
-    try:
-        confirmed, balance, duplicate = await _credit_transaction(
-            svc, actor, intent, signature, verdict
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name not in CREDIT_UNIQUE_CONSTRAINTS:
-            await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
-            raise
-        # Another intent's credit won the race for this signature between our check and
-        # our insert; the constraint, not the check, is what guarantees exactly once.
-        conflict = Conflict(
-            "this transaction already paid for another intent", code="signature_already_used"
-        )
-        await _record(
-            svc, actor, intent, signature, "conflict", conflict.code, str(exc.constraint_name)
-        )
-        raise conflict from exc
-    except db.DATABASE_ERRORS as exc:
-        await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
-        raise
-    svc.settled.remember(confirmed)  # committed: the pair is settled for good
-    outcome = "duplicate" if duplicate else "confirmed"
-    svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
-    if not duplicate:
-        svc.metrics.credits_applied.labels("purchase").inc(intent.credits)
-    return Credited(confirmed, confirmed.credits, balance, duplicate)
-
-
-# The constraints that make a purchase credit unique per signature and per intent.
-CREDIT_UNIQUE_CONSTRAINTS = frozenset(
-    {"ledger_transactions_purchase_signature_key", "ledger_transactions_intent_id_key"}
-)
-
-
-async def _credit_transaction(
-    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
-) -> tuple[Intent, int, bool]:
-    """`credit_in` in a transaction of its own (BEGIN, the one call, COMMIT: a process that
-    dies before COMMIT leaves nothing, as the server rolls back a transaction whose client
-    is gone, even one that had to wait for a lock). A unique violation on anything but the
-    credit's own constraints (two first postings of one new user creating
-    its account or balance row at the same instant) is a race the retry no longer meets:
-    the row exists then. The credit's own constraints are never retried: they are the
-    exactly-once."""
-    try:
-        async with svc.pool.acquire() as conn, conn.transaction():
-            return await credit_in(conn, actor, intent, signature, verdict)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
-            raise
-        log.info(
-            "credit raced on %s; retrying once",
-            exc.constraint_name,
-            extra={"intent_id": str(intent.id), "tx_signature": signature},
-        )
-    async with svc.pool.acquire() as conn, conn.transaction():
-        return await credit_in(conn, actor, intent, signature, verdict)
-
-
-async def _record_credit_failure(
-    svc: Services,
-    actor: Actor,
-    intent: Intent,
-    signature: str,
-    verdict: Confirmed,
-    exc: BaseException,
-) -> None:
-    """Best effort, on a fresh connection: the payment was valid and nothing was credited
-    (the transaction rolled back). When the database is still unreachable this gives up
-    quickly and only logs; triage then infers the failure from the chain instead."""
-    detail = f"received {verdict.received} at slot {verdict.slot}; {type(exc).__name__}: {exc}"
-    try:
-        async with asyncio.timeout(CREDIT_FAILURE_RECORD_SECONDS):
-            await _record(
-                svc, actor, intent, signature, "credit_failed", "ledger_write_failed", detail
-            )
-    except db.DATABASE_ERRORS as again:
-        log.warning(
-            "credit failed and could not be recorded",
-            extra={"intent_id": str(intent.id), "tx_signature": signature, "error": repr(again)},
-        )
-
-
-def _confirmed_facts(intent: Intent, signature: str, verdict: Confirmed) -> dict[str, object]:
-    return {
-        "status": IntentStatus.CONFIRMED.value,
-        "tx_signature": signature,
-        "credits": intent.credits,
-        "expected_amount": str(intent.amount),
-        "received_amount": str(verdict.received),
-        "payer": verdict.payer,
-        "slot": verdict.slot,
-        "overpaid": verdict.overpaid,
-        "late": verdict.late,
-    }
-
-
-async def already_credited(svc: Services, actor: Actor, intent: Intent, signature: str) -> Credited:
-    attempt = intents_db.Attempt(
-        signature=signature,
-        source=attempt_source(actor),
-        outcome="duplicate",
-        code=None,
-        detail="already credited",
-        request_id=actor.request_id,
-    )
-    # `intent` was read CONFIRMED by this signature (or is a settled pair): the attempt is
-    # the only write, batched with other duplicates' and committed asynchronously
-    # (core/purchases/duplicates.py).
-    svc.settled.remember(intent)
-    balance = await svc.duplicates.record(svc.pool, intent, attempt)
-    svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
-    return Credited(intent, intent.credits, balance, duplicate=True)
+    return await credit(svc, actor, intent, signature, verdict)
 
 
 async def _reject(
@@ -395,34 +226,3 @@ async def _reject(
                 before={"status": before},
                 after={"status": "REJECTED", "code": verdict.code.value, "tx_signature": signature},
             )
-
-
-async def _record(
-    svc: Services,
-    actor: Actor,
-    intent: Intent,
-    signature: str,
-    outcome: str,
-    code: str | None,
-    detail: str,
-) -> None:
-    if outcome != "duplicate":
-        svc.metrics.verify_outcomes.labels(outcome, code or "none").inc()
-    await intents_db.record_attempt(
-        svc.pool,
-        intent=intent,
-        signature=signature,
-        source=attempt_source(actor),
-        outcome=outcome,
-        code=code,
-        detail=detail[:500],
-        request_id=actor.request_id,
-    )
-
-
-def attempt_source(actor: Actor) -> str:
-    """Where an attempt came from: the scheduler's re-checks are the recovery sweep's, but
-    for the treasury watcher's, which are its own."""
-    if actor.source == "scheduler":
-        return "watcher" if actor.id == "watcher" else "recovery"
-    return actor.source
