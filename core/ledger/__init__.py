@@ -10,7 +10,6 @@ from core.ledger.postings import (
 )
 from core.ledger.store import (
     ONCE_CONSTRAINT,
-    POST_SQL,
     LedgerHealth,
     balance,
     health,
@@ -22,7 +21,6 @@ from core.ledger.store import (
 __all__ = [
     "MAX_DEBIT",
     "ONCE_CONSTRAINT",
-    "POST_SQL",
     "Entry",
     "LedgerHealth",
     "LedgerKey",
