@@ -42,7 +42,7 @@ class DuplicateAttempts:
         self._max_batch = max_batch
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
-        self.batches = 0  # statements sent, for tests and metrics
+        self.batches = 0  # statements written (tests read these two)
         self.rows = 0
 
     async def record(self, pool: asyncpg.Pool, intent: Intent, attempt: store.Attempt) -> int:
