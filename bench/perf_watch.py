@@ -1,13 +1,15 @@
 """The treasury watcher's cost per payment, in the perf run, beside the end-to-end verify.
 
-A second `payops serve` runs with the watcher on (every other scheduled job pushed a day
-away, so the CPU measured is the watcher's: its polls, its reads of each transaction, its
-credits). Intents are created through the one-worker service's API (the watcher's service
-answers no request), then paid on the local chain in one batch: the window runs from just
-before the first payment until the last intent is credited. The service's, PostgreSQL's and
-this process's CPU over that window, per payment, is what detecting and crediting a payment
-costs with no client request at all. The same service idle for a few seconds first (once
-its watcher has started) gives what polling alone costs per second.
+A second `payops serve` runs with the watcher on. Every other scheduled job is pushed a day
+away and the incident timeline follower an hour (it would otherwise start by reading the
+whole audit log the run wrote), so the CPU measured is the watcher's: its polls, its reads
+of each transaction, its credits. Intents are created through the one-worker service's API
+(the watcher's service answers no request), then paid on the local chain in one batch: the
+window runs from just before the first payment until the last intent is credited. The
+service's, PostgreSQL's and this process's CPU over that window, per payment, is what
+detecting and crediting a payment costs with no client request at all. The same service
+idle for a few seconds first (once its watcher has started) gives what polling alone costs
+per second.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench import perf_stack
 from bench.perf_config import Config, say
 from bench.perf_work import created_intents, pay
 
-# Every job but the watcher a day away: the run measures the watcher alone.
+# Every job and stream but the watcher an hour or a day away: the run measures the watcher.
 WATCHER_ENV = {
     "PAYOPS_SCHEDULER_ENABLED": "true",
     "PAYOPS_WATCH_ENABLED": "true",
@@ -33,6 +35,8 @@ WATCHER_ENV = {
     "PAYOPS_EXPIRE_INTERVAL_SECONDS": "86400",
     "PAYOPS_AUDIT_SEAL_INTERVAL_SECONDS": "3600",
     "PAYOPS_HOUSEKEEPING_INTERVAL_SECONDS": "86400",
+    # the incident timeline follower would first read the whole audit log the run wrote
+    "PAYOPS_INCIDENT_FEED_INTERVAL_SECONDS": "3600",
 }
 SETTLE_SECONDS = 3.0  # after the watcher's first poll, before the idle window
 IDLE_SECONDS = 5.0

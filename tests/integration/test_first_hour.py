@@ -90,12 +90,25 @@ async def running_up(data_dir: Path, *extra: str) -> AsyncIterator[Up]:
                     assert proc.stderr is not None
                     pytest.fail(f"payops up ended: {(await proc.stderr.read()).decode()}")
                 lines.append(line.decode().rstrip("\n"))
+        # Read what it writes from now on, so that a full pipe can never hold it up.
+        assert proc.stderr is not None
+        rest = asyncio.gather(proc.stdout.read(), proc.stderr.read())
         yield Up(proc, "\n".join(lines))
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
-            async with asyncio.timeout(60):
-                await proc.wait()
+            try:
+                async with asyncio.timeout(60):
+                    await proc.wait()
+            except TimeoutError:
+                state = Path(f"/proc/{proc.pid}/status")
+                alive = state.read_text().splitlines()[:3] if state.exists() else "exited"  # noqa: ASYNC240 (diagnosis after a failure)
+                proc.kill()
+                out, err = await rest
+                pytest.fail(
+                    f"payops up did not stop within 60 s of SIGINT ({alive}):\n"
+                    f"{out.decode()[-2000:]}\n{err.decode()[-4000:]}"
+                )
 
 
 @pytest.fixture
