@@ -90,9 +90,17 @@ class PollReport:
 
 
 async def poll(
-    svc: Services, rpc: TreasuryHistory, *, actor: Actor = WATCHER_ACTOR, page: int = PAGE
+    svc: Services,
+    rpc: TreasuryHistory,
+    *,
+    actor: Actor = WATCHER_ACTOR,
+    page: int = PAGE,
+    looked: set[str] | None = None,
 ) -> PollReport:
-    """Read what is new on the treasury token account, record it, credit what it pays."""
+    """Read what is new on the treasury token account, record it, credit what it pays.
+
+    `looked`: the signatures this watcher already read at `confirmed` (kept by `run` from
+    poll to poll), so that each is read there once, even one that binds no intent."""
     account = svc.payment.treasury_token_account
     report = PollReport()
     cursor = await store.cursor(svc.pool, account)
@@ -104,7 +112,7 @@ async def poll(
         if report.stopped is None:
             await _read_new(svc, rpc, actor, cursor, report, page)
         if report.stopped is None and str(rpc.commitment) == "finalized":
-            await _sight(svc, rpc, account, report)
+            await _sight(svc, rpc, account, report, set() if looked is None else looked)
     except RpcUnavailable as exc:
         report.stopped = f"rpc unavailable: {exc}"
     latest = await store.cursor(svc.pool, account)
@@ -149,19 +157,25 @@ async def _read_new(
             return
 
 
-async def _sight(svc: Services, rpc: TreasuryHistory, account: str, report: PollReport) -> None:
+async def _sight(
+    svc: Services, rpc: TreasuryHistory, account: str, report: PollReport, looked: set[str]
+) -> None:
     """Payments newer than the final ones, seen at `confirmed`: recorded as sightings so an
     intent's event stream can say "paid, waiting for finality" (nothing is credited before
-    the payment is final). Each is fetched once while it is not final."""
+    the payment is final). Each is fetched once while it is not final: a sighting or
+    `looked` (signatures read here before: what binds no intent, outflows) says it was."""
     current = await store.cursor(svc.pool, account)
     until = None if current is None else current.signature
     records = await rpc.get_signatures_for_address(
         account, limit=PAGE, until=until, commitment="confirmed"
     )
     fresh = [str(r["signature"]) for r in records if r.get("err") is None and r.get("signature")]
+    looked.intersection_update(fresh)  # what became final since has left the window
+    fresh = [s for s in fresh if s not in looked]
     fresh = [s for s in fresh if s not in await store.sighted(svc.pool, fresh)]
     for signature in fresh[:SIGHT_BATCH]:
         raw = await rpc.get_confirmed_transaction(signature)
+        looked.add(signature)
         try:
             flow = (
                 None
@@ -359,10 +373,11 @@ CHAIN_SLOT_EVERY = 10  # rounds between two reads of the chain's slot (a metric 
 async def run(svc: Services, rpc: TreasuryHistory, stop: asyncio.Event) -> None:
     """Poll every `watch_interval_seconds` while this replica leads (`jobs.lead`)."""
     rounds = 0
+    looked: set[str] = set()  # read at `confirmed` already (see `poll`)
 
     async def round_() -> None:
         nonlocal rounds
-        report = await poll(svc, rpc)
+        report = await poll(svc, rpc, looked=looked)
         svc.metrics.watch_polls.labels("stopped" if report.stopped else "ok").inc()
         if report.cursor_slot is not None:
             svc.metrics.watch_cursor_slot.set(report.cursor_slot)

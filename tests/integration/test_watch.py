@@ -348,3 +348,37 @@ async def test_a_payment_seen_before_it_is_final_is_told_then_credited_once_fina
     finally:
         await rig.wallet.call("localnet_releaseFinality", [])
     assert await ledger.balance(rig.pool, "wanda") == 2
+
+
+async def test_a_payment_that_binds_no_intent_is_read_once_while_it_is_not_final(
+    rig: Rig,
+) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("yuri", credits=1)
+    looked: set[str] = set()
+    await rig.wallet.call("localnet_holdFinality", [])
+    try:
+        signature = await rig.wallet.pay(
+            {
+                "token_program": intent.token_program,
+                "mint": intent.mint,
+                "recipient": intent.recipient,
+                "amount": str(intent.amount),
+                "reference": intent.reference,
+            },
+            decimals=rig.info.decimals,
+            with_reference=False,  # nobody's reference: the watcher cannot bind it
+        )
+        before = rig.rpc.stats.requests["getTransaction"]
+        for _ in range(3):
+            report = await watch.poll(rig.services, rig.rpc, looked=looked)
+            assert (report.seen, report.recorded) == (0, 0)
+        assert rig.rpc.stats.requests["getTransaction"] - before == 1
+        assert looked == {signature}
+        await rig.wallet.call("localnet_releaseFinality", [])
+        await rig.wallet.wait_finalized(signature)
+        final = await watch.poll(rig.services, rig.rpc, looked=looked)
+        assert (final.recorded, final.credited) == (1, 0)
+        assert looked == set()  # final now: out of the window, forgotten
+    finally:
+        await rig.wallet.call("localnet_releaseFinality", [])
