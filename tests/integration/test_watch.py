@@ -31,6 +31,17 @@ async def _intent_facts(pool: asyncpg.Pool, intent_id: Any) -> dict[str, Any]:
     return dict(row.items())
 
 
+def _as_paid(intent: purchases.Intent) -> dict[str, str]:
+    """The intent as the wallet pays it (the API's fields)."""
+    return {
+        "token_program": intent.token_program,
+        "mint": intent.mint,
+        "recipient": intent.recipient,
+        "amount": str(intent.amount),
+        "reference": intent.reference,
+    }
+
+
 async def _flows(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     rows = await pool.fetch(
         "SELECT signature, amount, intent_id, settled_at IS NOT NULL AS settled, refs"
@@ -108,13 +119,7 @@ async def test_a_memo_carrying_the_intent_id_binds_the_payment(rig: Rig) -> None
     await watch.poll(rig.services, rig.rpc)
     intent = await rig.intent("pia", credits=3)
     signature = await rig.wallet.pay(
-        {
-            "token_program": intent.token_program,
-            "mint": intent.mint,
-            "recipient": intent.recipient,
-            "amount": str(intent.amount),
-            "reference": intent.reference,
-        },
+        _as_paid(intent),
         decimals=rig.info.decimals,
         with_reference=False,
         memo=str(intent.id),
@@ -238,13 +243,7 @@ async def _dust(rig: Rig, intent: Any, n: int) -> None:
     """One base unit to the treasury carrying `intent`'s reference (and a memo that makes
     each transfer a transaction of its own)."""
     signature = await rig.wallet.pay(
-        {
-            "token_program": intent.token_program,
-            "mint": intent.mint,
-            "recipient": intent.recipient,
-            "amount": "1",
-            "reference": intent.reference,
-        },
+        {**_as_paid(intent), "amount": "1"},
         decimals=rig.info.decimals,
         memo=f"dust {n}",
     )
@@ -309,13 +308,7 @@ async def test_a_payment_seen_before_it_is_final_is_told_then_credited_once_fina
     await rig.wallet.call("localnet_holdFinality", [])
     try:
         signature = await rig.wallet.pay(
-            {
-                "token_program": intent.token_program,
-                "mint": intent.mint,
-                "recipient": intent.recipient,
-                "amount": str(intent.amount),
-                "reference": intent.reference,
-            },
+            _as_paid(intent),
             decimals=rig.info.decimals,
         )
         async with (
@@ -359,13 +352,7 @@ async def test_a_payment_that_binds_no_intent_is_read_once_while_it_is_not_final
     await rig.wallet.call("localnet_holdFinality", [])
     try:
         signature = await rig.wallet.pay(
-            {
-                "token_program": intent.token_program,
-                "mint": intent.mint,
-                "recipient": intent.recipient,
-                "amount": str(intent.amount),
-                "reference": intent.reference,
-            },
+            _as_paid(intent),
             decimals=rig.info.decimals,
             with_reference=False,  # nobody's reference: the watcher cannot bind it
         )
