@@ -44,7 +44,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +53,16 @@ import asyncpg
 from aiohttp import web
 from solders.keypair import Keypair
 
-from bench.perf_stack import Child, child_env, database, spawn
+from bench import perf_stack
+from bench.perf_stack import JWT_SECRET, Child, database
 from core import db
 from localnet.chain import LocalChain
 from localnet.rpc import create_app, handle_rpc
 from localnet.server import LocalnetInfo, seed_chain
 from localnet.wallet import Wallet
 
-JWT_SECRET = "payops-bench-only-" + "0123456789abcdef" * 2
 USERS = 50
 CREDITS = 1
-START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -130,47 +129,19 @@ async def counting_chain() -> AsyncIterator[CountingChain]:
 async def service(
     dsn: str, chain: CountingChain, work_dir: Path, **settings: str
 ) -> AsyncIterator[tuple[Child, str]]:
-    info = chain.info
-    env = child_env(
-        PAYOPS_DATABASE_URL=dsn,
-        PAYOPS_DATA_DIR=str(work_dir / "service-data"),
-        PAYOPS_HTTP_HOST="127.0.0.1",
-        PAYOPS_HTTP_PORT="0",
-        PAYOPS_LOG_LEVEL="WARNING",
-        PAYOPS_SOLANA_RPC_URL=chain.service_url,
-        PAYOPS_TOKEN_MINT=info.mint,
-        PAYOPS_TOKEN_PROGRAM=info.token_program,
-        PAYOPS_TOKEN_DECIMALS=str(info.decimals),
-        PAYOPS_TREASURY_OWNER=info.treasury_owner,
-        PAYOPS_TREASURY_TOKEN_ACCOUNT=info.treasury_token_account,
-        PAYOPS_JWT_SECRET=JWT_SECRET,
-        PAYOPS_INTENT_TTL_SECONDS=str(6 * 3600),
-        PAYOPS_RATE_LIMIT_PER_IP_PER_SECOND="0",
-        PAYOPS_RATE_LIMIT_PER_USER_PER_SECOND="0",
-        # The watcher and the sweep run with the scheduler; reconciliation stays at its
-        # default interval (5 minutes), the expiry job too.
-        PAYOPS_SCHEDULER_ENABLED="true",
-        **settings,
-    )
+    """`payops serve` as the perf run starts it (`bench.perf_stack.service`), on the counting
+    proxy, with the scheduler on: the watcher and the sweep run with it; reconciliation and
+    the expiry job stay at their default intervals. `settings` go over it."""
     await asyncio.to_thread(work_dir.mkdir, parents=True, exist_ok=True)
-    child = await spawn("service", [sys.executable, "-m", "payops.cli", "serve"], work_dir, env)
-    try:
-        listening = await child.first_json()
-        url = str(listening["addresses"][0])
-        async with aiohttp.ClientSession() as session, asyncio.timeout(START_SECONDS):
-            while True:
-                if child.process.returncode is not None:
-                    raise RuntimeError(f"the service exited early\n{child.tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(url + "/readyz") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-        yield child, url
-    finally:
-        code = await child.stop()
-        if code != 0:
-            print(f"warning: the service exited with {code}\n{child.tail()}", file=sys.stderr)
+    info = replace(chain.info, rpc_url=chain.service_url)
+    async with perf_stack.service(
+        dsn,
+        info,
+        work_dir,
+        log_level="WARNING",
+        extra_env={"PAYOPS_SCHEDULER_ENABLED": "true", **settings},
+    ) as running:
+        yield running
 
 
 def bearer(user: str) -> dict[str, str]:
