@@ -4,6 +4,8 @@ follower's position, timeline entries and their posts. Rows in, records out; no 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -81,6 +83,34 @@ async def audit_after(conn: Conn, seq: int, limit: int) -> list[AuditRow]:
         limit,
     )
     return [_audit_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """The sealed audit records after a position, counted: how many, the last one's `seq`,
+    and whether any has an action starting with one of the prefixes asked about."""
+
+    count: int
+    last: int
+    home_changed: bool
+
+
+async def records_after(conn: Conn, seq: int, prefixes: Sequence[str]) -> Records:
+    """Sealed audit records after `seq`, counted (not read)."""
+    patterns = [_escape_like(p) + "%" for p in prefixes]
+    row = await conn.fetchrow(
+        """SELECT count(*) AS n, coalesce(max(seq), $1) AS last,
+                  coalesce(bool_or(action LIKE ANY($2::text[])), false) AS home
+           FROM audit_log WHERE seq > $1""",
+        seq,
+        patterns,
+    )
+    assert row is not None
+    return Records(int(row["n"]), int(row["last"]), bool(row["home"]))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def spans(conn: Conn, after: int) -> dict[int, Span]:
