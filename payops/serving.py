@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import os
 import signal
@@ -90,6 +91,11 @@ async def serve_app(
     """Serve until SIGINT/SIGTERM, announcing the addresses as one JSON line on stdout.
     `worker`: this process is that worker of `run_workers` (the port is shared)."""
     async with listening(app, host, port, reuse_port=worker is not None) as urls:
+        # What start-up made (modules, the app, the pool, caches) lives as long as the
+        # process: frozen, a full collection walks only what requests made since, instead of
+        # pausing every request in flight for tens of milliseconds to walk all of it again.
+        gc.collect()
+        gc.freeze()
         line: dict[str, object] = {"event": "listening", "addresses": urls}
         if worker is not None:
             line["worker"] = worker

@@ -80,16 +80,20 @@ def test_run_loop_uses_uvloop_only_when_asked() -> None:
 
 
 _WORKERS_SCRIPT = """
-import asyncio, os, sys
+import asyncio, gc, os, sys
 from aiohttp import web
 from payops.serving import run_workers, serve_app, shared_port
 
 async def pid(request):
     return web.Response(text=str(os.getpid()))
 
+async def frozen(request):
+    return web.Response(text=str(gc.get_freeze_count()))
+
 def serve(number, port):
     app = web.Application()
     app.router.add_get("/", pid)
+    app.router.add_get("/frozen", frozen)
     asyncio.run(serve_app(app, "127.0.0.1", port, worker=number))
     return 0
 
@@ -117,6 +121,9 @@ async def test_workers_share_one_port_and_stop_together() -> None:
         if len(pids) == 2:
             break
     assert len(pids) == 2
+    # What start-up made is out of the collector's way once serving (`serve_app`).
+    async with aiohttp.ClientSession() as http, http.get(url + "/frozen") as resp:
+        assert int(await resp.text()) > 1_000
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 20) == 0
 
