@@ -80,7 +80,7 @@ def client_ip(request: web.Request, trusted_proxies: tuple[IPv4Network | IPv6Net
     client chose to send.
     """
     peer = request.remote or "unknown"
-    if not _trusted(_address(peer), trusted_proxies):
+    if not trusted_proxies or not _trusted(_address(peer), trusted_proxies):
         return peer
     hops = [
         hop.strip()

@@ -23,6 +23,9 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
     default=_EMPTY,
 )
 
+# `json.dumps(line, default=str)` without building an encoder for every line.
+_encode = json.JSONEncoder(default=str).encode
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
@@ -86,7 +89,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _encode(line)
 
 
 class HumanFormatter(logging.Formatter):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -49,10 +51,25 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        # One request's two samples, by (route, method, status): `labels()` looks the child
+        # up under a lock on every call; the children never change once made.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.gate_open = Gauge(
             "payops_gate_open", "1 when a gate switch is open", ["switch"], registry=self.registry
         )
         # Reconciliation (set after every scheduled run) and the scheduled jobs.
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and observe its latency."""
+        children = self._http_children.get((route, method, status))
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_latency.labels(route),
+            )
+            self._http_children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _reconciliation(self) -> None:
         """The latest reconciliation run."""

@@ -248,13 +248,19 @@ async def test_health_readiness_metrics_and_openapi(pool: asyncpg.Pool) -> None:
             "database": "ok",
             "treasury_watcher": "not started",
         }
-        await client.post("/v1/purchase-intents", json={"credits": 1}, headers=bearer("alice"))
+        for _ in range(2):
+            await client.post("/v1/purchase-intents", json={"credits": 1}, headers=bearer("alice"))
+        # A method a client invents is counted, under one label value: it mints no series.
+        assert (await client.request("PROPFIND", "/v1/purchase-intents")).status == 405
         metrics = await (await client.get("/metrics")).text()
         assert (
-            'payops_http_requests_total{method="POST",route="purchase-intents",status="201"} 1.0'
+            'payops_http_requests_total{method="POST",route="purchase-intents",status="201"} 2.0'
             in metrics
         )
-        assert "payops_intents_created_total 1.0" in metrics
+        assert 'method="OTHER",route="unmatched",status="405"} 1.0' in metrics
+        assert "PROPFIND" not in metrics
+        assert 'payops_http_request_seconds_count{route="purchase-intents"} 2.0' in metrics
+        assert "payops_intents_created_total 2.0" in metrics
         assert 'payops_gate_open{switch="verify"} 1.0' in metrics
         doc = await (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
