@@ -15,7 +15,7 @@ from core.gate import GateReader
 from core.metrics import Metrics
 
 if TYPE_CHECKING:
-    from core.purchases import DuplicateAttempts, SettledPairs
+    from core.purchases import DuplicateAttempts, FreshIntents, SettledPairs
 
 
 class ReferenceHistory(Protocol):
@@ -40,6 +40,12 @@ def _settled_pairs() -> SettledPairs:
     return SettledPairs()
 
 
+def _fresh_intents() -> FreshIntents:
+    from core.purchases import FreshIntents
+
+    return FreshIntents()
+
+
 def _duplicate_attempts() -> DuplicateAttempts:
     from core.purchases import DuplicateAttempts
 
@@ -62,6 +68,8 @@ class Services:
     chain: ReferenceHistory | None = None
     # the (intent, signature) pairs this process knows credited (core/purchases/settled.py)
     settled: SettledPairs = field(default_factory=_settled_pairs, compare=False, repr=False)
+    # the intents this process created and has not seen settle (core/purchases/settled.py)
+    fresh: FreshIntents = field(default_factory=_fresh_intents, compare=False, repr=False)
     # writes duplicates' attempt rows in batches (core/purchases/duplicates.py)
     duplicates: DuplicateAttempts = field(
         default_factory=_duplicate_attempts, compare=False, repr=False

@@ -36,7 +36,7 @@ from core.purchases.service import (
     verify_detected,
     verify_intent,
 )
-from core.purchases.settled import SettledPairs
+from core.purchases.settled import FreshIntents, SettledPairs
 from core.purchases.store import insert
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Credited",
     "DuplicateAttempts",
     "Flights",
+    "FreshIntents",
     "Intent",
     "IntentStatus",
     "Looked",

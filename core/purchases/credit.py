@@ -104,6 +104,7 @@ async def credit(
         await _record_credit_failure(svc, actor, intent, signature, verdict, exc)
         raise
     svc.settled.remember(confirmed)  # committed: the pair is settled for good
+    svc.fresh.forget(confirmed.id)
     outcome = "duplicate" if duplicate else "confirmed"
     svc.metrics.verify_outcomes.labels(outcome, "ok").inc()
     if not duplicate:
@@ -193,6 +194,7 @@ async def already_credited(svc: Services, actor: Actor, intent: Intent, signatur
     # the only write, batched with other duplicates' and committed asynchronously
     # (core/purchases/duplicates.py).
     svc.settled.remember(intent)
+    svc.fresh.forget(intent.id)
     balance = await svc.duplicates.record(svc.pool, intent, attempt)
     svc.metrics.verify_outcomes.labels("duplicate", "ok").inc()
     return Credited(intent, intent.credits, balance, duplicate=True)

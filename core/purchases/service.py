@@ -18,7 +18,7 @@ import asyncpg
 from core import audit
 from core.audit import Actor
 from core.chain.signatures import parse_signature
-from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected
+from core.chain.verdict import Confirmed, Pending, PendingReason, Rejected, Verdict
 from core.errors import Conflict, NotFound, Unprocessable, VerifyPaused
 from core.purchases import store as intents_db
 from core.purchases.credit import (
@@ -59,6 +59,7 @@ async def create_intent(
             after={"credits": intent.credits, "amount": str(intent.amount), "status": "PENDING"},
         )
     svc.metrics.intents_created.inc()
+    svc.fresh.remember(intent)
     return intent
 
 
@@ -89,6 +90,10 @@ async def verify_intent(
     Raises InvalidInput (bad signature), NotFound, Conflict (signature used elsewhere or
     intent settled otherwise), Unprocessable (payment rejected: `code` says why) and
     VerifyPaused (gate closed: nothing is written).
+
+    A settled pair is answered without the chain; an intent this process created (fresh)
+    asks the chain before it is read, and is read only when its payment is not credited
+    straight away (`settled.py`).
     """
     signature = parse_signature(raw_signature)
     settled = svc.settled.get(intent_id, signature)
@@ -97,11 +102,40 @@ async def verify_intent(
             raise NotFound("no such purchase intent", code="intent_not_found")
         await require_gate_open(svc)
         return await already_credited(svc, actor, settled, signature)
+    verdict = None
+    fresh = svc.fresh.get(intent_id)
+    if fresh is not None and fresh.user_id == actor.id:
+        await require_gate_open(svc)
+        verdict = await svc.verifier.verify(signature, expectation(fresh), svc.clock())
+        if isinstance(verdict, Confirmed):
+            credited = await _credit_fresh(svc, actor, fresh, signature, verdict)
+            if credited is not None:
+                return credited
     intent, owner = await intents_db.get_for_verify(svc.pool, intent_id, signature)
     if intent is None or intent.user_id != actor.id:
         raise NotFound("no such purchase intent", code="intent_not_found")
     await require_gate_open(svc)
-    return await verify_checked(svc, actor, intent, signature, owner)
+    return await verify_checked(svc, actor, intent, signature, owner, verdict=verdict)
+
+
+# What the credit's re-check of the locked row refuses with (`precheck`): the intent was
+# settled otherwise since this process created it.
+_SETTLED_OTHERWISE = frozenset({"intent_already_confirmed", "intent_rejected"})
+
+
+async def _credit_fresh(
+    svc: Services, actor: Actor, fresh: Intent, signature: str, verdict: Confirmed
+) -> Credited | None:
+    """The credit of a fresh intent's confirmed payment (`settled.py`), or None when the
+    locked row was settled otherwise: the verify then reads it and answers as it would have
+    before the chain (nothing was written)."""
+    try:
+        return await credit(svc, actor, fresh, signature, verdict)
+    except Conflict as exc:
+        if exc.code not in _SETTLED_OTHERWISE:
+            raise
+        svc.fresh.forget(fresh.id)
+        return None
 
 
 async def verify_for_recovery(
@@ -167,8 +201,10 @@ async def verify_checked(
     owner: uuid.UUID | None,
     *,
     paid_before: int = 0,
+    verdict: Verdict | None = None,
 ) -> VerifyResult:
-    """`owner`: the intent `signature` already credited, if any, as read before the chain."""
+    """`owner`: the intent `signature` already credited, if any, as read before the chain.
+    `verdict`: the chain's, when the caller asked it already (with the same terms)."""
     try:
         if precheck(intent, signature) is Precheck.ALREADY_CREDITED:
             return await already_credited(svc, actor, intent, signature)
@@ -180,10 +216,11 @@ async def verify_checked(
         await record_attempt(svc, actor, intent, signature, "conflict", exc.code, exc.message)
         raise
 
-    expected = expectation(intent)
-    if paid_before:
-        expected = replace(expected, amount=max(1, intent.amount - paid_before))
-    verdict = await svc.verifier.verify(signature, expected, svc.clock())
+    if verdict is None:
+        expected = expectation(intent)
+        if paid_before:
+            expected = replace(expected, amount=max(1, intent.amount - paid_before))
+        verdict = await svc.verifier.verify(signature, expected, svc.clock())
     if paid_before and isinstance(verdict, Confirmed):
         total = verdict.received + paid_before
         verdict = replace(verdict, received=total, overpaid=total > intent.amount)
@@ -203,6 +240,8 @@ async def _reject(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Rejected
 ) -> None:
     svc.metrics.verify_outcomes.labels("rejected", verdict.code.value).inc()
+    if rejection_closes_intent(verdict.code):
+        svc.fresh.forget(intent.id)
     async with svc.pool.acquire() as conn, conn.transaction():
         await intents_db.record_attempt(
             conn,

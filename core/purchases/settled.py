@@ -1,48 +1,99 @@
-"""The settled pairs this process has seen: (intent, signature) pairs the database confirmed
-as credited.
+"""What this process knows of intents without reading them: the pairs it saw settled, and
+the intents it created that it has not seen settled (fresh).
 
-A credited signature is final: an intent never leaves CONFIRMED and the ledger keeps its
-purchase transaction unique per signature and per intent, so a pair the database once
-answered "credited" for is credited for good. A repeated verify of such a pair is answered
-from here without reading the intent again; the cache only ever holds pairs read as
-CONFIRMED from the database or credited by a committed transaction, and a miss goes to the
-database as before (which is how replicas share what they know). Bounded (LRU), one per
-`Services` (`Services.settled`).
+**Settled pairs.** A credited signature is final: an intent never leaves CONFIRMED and the
+ledger keeps its purchase transaction unique per signature and per intent, so a pair the
+database once answered "credited" for is credited for good. A repeated verify of such a pair
+is answered from here without reading the intent again; the cache only ever holds pairs read
+as CONFIRMED from the database or credited by a committed transaction, and a miss goes to the
+database as before (which is how replicas share what they know).
+
+**Fresh intents.** An intent's terms (owner, credits, amount, mint, treasury, reference,
+times) never change; only its status does. A verify of an intent this process created asks
+the chain with the terms kept here, without reading the intent first: the credit locks the
+row and re-checks its status itself, and the ledger's constraints keep the credit unique,
+so the read before the chain decides nothing the credit depends on. Whenever the chain does
+not confirm the payment or the credit finds the intent settled otherwise, the verify reads
+the intent and goes on as if it had read it first (`service.verify_intent`).
+
+Both are bounded (LRU), one each per `Services` (`Services.settled`, `Services.fresh`).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from typing import Generic, TypeVar
 
 from core.purchases.intents import Intent, IntentStatus
 
 SETTLED_CAPACITY = 10_000
+FRESH_CAPACITY = 10_000  # about an hour of intents at 3 a second, a few MB
+
+Key = TypeVar("Key")
+
+
+class _Lru(Generic[Key]):
+    """Intents by key, the least recently used dropped beyond `capacity`."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[Key, Intent] = OrderedDict()
+
+    def get(self, key: Key) -> Intent | None:
+        intent = self._items.get(key)
+        if intent is not None:
+            self._items.move_to_end(key)
+        return intent
+
+    def put(self, key: Key, intent: Intent) -> None:
+        self._items[key] = intent
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def drop(self, key: Key) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class SettledPairs:
-    """A bounded LRU of confirmed intents keyed by (intent id, the signature credited)."""
+    """Confirmed intents keyed by (intent id, the signature credited)."""
 
     def __init__(self, capacity: int = SETTLED_CAPACITY) -> None:
-        self._capacity = capacity
-        self._pairs: OrderedDict[tuple[uuid.UUID, str], Intent] = OrderedDict()
+        self._pairs: _Lru[tuple[uuid.UUID, str]] = _Lru(capacity)
 
     def get(self, intent_id: uuid.UUID, signature: str) -> Intent | None:
-        key = (intent_id, signature)
-        intent = self._pairs.get(key)
-        if intent is not None:
-            self._pairs.move_to_end(key)
-        return intent
+        return self._pairs.get((intent_id, signature))
 
     def remember(self, intent: Intent) -> None:
         """Only a CONFIRMED intent, as the database has it, under its own signature."""
         if intent.status is not IntentStatus.CONFIRMED or intent.tx_signature is None:
             return
-        key = (intent.id, intent.tx_signature)
-        self._pairs[key] = intent
-        self._pairs.move_to_end(key)
-        while len(self._pairs) > self._capacity:
-            self._pairs.popitem(last=False)
+        self._pairs.put((intent.id, intent.tx_signature), intent)
 
     def __len__(self) -> int:
         return len(self._pairs)
+
+
+class FreshIntents:
+    """Intents this process created, as created (PENDING), until it sees them settle."""
+
+    def __init__(self, capacity: int = FRESH_CAPACITY) -> None:
+        self._intents: _Lru[uuid.UUID] = _Lru(capacity)
+
+    def get(self, intent_id: uuid.UUID) -> Intent | None:
+        return self._intents.get(intent_id)
+
+    def remember(self, intent: Intent) -> None:
+        """Only a PENDING intent with no payment yet: one just created and committed."""
+        if intent.status is IntentStatus.PENDING and intent.tx_signature is None:
+            self._intents.put(intent.id, intent)
+
+    def forget(self, intent_id: uuid.UUID) -> None:
+        self._intents.drop(intent_id)
+
+    def __len__(self) -> int:
+        return len(self._intents)
