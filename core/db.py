@@ -9,6 +9,7 @@ is idempotent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -41,6 +42,15 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def in_transaction(self) -> bool:
+        """False for a migration marked `-- payops: no transaction` on its first line: one
+        statement that cannot run in a transaction (`CREATE INDEX CONCURRENTLY`)."""
+        return not self.sql.startswith(NO_TRANSACTION)
+
+
+NO_TRANSACTION = "-- payops: no transaction\n"
 
 
 def migrations() -> list[Migration]:
@@ -123,7 +133,7 @@ async def migrate(dsn: str) -> MigrateResult:
     """Apply pending migrations and the seed. Idempotent and safe to run concurrently."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+        await _wait_for_migrate_lock(conn)
         try:
             await conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -136,13 +146,13 @@ async def migrate(dsn: str) -> MigrateResult:
             for m in migrations():
                 if m.version in done:
                     continue
-                async with conn.transaction():
+                if m.in_transaction:
+                    async with conn.transaction():
+                        await conn.execute(m.sql)
+                        await _applied(conn, m)
+                else:  # written to be run again if recording it does not happen
                     await conn.execute(m.sql)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        m.version,
-                        m.name,
-                    )
+                    await _applied(conn, m)
                 applied.append(m.version)
             seed = resources.files("core.migrations").joinpath("seed.sql").read_text("utf-8")
             async with conn.transaction():
@@ -153,6 +163,25 @@ async def migrate(dsn: str) -> MigrateResult:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
     finally:
         await conn.close()
+
+
+MIGRATE_LOCK_POLL_SECONDS = 0.1
+
+
+async def _wait_for_migrate_lock(conn: asyncpg.Connection) -> None:
+    """Take `MIGRATE_LOCK_KEY` for the session. Polled rather than waited for inside one
+    statement: a waiting statement is an open transaction, which `CREATE INDEX
+    CONCURRENTLY` in the holder's migration would wait for in turn (a deadlock)."""
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATE_LOCK_KEY):
+            return
+        await asyncio.sleep(MIGRATE_LOCK_POLL_SECONDS)
+
+
+async def _applied(conn: asyncpg.Connection, m: Migration) -> None:
+    await conn.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name
+    )
 
 
 async def schema_version(conn: asyncpg.Connection | asyncpg.Pool) -> int:

@@ -32,3 +32,24 @@ async def test_migrate_twice_changes_nothing(empty_database_url: str) -> None:
 def test_migrations_are_numbered_without_gaps() -> None:
     versions = [m.version for m in db.migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_a_migration_marked_no_transaction_runs_outside_one(
+    empty_database_url: str,
+) -> None:
+    outside = [m for m in db.migrations() if not m.in_transaction]
+    assert [m.name for m in outside] == ["incident_marks_index"]  # CREATE INDEX CONCURRENTLY
+    await db.migrate(empty_database_url)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        valid = await conn.fetchval(
+            """SELECT i.indisvalid FROM pg_index i
+               WHERE i.indexrelid = 'audit_log_incident_marks'::regclass"""
+        )
+        assert valid is True
+        # Run again (as if recording it had not happened): nothing changes, nothing fails.
+        await conn.execute(outside[0].sql)
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", outside[0].version)
+    finally:
+        await conn.close()
+    assert (await db.migrate(empty_database_url)).applied == [outside[0].version]
