@@ -156,35 +156,17 @@ async def throughput_and_duplicates(
             steady = max((c for c in credited_requests if c <= 16), default=None)
             if steady is not None and not cfg.quick:
                 say(f"duplicates: repeating the credited verifies at {steady} clients")
-                rpc_before = chain.requests[0]
-                credited_reqs = credited_requests[steady]
-                wanted = int(3000 * cfg.seconds)  # more than the duplicate path answers
-                repeats = -(-wanted // len(credited_reqs))
-                cpu_before = meter.snapshot()
-                async with profiled(cfg, service.pid, cfg.out_dir / "profile-duplicates.txt"):
-                    again = await perf_runs.load(
-                        work,
-                        port,
-                        (credited_reqs * repeats)[:wanted],
-                        concurrency=steady,
-                        warmup=cfg.warmup,
-                        duration=cfg.duration,
-                        cpu=cfg.client_cpu,
-                    )
-                await asyncio.sleep(0.3)  # let the postmaster reap exited backends
-                cpu = meter.per_transaction(cpu_before, meter.snapshot(), len(again.records))
-                result["duplicates"]["steady"] = _http_stats(cfg, again, 0) | {
-                    "clients": steady,
-                    "rpc_requests": chain.requests[0] - rpc_before,
-                    "cpu_ms_per_tx": cpu,
-                }
+                result["duplicates"]["steady"] = await steady_duplicates(
+                    cfg, chain, work, port, meter, credited_requests[steady], steady,
+                    profile=(service.pid, cfg.out_dir / "profile-duplicates.txt"),
+                )  # fmt: skip
         result["service_memory"] = {
             "peak_rss_mb": round(perf_stack.memory_kib(service.pid)["VmHWM"] * 1024 / 1e6, 1),
             "max_sampled_rss_under_load_mb": round(rss.max_rss_kib * 1024 / 1e6, 1),
         }
         if cfg.workers > 1:
             result["workers"] = await compare_workers(
-                cfg, database, dsn, chain, work, slices, levels
+                cfg, database, dsn, chain, work, slices, levels, credited_requests
             )
         if cfg.watch_payments > 0:
             result["watcher"] = await perf_watch.watcher(
@@ -202,10 +184,12 @@ async def compare_workers(
     work: Path,
     one: Slices,
     levels: dict[str, dict[str, Any]],
+    credited_requests: dict[int, list[str]],
 ) -> dict[str, Any]:
     """`payops serve` against `payops serve --workers N` in the same run: the end-to-end
     verify at 16 clients (or the highest level below), interleaved slices on each, their
-    work sized from the end-to-end rate measured at that level."""
+    work sized from the end-to-end rate measured at that level; then the steady duplicates
+    (the level's credited verifies again) on the N workers."""
     clients = max((c for c in cfg.levels if c <= 16), default=cfg.levels[0])
     rate = float(levels.get(str(clients), {}).get("e2e", {}).get("throughput", 0.0))
     say(f"workers: starting payops serve --workers {cfg.workers}")
@@ -221,6 +205,12 @@ async def compare_workers(
         )  # fmt: skip
         one.label, many.label = "e2e-w1", f"e2e-w{cfg.workers}"
         merged = await one.workers(many, clients, rate=rate)
+        steady = None
+        if credited_requests.get(clients) and not cfg.quick:
+            say(f"workers: repeating the credited verifies at {clients} clients")
+            steady = await steady_duplicates(
+                cfg, chain, work, port, meter, credited_requests[clients], clients
+            )
     single, several = merged["1"], merged["n"]
     say(
         f"workers: {single['throughput']:.0f}/s with 1, {several['throughput']:.0f}/s with "
@@ -231,11 +221,48 @@ async def compare_workers(
         "workers": cfg.workers,
         "one": single,
         "many": several,
+        "steady_duplicates": steady,
         "throughput_ratio": round(several["throughput"] / max(single["throughput"], 1e-9), 3),
         "service_cpu_ratio": round(
             several["cpu_ms_per_tx"]["service"] / max(single["cpu_ms_per_tx"]["service"], 1e-9),
             3,
         ),
+    }
+
+
+async def steady_duplicates(
+    cfg: Config,
+    chain: perf_stack.Chain,
+    work: Path,
+    port: int,
+    meter: perf_stack.CpuMeter,
+    credited: list[str],
+    clients: int,
+    *,
+    profile: tuple[int, Path] | None = None,
+) -> dict[str, Any]:
+    """The verifies of `credited` (all credited) sent again and again at `clients`: each is
+    a duplicate, which must reach neither the RPC nor the ledger."""
+    rpc_before = chain.requests[0]
+    wanted = int(3000 * cfg.seconds)  # more than the duplicate path answers
+    repeats = -(-wanted // len(credited))
+    cpu_before = meter.snapshot()
+    async with profiled(cfg, profile[0], profile[1]) if profile else contextlib.nullcontext():
+        again = await perf_runs.load(
+            work,
+            port,
+            (credited * repeats)[:wanted],
+            concurrency=clients,
+            warmup=cfg.warmup,
+            duration=cfg.duration,
+            cpu=cfg.client_cpu,
+        )
+    await asyncio.sleep(0.3)  # let the postmaster reap exited backends
+    cpu = meter.per_transaction(cpu_before, meter.snapshot(), len(again.records))
+    return _http_stats(cfg, again, 0) | {
+        "clients": clients,
+        "rpc_requests": chain.requests[0] - rpc_before,
+        "cpu_ms_per_tx": cpu,
     }
 
 

@@ -203,6 +203,16 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(workers['throughput_ratio'], 2)}, service CPU per verify x"
             f"{_fmt(workers['service_cpu_ratio'], 2)}).",
         ]
+        steady = workers.get("steady_duplicates")
+        if steady is not None:
+            cpu = steady.get("cpu_ms_per_tx", {})
+            lines[-1] += (
+                f" Steady duplicates on the {workers['workers']} workers at {steady['clients']} "
+                f"clients: {_fmt(steady['throughput'])}/s, p50 {_fmt(steady['p50_ms'], 1)} ms, "
+                f"p99 {_fmt(steady['p99_ms'], 1)} ms, RPC requests {steady['rpc_requests']}; "
+                f"CPU ms per duplicate: service {_fmt(cpu.get('service', 0.0), 2)}, postgres "
+                f"{_fmt(cpu.get('postgres', 0.0), 2)}."
+            )
     watcher = result.get("watcher")
     if watcher is not None:
         lines += ["", watcher_line(result, watcher)]
