@@ -25,7 +25,8 @@ def smoke_reply(result: SmokeResult, who: str) -> Reply:
         b.context(f"run by {who} at {result.finished_at:%Y-%m-%d %H:%M:%S} UTC"),
     ]
     text = f"Smoke test {verdict} (run {result.run_id}, by {who})\n" + "\n".join(lines)
-    return Reply(text=text, blocks=blocks, alert=True)
+    # A failed smoke test is a "no" a deploy script must see: `payops ops smoke` exits 1.
+    return Reply(text=text, blocks=blocks, alert=True, ok=result.passed)
 
 
 async def run(ctx: OpsContext, args: list[str]) -> Reply:

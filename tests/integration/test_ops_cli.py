@@ -163,3 +163,21 @@ async def test_adjustment_messages_say_what_happened(
     out = capsys.readouterr().out
     assert "applying took alice's balance from 10 to -15" in out
     assert "-25 to" not in out
+
+
+async def test_a_failed_smoke_test_exits_1_and_leaves_no_test_credit(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No known-valid transaction is configured, and the RPC is down: the smoke test fails.
+    settings = _settings(database_url)
+    assert await run_ops(settings, "U_ONCALL", "smoke", []) == 1
+    out = capsys.readouterr().out
+    assert "Smoke test FAILED" in out
+    assert "FAIL" in out
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM smoke_runs WHERE NOT passed") == 1
+        assert await conn.fetchval("SELECT count(*) FROM ledger_transactions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'smoke.run'") == 1
+    finally:
+        await conn.close()
