@@ -23,7 +23,8 @@ posts its own JSON-RPC body. It does so on an aiohttp session (DESIGN: aiohttp i
 client) rather than on the AsyncClient's httpx2 session: on the verify path, httpx2's layers
 (httpx, httpcore, anyio) cost about 1.3 ms of CPU per call against 0.1 ms for aiohttp
 (docs/PERFORMANCE.md). solana-py still provides the commitment levels. Retrying has one
-owner: this module.
+owner: the JSON-RPC transport under it (`core/chain/jsonrpc.py`), which this module's calls
+go through.
 
 Worst case, one call takes about (max_retries + 1) * timeout + max_retries * backoff_cap
 seconds, plus any wait for a free concurrency slot: every single wait, a `Retry-After`
@@ -34,62 +35,19 @@ RpcUnavailable instead of a stuck verify.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import random
-import urllib.request
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self
-from urllib.parse import urlsplit
 
-import aiohttp
 from solana.rpc.commitment import Commitment
+
+from core.chain.jsonrpc import JsonRpc, RpcStats, RpcUnavailable, describe
 
 __all__ = ["RpcStats", "RpcUnavailable", "SolanaRpc"]
 
-# JSON-RPC errors a node returns while it is catching up or briefly degraded (block not
-# available, node unhealthy, block status not available yet, min context slot not reached,
-# long-term storage unreachable): asking again shortly can succeed.
-_TRANSIENT_RPC_ERRORS: Final = frozenset({-32004, -32005, -32014, -32016, -32019})
 _MAX_SIGNATURES_PER_STATUS_CALL: Final = 256
-_HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-class RpcUnavailable(Exception):
-    """The RPC node gave no usable answer; `reason` says why, in words fit for a log line."""
-
-    def __init__(self, method: str, reason: str) -> None:
-        super().__init__(f"{method}: {reason}")
-        self.method = method
-        self.reason = reason
-
-
-@dataclass
-class RpcStats:
-    """Counters for metrics and for tests that assert the node was (not) asked again."""
-
-    requests: Counter[str] = field(default_factory=Counter)  # HTTP attempts, by method
-    failures: Counter[str] = field(default_factory=Counter)  # calls ending in RpcUnavailable
-    retries: int = 0
-    cache_hits: int = 0
-    coalesced: int = 0  # getTransaction calls answered by one already in flight
-    waited_seconds: float = 0.0  # total backoff slept, Retry-After included
-
-    @property
-    def total_requests(self) -> int:
-        return sum(self.requests.values())
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way that asking again may fix."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 class _Fetched:
@@ -136,21 +94,20 @@ class SolanaRpc:
             raise ValueError("cache_size must be >= 0")
         self.commitment = Commitment(commitment)  # ValueError on an unknown level
         self.max_supported_transaction_version = max_supported_transaction_version
-        self._timeout = timeout_seconds
-        self._max_retries = max_retries
-        self._backoff_base = backoff_base_seconds
-        self._backoff_cap = backoff_cap_seconds
-        self._url = url
-        self._max_concurrency = max_concurrency
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.stats = RpcStats()
+        self._rpc = JsonRpc(
+            url,
+            self.stats,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            backoff_base_seconds=backoff_base_seconds,
+            backoff_cap_seconds=backoff_cap_seconds,
+            max_concurrency=max_concurrency,
+        )
         self._cache_size = cache_size
         # The node's answer as it came (bytes): parsing it anew on every hit hands each caller
         # its own objects, several times cheaper than deep-copying a parsed one.
         self._cache: OrderedDict[str, bytes] = OrderedDict()
-        self._ids = itertools.count(1)
-        self.stats = RpcStats()
-        self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
-        self._proxy = _proxy_for(url)
         # getTransaction calls on the wire, by signature: a burst of verifies of one payment
         # (a client retrying, duplicate requests) costs the node one request.
         self._in_flight: dict[str, asyncio.Future[_Fetched | None]] = {}
@@ -170,22 +127,7 @@ class SolanaRpc:
         """Close the underlying HTTP session."""
         for fetch in list(self._in_flight.values()):
             fetch.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_concurrency),
-                headers=_HEADERS,
-                # Each exchange is bounded by `_attempt`'s own timeout.
-                timeout=aiohttp.ClientTimeout(total=None),
-                # The proxy comes from the environment once (`_proxy_for`): aiohttp's
-                # trust_env would read it, and ~/.netrc, in a thread on every request.
-                trust_env=False,
-            )
-        return self._session
+        await self._rpc.close()
 
     # --- the calls payops makes -------------------------------------------------------------
 
@@ -216,7 +158,7 @@ class SolanaRpc:
             if parsed is not None:
                 return parsed
             raw = fetched.raw
-        return self._expect_dict("getTransaction", json.loads(raw)["result"])
+        return self._rpc.expect_dict("getTransaction", json.loads(raw)["result"])
 
     def _fetched(self, signature: str, fetch: asyncio.Future[_Fetched | None]) -> None:
         self._in_flight.pop(signature, None)
@@ -232,10 +174,10 @@ class SolanaRpc:
             "maxSupportedTransactionVersion": self.max_supported_transaction_version,
         }
         method = "getTransaction"
-        result, raw = await self._call_raw(method, [signature, config])
+        result, raw = await self._rpc.call_raw(method, [signature, config])
         if result is None:
             return None  # not found yet: never cached, it may appear any moment
-        tx = self._expect_dict(method, result)
+        tx = self._rpc.expect_dict(method, result)
         # A real node always sends both keys (meta may be null). Without them this is a broken
         # node or proxy, and must not reach the rules, which would reject it for good.
         # The transaction is an object (json, jsonParsed) or [data, encoding] (base64); meta an
@@ -245,7 +187,7 @@ class SolanaRpc:
             or "meta" not in tx
             or not isinstance(tx["meta"], dict | None)
         ):
-            raise self._failed(method, f"unexpected result shape: {_describe(tx)}")
+            raise self._rpc.failed(method, f"unexpected result shape: {describe(tx)}")
         # Only a finalized answer is immutable; a confirmed one can still be rolled back.
         if self.commitment is Commitment.FINALIZED and self._cache_size > 0:
             self._cache[signature] = raw
@@ -277,9 +219,9 @@ class SolanaRpc:
         if until is not None:
             config["until"] = until
         method = "getSignaturesForAddress"
-        result = await self._call(method, [address, config])
+        result = await self._rpc.call(method, [address, config])
         if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
-            raise self._failed(method, f"unexpected result shape: {_describe(result)}")
+            raise self._rpc.failed(method, f"unexpected result shape: {describe(result)}")
         return result
 
     async def get_signature_statuses(
@@ -295,21 +237,23 @@ class SolanaRpc:
             raise ValueError(f"at most {_MAX_SIGNATURES_PER_STATUS_CALL} signatures per call")
         method = "getSignatureStatuses"
         params = [list(signatures), {"searchTransactionHistory": search_transaction_history}]
-        value = self._expect_context_value(method, await self._call(method, params))
+        value = self._rpc.expect_context_value(method, await self._rpc.call(method, params))
         if (
             not isinstance(value, list)
             or len(value) != len(signatures)
             or not all(v is None or isinstance(v, dict) for v in value)
         ):
-            raise self._failed(method, f"unexpected result shape: {_describe(value)}")
+            raise self._rpc.failed(method, f"unexpected result shape: {describe(value)}")
         return value
 
     async def get_account_info_json_parsed(self, address: str) -> dict[str, Any] | None:
         """`getAccountInfo` (jsonParsed): the account's `value`, or None if it does not exist."""
         method = "getAccountInfo"
         config = {"encoding": "jsonParsed", "commitment": self.commitment.value}
-        value = self._expect_context_value(method, await self._call(method, [address, config]))
-        return None if value is None else self._expect_dict(method, value)
+        value = self._rpc.expect_context_value(
+            method, await self._rpc.call(method, [address, config])
+        )
+        return None if value is None else self._rpc.expect_dict(method, value)
 
     async def get_confirmed_transaction(self, signature: str) -> dict[str, Any] | None:
         """`getTransaction` at `confirmed` (jsonParsed), never cached: an early look at a
@@ -320,13 +264,13 @@ class SolanaRpc:
             "commitment": Commitment.CONFIRMED.value,
             "maxSupportedTransactionVersion": self.max_supported_transaction_version,
         }
-        result = await self._call(method, [signature, config])
-        return None if result is None else self._expect_dict(method, result)
+        result = await self._rpc.call(method, [signature, config])
+        return None if result is None else self._rpc.expect_dict(method, result)
 
     async def get_token_account_balance(self, address: str) -> tuple[int, int]:
         """`getTokenAccountBalance`: (the balance in base units, the slot it was read at)."""
         method = "getTokenAccountBalance"
-        result = await self._call(method, [address, {"commitment": self.commitment.value}])
+        result = await self._rpc.call(method, [address, {"commitment": self.commitment.value}])
         context = result.get("context") if isinstance(result, dict) else None
         value = result.get("value") if isinstance(result, dict) else None
         slot = context.get("slot") if isinstance(context, dict) else None
@@ -338,153 +282,22 @@ class SolanaRpc:
             or not amount.isascii()
             or not amount.isdigit()
         ):
-            raise self._failed(method, f"unexpected result shape: {_describe(result)}")
+            raise self._rpc.failed(method, f"unexpected result shape: {describe(result)}")
         return int(amount), slot
 
     async def get_slot(self) -> int:
         """`getSlot` at the configured commitment."""
         method = "getSlot"
-        result = await self._call(method, [{"commitment": self.commitment.value}])
+        result = await self._rpc.call(method, [{"commitment": self.commitment.value}])
         if isinstance(result, bool) or not isinstance(result, int):
-            raise self._failed(method, f"unexpected result shape: {_describe(result)}")
+            raise self._rpc.failed(method, f"unexpected result shape: {describe(result)}")
         return result
 
     async def health(self) -> bool:
         """True if the node answers `getHealth` with "ok". One attempt, no retries: readiness
         probes want a quick, current answer, and their caller asks again anyway."""
         try:
-            result: object = await self._call("getHealth", None, retry=False)
+            result: object = await self._rpc.call("getHealth", None, retry=False)
         except RpcUnavailable:
             return False
         return result == "ok"
-
-    # --- one JSON-RPC call: retries around single attempts --------------------------------
-
-    async def _call(self, method: str, params: list[Any] | None, *, retry: bool = True) -> Any:
-        result, _ = await self._call_raw(method, params, retry=retry)
-        return result
-
-    async def _call_raw(
-        self, method: str, params: list[Any] | None, *, retry: bool = True
-    ) -> tuple[Any, bytes]:
-        """The call's `result` and the response body it came in."""
-        attempts = 1 + (self._max_retries if retry else 0)
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(method, params)
-            except _Retryable as exc:
-                attempt += 1
-                if attempt == attempts:
-                    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
-                    raise self._failed(method, exc.reason + suffix) from exc
-                if exc.retry_after is not None and exc.retry_after > self._backoff_cap:
-                    raise self._failed(
-                        method,
-                        f"{exc.reason}; the node asked to wait {exc.retry_after:g}s, "
-                        f"more than the {self._backoff_cap:g}s cap",
-                    ) from exc
-                delay = self._backoff(attempt - 1, exc.retry_after)
-                self.stats.retries += 1
-                self.stats.waited_seconds += delay
-                await asyncio.sleep(delay)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self._backoff_cap, self._backoff_base * 2**attempt)
-        # Jitter spreads replicas' retries apart; keeping the lower half avoids instant retries.
-        # Not security-sensitive, hence the plain PRNG.
-        delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311
-        # Never earlier than the node asked; the caller has checked it is within the cap.
-        return delay if retry_after is None else max(delay, retry_after)
-
-    async def _attempt(self, method: str, params: list[Any] | None) -> tuple[Any, bytes]:
-        request: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
-        if params is not None:
-            request["params"] = params
-        body = json.dumps(request, separators=(",", ":")).encode()
-        # The slot is held only while the request is on the wire, not during backoff sleeps,
-        # so one struggling call cannot starve the others.
-        async with self._semaphore:
-            self.stats.requests[method] += 1
-            try:
-                # One bound on the whole exchange: connect, send, headers and body.
-                async with (
-                    asyncio.timeout(self._timeout),
-                    self._http().post(
-                        self._url, data=body, allow_redirects=False, proxy=self._proxy
-                    ) as response,
-                ):
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
-                    content = await response.read()
-            except TimeoutError as exc:
-                raise _Retryable(f"no answer within {self._timeout:g}s") from exc
-            except aiohttp.ClientError as exc:
-                raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        return self._unwrap(method, status, retry_after, content), content
-
-    def _unwrap(self, method: str, status: int, retry_after: str | None, content: bytes) -> Any:
-        if status == 429 or status >= 500:
-            reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
-            raise _Retryable(reason, _parse_retry_after(retry_after))
-        if not 200 <= status < 300:
-            # A wrong URL, path or API key does not fix itself: fail fast.
-            raise self._failed(method, f"HTTP {status}")
-        try:
-            envelope = json.loads(content)
-        except ValueError:
-            raise self._failed(method, f"response is not JSON: {content[:80]!r}") from None
-        if not isinstance(envelope, dict):
-            raise self._failed(method, f"response is not a JSON-RPC object: {_describe(envelope)}")
-        error = envelope.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, dict) else None
-            message = error.get("message") if isinstance(error, dict) else error
-            reason = f"JSON-RPC error {code}: {message}"
-            if code in _TRANSIENT_RPC_ERRORS:
-                raise _Retryable(reason)
-            raise self._failed(method, reason)
-        if "result" not in envelope:
-            raise self._failed(method, "response has neither result nor error")
-        return envelope["result"]
-
-    # --- shape checks: a wrong shape is a broken node, not a verdict ----------------------
-
-    def _failed(self, method: str, reason: str) -> RpcUnavailable:
-        # Every RpcUnavailable is built here, so this counts each failed call exactly once.
-        self.stats.failures[method] += 1
-        return RpcUnavailable(method, reason)
-
-    def _expect_dict(self, method: str, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self._failed(method, f"unexpected result shape: {_describe(value)}")
-        return value
-
-    def _expect_context_value(self, method: str, result: Any) -> Any:
-        if not isinstance(result, dict) or "value" not in result:
-            raise self._failed(method, f"unexpected result shape: {_describe(result)}")
-        return result["value"]
-
-
-def _proxy_for(url: str) -> str | None:
-    """The proxy HTTP(S)_PROXY / NO_PROXY name for `url`, as httpx honoured them."""
-    parts = urlsplit(url)
-    if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
-
-
-def _parse_retry_after(header: str | None) -> float | None:
-    """Retry-After in delay-seconds; an HTTP-date (or junk) falls back to our own backoff."""
-    if header is None:
-        return None
-    try:
-        seconds = float(header.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
-def _describe(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
