@@ -1,4 +1,5 @@
 from core.triage.chain import chain_facts
+from core.triage.diagnosis import DiagnosisKind, TriageReport
 from core.triage.evidence import (
     AttemptFacts,
     BalanceFacts,
@@ -11,7 +12,7 @@ from core.triage.evidence import (
     SubjectKind,
     classify_subject,
 )
-from core.triage.rules import DiagnosisKind, TriageReport, diagnose
+from core.triage.rules import diagnose
 from core.triage.service import gather, triage, triage_window, window_summary
 from core.triage.window import (
     AttemptSummaryRow,

@@ -2,7 +2,8 @@
 
 A subject is an intent id, a transaction signature, a wallet or a user id. `core.triage_db`
 reads the facts (intents, verification attempts, ledger transactions, balances, and the
-chain's signature statuses) into one `Evidence`; `core.triage.rules` decides from it.
+chain's signature statuses) into one `Evidence`; `core.triage.rules` decides from it and
+`core.triage.diagnosis` words it.
 """
 
 from __future__ import annotations

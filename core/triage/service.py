@@ -23,6 +23,7 @@ import asyncpg
 from core.ledger import LedgerKind
 from core.purchases import IntentStatus
 from core.triage.chain import SignatureStatusReader, chain_facts
+from core.triage.diagnosis import TriageReport
 from core.triage.evidence import (
     AttemptFacts,
     BalanceFacts,
@@ -34,7 +35,7 @@ from core.triage.evidence import (
     classify_subject,
     unique,
 )
-from core.triage.rules import TriageReport, diagnose
+from core.triage.rules import diagnose
 from core.triage.window import (
     FAILED_OUTCOMES,
     AttemptSummaryRow,
