@@ -253,9 +253,10 @@ async def test_webhooks_wait_for_a_receiver_that_was_down_then_replay_the_same_i
         )
         return bool(pending == 0)
 
-    # The earlier tests' events first: with the receiver down, the oldest 100 pending
-    # deliveries are retried every round, and a backlog of them (the 200 payments of the RPC
-    # outage) would keep this test's newer events from being tried at all.
+    # The earlier tests' events first: with the receiver down and the rig's backoff capped at
+    # the round interval (1 s), the oldest 100 pending deliveries are due every round, and a
+    # backlog of them (the 200 payments of the RPC outage) would keep this test's newer
+    # events from being tried at all.
     await wait_until(nothing_pending, "the earlier tests' webhooks delivered", within=60)
     since = await service.pool.fetchval("SELECT now()")
     users = [new_user("hooks") for _ in range(5)]
