@@ -3,6 +3,7 @@ fake Slack API recording what the bot posts, the timeline written from the audit
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,16 +15,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.models.views import View
 
 from api.app import create_app
+from bot.home import refresh_recent
 from bot.incident_feed import feed_round
 from bot.slack_app import add_slack, web_client
-from core import incidents
+from core import incidents, purchases
+from core.audit import Actor
 from tests.integration.test_slack import MANAGER, ONCALL, MovableClock, SlackRig, _thread_ts
 from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_body, signed_headers
 from tests.support import ScriptedVerifier, build_services, signature
 
 
-@pytest.fixture
-async def slack(pool: asyncpg.Pool) -> AsyncIterator[SlackRig]:
+@contextlib.asynccontextmanager
+async def _rig(pool: asyncpg.Pool, **settings: Any) -> AsyncIterator[SlackRig]:
     """The service with its Slack app, against the fake Slack API (as tests/test_slack.py)."""
     fake = FakeSlack()
     await fake.start()
@@ -40,6 +43,7 @@ async def slack(pool: asyncpg.Pool) -> AsyncIterator[SlackRig]:
         smoke_signature=signature(),
         smoke_reference="9fhexxTKAQG7ZufTy9A5CzR4Aoc47ZkB4NJdKiKAE8fM",
         smoke_amount=10_000,
+        **settings,
     )
     clock = MovableClock()
     svc = replace(svc, clock=clock)
@@ -52,6 +56,12 @@ async def slack(pool: asyncpg.Pool) -> AsyncIterator[SlackRig]:
     finally:
         await client.close()
         await fake.close()
+
+
+@pytest.fixture
+async def slack(pool: asyncpg.Pool) -> AsyncIterator[SlackRig]:
+    async with _rig(pool) as rig:
+        yield rig
 
 
 async def _event(rig: SlackRig, event: dict[str, Any], event_id: str) -> int:
@@ -235,3 +245,54 @@ async def test_home_shows_pending_approvals_with_buttons_for_managers(slack: Sla
     mine = [p for p in rig.fake.of("views.publish") if p["user_id"] == ONCALL][-1]
     View(**_view(mine)).validate_json()
     assert "home_adjust_approve" not in json.dumps(_view(mine))
+
+
+async def test_the_home_is_published_again_when_what_it_shows_changes(slack: SlackRig) -> None:
+    rig = slack
+    opened = {"type": "app_home_opened", "user": MANAGER, "channel": "D1", "tab": "home"}
+    assert await _event(rig, opened, "Ev9") == 200
+    await rig.fake.wait_for(lambda: len(rig.fake.of("views.publish")) == 1)
+    client = web_client(rig.services)
+
+    # Purchases change nothing the Home shows: no view is published again.
+    async with rig.pool.acquire() as conn:
+        await purchases.create_intent(
+            rig.services, conn, Actor("alice", "api"), credits=1, wallet=None
+        )
+    report = await feed_round(rig.services, client, refresh_recent)
+    assert (report.read, report.home_changed) == (1, False)
+    assert len(rig.fake.of("views.publish")) == 1
+
+    # A gate switch does: the recent viewer's Home is published again, showing it.
+    await _do(rig, "/pay-gate", 'close "duplicates on verify"', "g")
+    report = await feed_round(rig.services, client, refresh_recent)
+    assert report.home_changed
+    publishes = rig.fake.of("views.publish")
+    assert [p["user_id"] for p in publishes] == [MANAGER, MANAGER]
+    assert "CLOSED" in json.dumps(_view(publishes[-1])).upper()
+    assert "CLOSED" not in json.dumps(_view(publishes[0])).upper()
+
+
+async def test_with_incident_channels_an_incident_gets_its_own_channel(
+    pool: asyncpg.Pool,
+) -> None:
+    async with _rig(pool, incident_channels=True) as rig:
+        assert "Incident #1" in await _do(rig, "/pay-incident", 'open "Verify: slow!"', "o")
+        await rig.fake.wait_for(
+            lambda: any(c.method == "conversations.invite" for c in rig.fake.calls)
+        )
+        created = [c.payload for c in rig.fake.calls if c.method == "conversations.create"]
+        assert [c["name"] for c in created] == ["inc-1-verify-slow"]
+        channel = rig.fake.channels["inc-1-verify-slow"]
+        invited = [c.payload for c in rig.fake.calls if c.method == "conversations.invite"]
+        assert [(i["channel"], i["users"]) for i in invited] == [(channel, ONCALL)]
+        await rig.fake.wait_for(lambda: any(m["channel"] == channel for m in rig.fake.messages))
+        opened = await incidents.get(pool, 1)
+        assert opened is not None
+        assert opened.commander == ONCALL  # the opener, named commander
+        assert (
+            await pool.fetchval(
+                "SELECT after->>'channel' FROM audit_log WHERE action = 'incident.channel'"
+            )
+            == channel
+        )
