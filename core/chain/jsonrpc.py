@@ -76,6 +76,14 @@ class JsonRpc:
         backoff_cap_seconds: float,
         max_concurrency: int,
     ) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if backoff_base_seconds < 0 or backoff_cap_seconds < backoff_base_seconds:
+            raise ValueError("need 0 <= backoff_base_seconds <= backoff_cap_seconds")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
         self.stats = stats
         self._timeout = timeout_seconds
         self._max_retries = max_retries

@@ -82,14 +82,6 @@ class SolanaRpc:
         max_concurrency: int = 16,
         cache_size: int = 1024,
     ) -> None:
-        if timeout_seconds <= 0:
-            raise ValueError("timeout_seconds must be positive")
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
-        if backoff_base_seconds < 0 or backoff_cap_seconds < backoff_base_seconds:
-            raise ValueError("need 0 <= backoff_base_seconds <= backoff_cap_seconds")
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
         self.commitment = Commitment(commitment)  # ValueError on an unknown level
