@@ -18,6 +18,7 @@ import contextlib
 import errno
 import gc
 import json
+import logging
 import os
 import signal
 import socket
@@ -135,6 +136,7 @@ def run_workers(workers: int, serve: Callable[[int], int]) -> int:
             except BaseException as exc:
                 print(f"payops serve: worker {number}: {exc!r}", file=sys.stderr, flush=True)
             finally:
+                logging.shutdown()  # the log lines of the last turn (core/logs.TurnHandler)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
