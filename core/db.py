@@ -131,51 +131,59 @@ class MigrateResult:
 
 async def migrate(dsn: str) -> MigrateResult:
     """Apply pending migrations and the seed. Idempotent and safe to run concurrently."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await _wait_for_migrate_lock(conn)
-        try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       version    integer PRIMARY KEY,
-                       name       text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            applied = []
-            for m in migrations():
-                if m.version in done:
-                    continue
-                if m.in_transaction:
-                    async with conn.transaction():
-                        await conn.execute(m.sql)
-                        await _applied(conn, m)
-                else:  # written to be run again if recording it does not happen
+    async with migrate_lock(dsn) as conn:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for m in migrations():
+            if m.version in done:
+                continue
+            if m.in_transaction:
+                async with conn.transaction():
                     await conn.execute(m.sql)
                     await _applied(conn, m)
-                applied.append(m.version)
-            seed = resources.files("core.migrations").joinpath("seed.sql").read_text("utf-8")
-            async with conn.transaction():
-                await conn.execute(seed)
-            current = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-            return MigrateResult(applied=applied, current=int(current or 0))
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
-    finally:
-        await conn.close()
+            else:  # written to be run again if recording it does not happen
+                await conn.execute(m.sql)
+                await _applied(conn, m)
+            applied.append(m.version)
+        seed = resources.files("core.migrations").joinpath("seed.sql").read_text("utf-8")
+        async with conn.transaction():
+            await conn.execute(seed)
+        current = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        return MigrateResult(applied=applied, current=int(current or 0))
 
 
 MIGRATE_LOCK_POLL_SECONDS = 0.1
 
 
-async def _wait_for_migrate_lock(conn: asyncpg.Connection) -> None:
-    """Take `MIGRATE_LOCK_KEY` for the session. Polled rather than waited for inside one
-    statement: a waiting statement is an open transaction, which `CREATE INDEX
-    CONCURRENTLY` in the holder's migration would wait for in turn (a deadlock)."""
-    while True:
-        if await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATE_LOCK_KEY):
-            return
-        await asyncio.sleep(MIGRATE_LOCK_POLL_SECONDS)
+@contextlib.asynccontextmanager
+async def migrate_lock(
+    dsn: str, *, within: float | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A session of its own holding `MIGRATE_LOCK_KEY` for the block: `payops migrate` and
+    `payops restore` run one at a time. The lock is polled (`pg_try_advisory_lock`), never
+    waited for inside a statement: a waiting statement is an open transaction with a
+    snapshot, which `CREATE INDEX CONCURRENTLY` in the holder's migration waits for in turn
+    (a deadlock: PostgreSQL aborts one of the two, and an aborted concurrent build leaves an
+    invalid index behind). `within`: give up after that many seconds (TimeoutError)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATE_LOCK_KEY):
+                    break
+                await asyncio.sleep(MIGRATE_LOCK_POLL_SECONDS)
+        try:
+            yield conn
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+    finally:
+        await conn.close()
 
 
 async def _applied(conn: asyncpg.Connection, m: Migration) -> None:

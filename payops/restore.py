@@ -4,12 +4,15 @@ forward" (Rollback Safety, step 3).
 1. The dump's sha256 and size are checked against its manifest before anything else: a
    dump that changed after it was taken is refused.
 2. Unless --yes, the operator types the target database's name to confirm.
-3. The restore replaces every payops object of the target in ONE transaction: psql gets
-   `BEGIN`, a preamble (take the migration lock, drop what a newer schema may have added),
-   pg_restore's script (`--clean --if-exists --no-owner`), and `COMMIT` only once pg_restore
-   has finished cleanly. A failure anywhere — a replica holding a lock for more than the lock
-   timeout, a truncated dump, a full disk — rolls everything back.
-4. The ledger totals are recomputed and compared with the manifest; any difference, or a
+3. The migration lock is taken first, by a session of its own (`db.migrate_lock`): a
+   `payops migrate` still running makes the restore wait for it, at most
+   `MIGRATE_LOCK_WAIT_SECONDS`, and then stop with nothing changed.
+4. The restore replaces every payops object of the target in ONE transaction: psql gets
+   `BEGIN`, a preamble (drop what a newer schema may have added), pg_restore's script
+   (`--clean --if-exists --no-owner`), and `COMMIT` only once pg_restore has finished
+   cleanly. A failure anywhere — a replica holding a lock for more than the lock timeout, a
+   truncated dump, a full disk — rolls everything back.
+5. The ledger totals are recomputed and compared with the manifest; any difference, or a
    broken ledger invariant, exits non-zero. The restore itself is then audited.
 
 `--new-database NAME` restores into a new database on the same server instead, leaving the
@@ -24,7 +27,7 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -57,16 +60,17 @@ from payops.snapshot import (
 )
 
 _CHUNK: Final = 1 << 16
+MIGRATE_LOCK_WAIT_SECONDS: Final = 30.0  # for a `payops migrate` to finish before restoring
 
-# Runs first inside the restore transaction. The advisory lock keeps `payops migrate` out;
-# the lock timeout turns "a replica still uses the tables" into a quick, clean failure. The
-# loop drops every table, view, sequence and routine of the public schema that no extension
-# owns, so what a newer migration added does not survive the restore of an older snapshot
-# (pg_restore --clean drops only what the dump contains); extensions are left alone.
-RESTORE_PREAMBLE: Final = f"""
+# Runs first inside the restore transaction (`payops migrate` is kept out by the migration
+# lock, held meanwhile by another session): the lock timeout turns "a replica still uses the
+# tables" into a quick, clean failure. The loop drops every table, view, sequence and routine
+# of the public schema that no extension owns, so what a newer migration added does not
+# survive the restore of an older snapshot (pg_restore --clean drops only what the dump
+# contains); extensions are left alone.
+RESTORE_PREAMBLE: Final = """
 SET client_min_messages = warning;
 SET lock_timeout = '30s';
-SELECT pg_advisory_xact_lock({db.MIGRATE_LOCK_KEY});
 DO $payops_restore$
 DECLARE
     stmt text;
@@ -89,13 +93,13 @@ BEGIN
              WHERE p.pronamespace = 'public'::regnamespace AND p.prokind IN ('f', 'p')
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
                                   AND d.objid = p.oid AND d.deptype = 'e')
-        ) todo), '{{}}')
+        ) todo), '{}')
     LOOP
         EXECUTE stmt;
     END LOOP;
 END
 $payops_restore$;
-"""  # noqa: S608 (only a constant integer is interpolated)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,9 +291,11 @@ async def restore_command(
         if not yes and not await _confirmed(target.database, ask):
             print("Not confirmed: nothing was changed.", file=sys.stderr)
             return 1
-        await _close_gate(dsn, actor, "database restore in progress")
-    print("Restoring...", flush=True)
-    await restore_dump(target, snap.dump, bin_dir=bin_dir)
+    async with _migrations_kept_out(dsn):
+        if new_database is None:
+            await _close_gate(dsn, actor, "database restore in progress")
+        print("Restoring...", flush=True)
+        await restore_dump(target, snap.dump, bin_dir=bin_dir)
     ok, schema = await _compare_after(dsn, snap, actor)
     if schema < db.latest_version():
         print(
@@ -299,6 +305,20 @@ async def restore_command(
     if new_database is not None:
         print(f"Next: point PAYOPS_DATABASE_URL at database {new_database} to use it.")
     return 0 if ok else 1
+
+
+@contextlib.asynccontextmanager
+async def _migrations_kept_out(dsn: str) -> AsyncIterator[None]:
+    """The migration lock for the restore's length, or SnapshotError (nothing changed) when a
+    `payops migrate` keeps it for more than `MIGRATE_LOCK_WAIT_SECONDS`."""
+    try:
+        async with db.migrate_lock(dsn, within=MIGRATE_LOCK_WAIT_SECONDS):
+            yield
+    except TimeoutError:
+        raise SnapshotError(
+            f"payops migrate (or another restore) held the migration lock for more than "
+            f"{MIGRATE_LOCK_WAIT_SECONDS:g}s: nothing was changed; restore when it has finished"
+        ) from None
 
 
 async def _in_place_refusal(dsn: str, database: str, where: str, *, force: bool) -> str | None:

@@ -17,7 +17,7 @@ import pytest
 
 from core import audit, db, ledger
 from core.ledger import LedgerKind, adjustment_postings
-from payops import cli
+from payops import cli, restore
 from payops.pgtools import SnapshotError, dsn_with_database, libpq_target
 from payops.restore import open_snapshot, restore_command
 from payops.snapshot import LedgerTotals, Manifest, ledger_totals, sha256_file, take_snapshot
@@ -419,3 +419,50 @@ async def test_a_restore_in_place_under_a_connected_client_is_refused_unless_for
     assert verify["is_open"] is False
     assert verify["reason"].startswith("restored from snapshot")
     assert verify["changed_by"] == "U_OPS"
+
+
+async def test_a_restore_waits_for_a_running_migration_without_blocking_its_index_build(
+    database_url: str, snapshot: tuple[Path, Manifest]
+) -> None:
+    """A `payops migrate` holds the migration lock and builds an index CONCURRENTLY, which
+    waits for every open transaction: the restore waits for the lock outside any transaction
+    (and before it closes the gate), so the build finishes, and the restore runs once the
+    migration lets go."""
+    path, manifest = snapshot
+    await damage(database_url)
+    before = await totals_of(database_url)
+    migration = await db.connect(database_url)
+    try:
+        await migration.execute("SELECT pg_advisory_lock($1)", db.MIGRATE_LOCK_KEY)
+        restoring = asyncio.create_task(
+            restore_command(database_url, path, yes=True, operator="U_OPS", force=True)
+        )
+        await asyncio.sleep(1.5)  # the restore is waiting for the lock by now
+        async with asyncio.timeout(20):
+            await migration.execute(
+                "CREATE INDEX CONCURRENTLY migration_probe ON ledger_entries (transaction_id)"
+            )
+        assert not restoring.done()
+        assert await totals_of(database_url) == before  # nothing yet, the gate included
+        await migration.execute("SELECT pg_advisory_unlock($1)", db.MIGRATE_LOCK_KEY)
+        assert await restoring == 0
+    finally:
+        await migration.close()
+    assert await totals_of(database_url) == audited(manifest.totals)
+
+
+async def test_a_restore_gives_up_on_a_migration_that_holds_the_lock_and_changes_nothing(
+    database_url: str, snapshot: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = snapshot
+    await damage(database_url)
+    before = await totals_of(database_url)
+    monkeypatch.setattr(restore, "MIGRATE_LOCK_WAIT_SECONDS", 0.5)
+    migration = await db.connect(database_url)
+    try:
+        await migration.execute("SELECT pg_advisory_lock($1)", db.MIGRATE_LOCK_KEY)
+        with pytest.raises(SnapshotError, match=r"held the migration lock for more than 0.5s"):
+            await restore_command(database_url, path, yes=True, operator="U_OPS", force=True)
+    finally:
+        await migration.close()
+    assert await totals_of(database_url) == before  # the gate too: it was never closed
