@@ -134,17 +134,20 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._write()
             self._turn = loop
             if loop is not None:
-                loop.call_soon(self.flush)
+                loop.call_soon(self._end_turn)
         self._lines.append(line)
         if loop is None:
             self._write()
 
     def flush(self) -> None:
+        self._end_turn()
+        super().flush()
+
+    def _end_turn(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._turn = None
             if self._lines:
                 self._write()
-            super().flush()
 
     def _write(self) -> None:
         lines, self._lines = self._lines, []
@@ -152,7 +155,8 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.write(self.terminator.join(lines) + self.terminator)
             self.stream.flush()
         except Exception:
-            # As StreamHandler.emit: a broken stream is reported, never raised into a request.
+            # As StreamHandler.emit: a broken stream is reported on stderr, never raised into
+            # a request or into the event loop.
             self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
 
 

@@ -146,3 +146,28 @@ def test_a_broken_stream_is_reported_not_raised(
     stream.write = broken  # type: ignore[method-assign]
     log.info("lost")  # no loop: written at once, and the write fails
     assert "reader gone" in capsys.readouterr().err
+
+
+def test_a_stream_closed_mid_turn_is_reported_and_the_loop_goes_on(
+    logged: tuple[logging.Logger, Recorder, TurnHandler],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log, stream, _ = logged
+    failures: list[dict[str, object]] = []
+
+    def closed(text: str = "") -> int:
+        raise ValueError("I/O operation on closed file.")
+
+    async def turn() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: failures.append(context)
+        )
+        stream.write = closed  # type: ignore[method-assign]
+        stream.flush = closed  # type: ignore[method-assign,assignment]
+        log.info("to a closed stream")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert failures == []  # nothing raised into the loop
+    assert "closed file" in capsys.readouterr().err
