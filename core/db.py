@@ -148,6 +148,7 @@ async def migrate(dsn: str) -> MigrateResult:
                     await conn.execute(m.sql)
                     await _applied(conn, m)
             else:  # written to be run again if recording it does not happen
+                await _drop_invalid_indexes(conn, m)
                 await conn.execute(m.sql)
                 await _applied(conn, m)
             applied.append(m.version)
@@ -184,6 +185,26 @@ async def migrate_lock(
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
     finally:
         await conn.close()
+
+
+# The indexes a no-transaction migration builds (`CREATE INDEX CONCURRENTLY IF NOT EXISTS x`).
+_CONCURRENT_INDEX = re.compile(
+    r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE
+)
+
+
+async def _drop_invalid_indexes(conn: asyncpg.Connection, m: Migration) -> None:
+    """A concurrent build that was interrupted (killed, cancelled, failed) leaves its index
+    behind, invalid: never used by a query, yet kept up to date by every write, and `IF NOT
+    EXISTS` would keep it. Drop it, so the migration builds it again."""
+    for name in _CONCURRENT_INDEX.findall(m.sql):
+        invalid = await conn.fetchval(
+            """SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE c.relname = $1 AND c.relnamespace = 'public'::regnamespace""",
+            name,
+        )
+        if invalid:
+            await conn.execute(f'DROP INDEX CONCURRENTLY IF EXISTS public."{name}"')
 
 
 async def _applied(conn: asyncpg.Connection, m: Migration) -> None:

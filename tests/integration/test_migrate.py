@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from core import db
 
@@ -53,3 +54,31 @@ async def test_a_migration_marked_no_transaction_runs_outside_one(
     finally:
         await conn.close()
     assert (await db.migrate(empty_database_url)).applied == [outside[0].version]
+
+
+async def test_an_index_left_invalid_by_an_interrupted_build_is_built_again(
+    empty_database_url: str,
+) -> None:
+    """A concurrent build that fails leaves an invalid index of that name, which `IF NOT
+    EXISTS` alone would keep: `payops migrate` again drops it and builds the index."""
+    [outside] = [m for m in db.migrations() if not m.in_transaction]
+    await db.migrate(empty_database_url)
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await conn.execute("DROP INDEX CONCURRENTLY audit_log_incident_marks")
+        await conn.execute("DELETE FROM schema_migrations WHERE version = $1", outside.version)
+        # Two gate switches share the constant: the build fails half way, as when interrupted.
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY audit_log_incident_marks ON gate_switches ((1))"
+            )
+        index = """SELECT i.indisvalid, i.indrelid::regclass::text AS on_table FROM pg_index i
+                   WHERE i.indexrelid = 'audit_log_incident_marks'::regclass"""
+        left = await conn.fetchrow(index)
+        assert (left["indisvalid"], left["on_table"]) == (False, "gate_switches")
+
+        assert (await db.migrate(empty_database_url)).applied == [outside.version]
+        built = await conn.fetchrow(index)
+        assert (built["indisvalid"], built["on_table"]) == (True, "audit_log")
+    finally:
+        await conn.close()
