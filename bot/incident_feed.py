@@ -1,17 +1,19 @@
 """The incident feed: a stream (one replica at a time, `jobs.lead`) that writes the open
-incidents' timelines from the audit log (`core.incidents.follow`), posts each new entry into
-its incident's thread (who, when, the audit record), and refreshes the Slack App Home of
-those who opened it recently when what it shows changed."""
+incidents' timelines from the audit log (`core.incidents.follow`), gives a thread to an open
+incident that has none (opened on the CLI, or while Slack could not be reached), posts each
+new entry into its incident's thread (who, when, the audit record), and refreshes the Slack
+App Home of those who opened it recently when what it shows changed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.incident_blocks import entry_blocks, who
+from bot.incident_blocks import entry_blocks, incident_blocks, incident_text, who
 from core import incidents, jobs
 from core.services import Services
 
@@ -19,6 +21,35 @@ log = logging.getLogger("payops.bot")
 
 FEED_LOCK = "incident_feed"
 HomeRefresh = Callable[[Services, AsyncWebClient], Awaitable[int]]
+
+
+# `/pay-incident open` in Slack posts the thread root itself, right after opening: the feed
+# leaves an incident this long to it before giving it one.
+THREADLESS_GRACE = timedelta(seconds=30)
+
+
+async def give_threads(svc: Services, slack: AsyncWebClient) -> int:
+    """Post the card of each open incident without a thread to the alerts channel, as
+    `/pay-incident open` does, and make it the incident's thread: the entries recorded so
+    far are then posted into it, from the opening on. How many got one."""
+    channel = svc.settings.slack_alerts_channel
+    if not channel:
+        return 0
+    given = 0
+    now = svc.clock()
+    for incident in await incidents.list_open(svc.pool):
+        if incident.slack_thread_ts is not None or now - incident.opened_at < THREADLESS_GRACE:
+            continue
+        posted = await slack.chat_postMessage(
+            channel=channel, text=incident_text(incident), blocks=incident_blocks(incident)
+        )
+        ts = str(posted["ts"])
+        if await incidents.adopt_thread(svc.pool, incident.id, str(posted["channel"]), ts):
+            given += 1
+            log.info("incident %d had no Slack thread: posted one", incident.id)
+        else:  # it got one meanwhile: ours would be a second root
+            await slack.chat_delete(channel=str(posted["channel"]), ts=ts)
+    return given
 
 
 async def post_entries(svc: Services, slack: AsyncWebClient) -> int:
@@ -44,6 +75,7 @@ async def feed_round(
     """One round: follow the audit log, post what is new, refresh the Home views."""
     report = await incidents.follow_all(svc.pool)
     if slack is not None:
+        await give_threads(svc, slack)
         await post_entries(svc, slack)
         if report.home_changed and refresh_home is not None:
             await refresh_home(svc, slack)

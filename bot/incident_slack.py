@@ -2,7 +2,8 @@
 postmortem file, and 📌 reactions that pin a thread message to the timeline.
 
 - Opening posts the incident to the alerts channel; that message is the thread root the
-  timeline feed (bot/incident_feed.py) posts into. With PAYOPS_INCIDENT_CHANNELS=true it also
+  timeline feed (bot/incident_feed.py) posts into. An incident opened on the CLI gets its
+  root from the feed instead (`give_threads`). With PAYOPS_INCIDENT_CHANNELS=true it also
   creates `#inc-<n>-<slug>` and invites the opener (the commander until one is named).
 - Notes, severity, roles, updates and the closeout are replied in the thread; an update also
   goes to the alerts channel. The postmortem (`export`, and after the closeout form) is

@@ -24,6 +24,7 @@ from core.incidents.rules import (
 )
 from core.incidents.service import (
     add_note,
+    adopt_thread,
     close_incident,
     find,
     get,
@@ -60,6 +61,7 @@ __all__ = [
     "Role",
     "TimelineEntry",
     "add_note",
+    "adopt_thread",
     "channel_name",
     "check_closeout",
     "check_note",

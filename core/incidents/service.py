@@ -126,6 +126,14 @@ async def set_thread(
         raise NotFound(f"no incident {incident_id}", code="incident_not_found")
 
 
+async def adopt_thread(
+    conn: asyncpg.Connection | asyncpg.Pool, incident_id: int, channel: str, ts: str
+) -> bool:
+    """Give a Slack thread to an incident that has none (opened on the CLI, or while Slack
+    could not be reached); False when it got one meanwhile."""
+    return await store.adopt_thread(conn, incident_id, channel, ts)
+
+
 async def get(conn: asyncpg.Connection | asyncpg.Pool, incident_id: int) -> Incident | None:
     return await store.get(conn, incident_id)
 

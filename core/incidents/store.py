@@ -80,6 +80,18 @@ async def get(conn: Conn, incident_id: int, *, lock: bool = False) -> Incident |
     return None if row is None else incident_from_row(row)
 
 
+async def adopt_thread(conn: Conn, incident_id: int, channel: str, ts: str) -> bool:
+    """Set the incident's Slack thread only if it has none; False when it has one."""
+    done = await conn.execute(
+        """UPDATE incidents SET slack_channel = $2, slack_thread_ts = $3
+            WHERE id = $1 AND slack_thread_ts IS NULL""",
+        incident_id,
+        channel,
+        ts,
+    )
+    return bool(done != "UPDATE 0")
+
+
 async def list_open(conn: Conn, *, lock: bool = False) -> list[Incident]:
     """Open incidents, oldest first; with `lock`, their rows locked."""
     rows = await conn.fetch(

@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -296,3 +297,64 @@ async def test_with_incident_channels_an_incident_gets_its_own_channel(
             )
             == channel
         )
+
+
+async def test_an_incident_opened_on_the_cli_gets_a_thread_with_its_timeline(
+    slack: SlackRig,
+) -> None:
+    """Slack was down: the incident was opened and noted on the CLI. Once the grace left to
+    the Slack command has passed, the feed posts its card to the alerts channel, makes that
+    its thread, and posts the timeline into it from the opening on; once only."""
+    rig = slack
+    svc, client = rig.services, web_client(rig.services)
+    operator = Actor("U_CLI_OPS", "cli")
+    async with rig.pool.acquire() as conn:
+        opened = await incidents.open_incident(conn, operator, "RPC provider down", now=svc.clock())
+        await incidents.add_note(conn, operator, "switched to the backup RPC", now=svc.clock())
+
+    def roots() -> list[dict[str, Any]]:
+        return [
+            p
+            for p in rig.fake.of("chat.postMessage")
+            if p.get("channel") == "C_ALERTS" and not p.get("thread_ts")
+            if "Incident #1: RPC provider down" in p.get("text", "")
+        ]
+
+    await feed_round(svc, client)
+    assert roots() == []  # within the grace left to `/pay-incident open` in Slack
+    current = await incidents.get(rig.pool, opened.id)
+    assert current is not None
+    assert current.slack_thread_ts is None
+
+    rig.clock.advance(timedelta(seconds=31))
+    await feed_round(svc, client)
+    [root] = roots()
+    assert "opened by U_CLI_OPS" in root["text"]
+    current = await incidents.get(rig.pool, opened.id)
+    assert current is not None
+    assert (current.slack_channel, current.slack_thread_ts) == ("C_ALERTS", str(_ts(rig, root)))
+    in_thread = [
+        p["text"]
+        for p in rig.fake.of("chat.postMessage")
+        if p.get("thread_ts") == current.slack_thread_ts
+    ]
+    entries = await incidents.entries(rig.pool, opened.id)
+    assert [e.kind for e in entries] == ["incident", "incident"]
+    for entry in entries:
+        assert any(f"audit #{entry.audit_id}" in text for text in in_thread), (entry, in_thread)
+    assert any("switched to the backup RPC" in text for text in in_thread)
+
+    await feed_round(svc, client)
+    assert len(roots()) == 1
+    # A thread is only ever given to an incident without one.
+    assert not await incidents.adopt_thread(rig.pool, opened.id, "C_OTHER", "1.000001")
+
+
+def _ts(rig: SlackRig, posted: dict[str, Any]) -> str:
+    """The ts the fake Slack gave a posted message."""
+    [message] = [
+        m
+        for m in rig.fake.messages
+        if m["channel"] == posted["channel"] and m["text"] == posted["text"]
+    ]
+    return str(message["ts"])
