@@ -268,7 +268,7 @@ _UUID = re.compile(
 )
 _PATH = re.compile(r"(?<![\w.:/<])/[\w.@-]+(?:/[\w.@-]*)*")
 _ID = re.compile(
-    r"\b(?:[1-9A-HJ-NP-Za-km-z]{32,}"  # base58 keys and signatures
+    r"\b(?:[1-9A-HJ-NP-Za-km-z]{32,}(?![0-9A-Za-z])"  # base58 keys and signatures, whole
     r"|[1-9A-HJ-NP-Za-km-z]{8,}(?=\.\.)"  # the head of one
     r"|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{8,}"  # hex ids, hashes, their heads
     r"|[0-9a-f]{16}(?![0-9A-Za-z]))"  # a 16-hex-digit head that happens to hold no letter
