@@ -42,7 +42,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import perf_report, perf_runs, perf_sql, perf_stack, perf_triage, perf_watch
+from bench import perf_cpu, perf_report, perf_runs, perf_sql, perf_stack, perf_triage, perf_watch
 from bench.perf_config import Config, parse_args, say
 from bench.perf_duplicates import duplicates
 from bench.perf_slices import Slices
@@ -133,9 +133,7 @@ async def throughput_and_duplicates(
     ):
         port = int(service_url.rsplit(":", 1)[1])
         rss = RssSampler(service.pid)
-        meter = perf_stack.CpuMeter(
-            database.pgdata, {"service": service.pid, "ceiling": ceiling.pid}
-        )
+        meter = perf_cpu.CpuMeter(database.pgdata, {"service": service.pid, "ceiling": ceiling.pid})
         slices = Slices(
             cfg, database, dsn, chain, work, pool, tokens, numbers, mirror, meter, rss,
             service.pid, port, ceiling_port,
@@ -161,7 +159,7 @@ async def throughput_and_duplicates(
                     profile=(service.pid, cfg.out_dir / "profile-duplicates.txt"),
                 )  # fmt: skip
         result["service_memory"] = {
-            "peak_rss_mb": round(perf_stack.memory_kib(service.pid)["VmHWM"] * 1024 / 1e6, 1),
+            "peak_rss_mb": round(perf_cpu.memory_kib(service.pid)["VmHWM"] * 1024 / 1e6, 1),
             "max_sampled_rss_under_load_mb": round(rss.max_rss_kib * 1024 / 1e6, 1),
         }
         if cfg.workers > 1:
@@ -201,7 +199,7 @@ async def compare_workers(
         workers=cfg.workers,
     ) as (service, url):  # fmt: skip
         port = int(url.rsplit(":", 1)[1])
-        meter = perf_stack.CpuMeter(database.pgdata, {"service": service.pid})
+        meter = perf_cpu.CpuMeter(database.pgdata, {"service": service.pid})
         many = Slices(
             cfg, database, dsn, chain, work, one.pool, one.tokens, one.numbers, one.mirror,
             meter, RssSampler(service.pid), service.pid, port, one.ceiling_port,
@@ -240,7 +238,7 @@ async def steady_duplicates(
     chain: perf_stack.Chain,
     work: Path,
     port: int,
-    meter: perf_stack.CpuMeter,
+    meter: perf_cpu.CpuMeter,
     credited: list[str],
     clients: int,
     *,

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import perf_runs, perf_sql, perf_stack
+from bench import perf_cpu, perf_runs, perf_sql, perf_stack
 from bench.perf_config import Config, say
 from bench.perf_stats import Record, summarise, summarise_rounds
 from bench.perf_work import (
@@ -59,7 +59,7 @@ class Slices:
         tokens: list[str],
         numbers: Numbers,
         mirror: perf_sql.Mirror,
-        meter: perf_stack.CpuMeter,
+        meter: perf_cpu.CpuMeter,
         rss: RssSampler,
         service_pid: int,
         port: int,

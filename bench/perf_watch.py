@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import perf_stack
+from bench import perf_cpu, perf_stack
 from bench.perf_config import Config, say
 from bench.perf_work import created_intents, pay
 
@@ -60,7 +60,7 @@ async def watcher(
         dsn, chain.info, work, event_loop="uvloop" if cfg.uvloop else "asyncio",
         extra_env=WATCHER_ENV, name="service-watcher",
     ) as (service, _url):  # fmt: skip
-        meter = perf_stack.CpuMeter(database.pgdata, {"service": service.pid})
+        meter = perf_cpu.CpuMeter(database.pgdata, {"service": service.pid})
         conn = await asyncpg.connect(dsn)
         try:
             await _until(conn, "SELECT count(*) FROM treasury_cursor", 1, 60.0)

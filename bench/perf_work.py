@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from solders.pubkey import Pubkey
 
-from bench import perf_runs, perf_sql, perf_stack
+from bench import perf_cpu, perf_runs, perf_sql, perf_stack
 from bench.perf_config import Config
 from bench.perf_stats import RunStats, summarise
 from core import audit
@@ -193,7 +193,7 @@ class RssSampler:
 
     async def _sample(self) -> None:
         while True:
-            self.max_rss_kib = max(self.max_rss_kib, perf_stack.memory_kib(self.pid)["VmRSS"])
+            self.max_rss_kib = max(self.max_rss_kib, perf_cpu.memory_kib(self.pid)["VmRSS"])
             await asyncio.sleep(0.05)
 
     @contextlib.asynccontextmanager

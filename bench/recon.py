@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any
 
 import asyncpg
 
+from bench.perf_cpu import postgres_cpu_seconds
 from core import db, purchases
 from core import purchases as intents_db
 from core.audit import Actor
@@ -185,23 +185,6 @@ async def add_intents(pool: asyncpg.Pool, count: int, users: int) -> None:
                     await purchases.credit_in(conn, ACTOR, intent, signature, verdict)
 
 
-def server_cpu(data_dir: Path) -> float:
-    """CPU seconds the PostgreSQL server used so far: the postmaster, its live backends and the
-    workers it reaped (parallel workers). Unlike wall time, this does not grow when other
-    work shares the machine."""
-    import psutil
-
-    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
-    postmaster = psutil.Process(pid)
-    t = postmaster.cpu_times()
-    total = t.user + t.system + t.children_user + t.children_system
-    for child in postmaster.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            c = child.cpu_times()
-            total += c.user + c.system
-    return total
-
-
 @dataclass
 class Timing:
     wall: float
@@ -215,7 +198,7 @@ DATA_DIR: Path = Path()
 
 async def timed(pool: asyncpg.Pool, label: str, **kwargs: Any) -> Timing:
     started = time.perf_counter()
-    cpu0, py0 = server_cpu(DATA_DIR), time.process_time()
+    cpu0, py0 = postgres_cpu_seconds(DATA_DIR), time.process_time()
     run = await run_reconciliation(
         pool,
         None,
@@ -226,7 +209,7 @@ async def timed(pool: asyncpg.Pool, label: str, **kwargs: Any) -> Timing:
         **kwargs,
     )
     seconds = time.perf_counter() - started
-    timing = Timing(seconds, server_cpu(DATA_DIR) - cpu0, time.process_time() - py0, run)
+    timing = Timing(seconds, postgres_cpu_seconds(DATA_DIR) - cpu0, time.process_time() - py0, run)
     print(
         f"{label}: {seconds:.3f}s wall, {timing.server_cpu:.3f}s postgres cpu, "
         f"{timing.python_cpu:.3f}s python cpu  mode={run.mode} zero_drift={run.zero_drift} "
