@@ -172,9 +172,9 @@ def installed() -> bool:
 
 
 def configure(level: str = "INFO", *, human: bool = False) -> None:
-    """Logs on stderr: JSON lines for a service (`human=False`), readable lines for a command
-    run by hand."""
-    handler = TurnHandler(sys.stderr)
+    """Logs on stderr: JSON lines for a service (`human=False`, a turn's lines in one write),
+    readable lines for a command run by hand (each at once, in order with what it prints)."""
+    handler = logging.StreamHandler(sys.stderr) if human else TurnHandler(sys.stderr)
     handler.setFormatter(HumanFormatter() if human else JsonFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

@@ -171,3 +171,20 @@ def test_a_stream_closed_mid_turn_is_reported_and_the_loop_goes_on(
     asyncio.run(turn())
     assert failures == []  # nothing raised into the loop
     assert "closed file" in capsys.readouterr().err
+
+
+def test_the_service_batches_its_json_lines_and_a_command_writes_each_at_once() -> None:
+    from core.logs import JsonFormatter, configure
+
+    root = logging.getLogger()
+    kept, level = list(root.handlers), root.level
+    try:
+        configure("INFO")
+        [service] = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+        assert isinstance(service, TurnHandler)
+        configure("INFO", human=True)
+        [command] = [h for h in root.handlers if isinstance(h.formatter, HumanFormatter)]
+        assert not isinstance(command, TurnHandler)  # a warning stays in order with stdout
+    finally:
+        root.handlers[:] = kept
+        root.setLevel(level)
