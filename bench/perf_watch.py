@@ -23,7 +23,7 @@ import asyncpg
 
 from bench import perf_cpu, perf_stack
 from bench.perf_config import Config, say
-from bench.perf_work import created_intents, pay
+from bench.perf_work import created_intents, pay, profiled
 
 # Every job and stream but the watcher an hour or a day away: the run measures the watcher.
 WATCHER_ENV = {
@@ -73,19 +73,20 @@ async def watcher(
             intents, _ = await created_intents(cfg, api_port, tokens, payments, work)
             say(f"watcher: paying {payments} intents, none verified by a client")
             ids = [i["id"] for i in intents]
-            before = meter.snapshot()
-            started = time.perf_counter()
-            pay(cfg, chain, intents)
-            paid_s = time.perf_counter() - started
-            await _until(
-                conn,
-                "SELECT count(*) FROM ledger_transactions WHERE intent_id = ANY($1::uuid[])",
-                payments,
-                CREDIT_TIMEOUT_SECONDS,
-                ids,
-            )
-            elapsed = time.perf_counter() - started
-            cpu = meter.per_transaction(before, meter.snapshot(), payments)
+            async with profiled(cfg, service.pid, cfg.out_dir / "profile-watcher.txt"):
+                before = meter.snapshot()
+                started = time.perf_counter()
+                pay(cfg, chain, intents)
+                paid_s = time.perf_counter() - started
+                await _until(
+                    conn,
+                    "SELECT count(*) FROM ledger_transactions WHERE intent_id = ANY($1::uuid[])",
+                    payments,
+                    CREDIT_TIMEOUT_SECONDS,
+                    ids,
+                )
+                elapsed = time.perf_counter() - started
+                cpu = meter.per_transaction(before, meter.snapshot(), payments)
             sources = await conn.fetch(
                 """SELECT source, count(*) AS n FROM verification_attempts
                    WHERE intent_id = ANY($1::uuid[]) GROUP BY source""",
