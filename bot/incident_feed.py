@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.incident_blocks import entry_blocks, incident_blocks, incident_text, who
@@ -40,9 +41,17 @@ async def give_threads(svc: Services, slack: AsyncWebClient) -> int:
     for incident in await incidents.list_open(svc.pool):
         if incident.slack_thread_ts is not None or now - incident.opened_at < THREADLESS_GRACE:
             continue
-        posted = await slack.chat_postMessage(
-            channel=channel, text=incident_text(incident), blocks=incident_blocks(incident)
-        )
+        try:
+            posted = await slack.chat_postMessage(
+                channel=channel, text=incident_text(incident), blocks=incident_blocks(incident)
+            )
+        except SlackApiError as exc:  # one incident's refusal must not stop the others' feed
+            log.warning(
+                "incident %d has no Slack thread and its card was refused: %s",
+                incident.id,
+                exc.response.get("error"),
+            )
+            continue
         ts = str(posted["ts"])
         if await incidents.adopt_thread(svc.pool, incident.id, str(posted["channel"]), ts):
             given += 1

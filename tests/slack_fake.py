@@ -33,6 +33,7 @@ class FakeSlack:
     calls: list[Call] = field(default_factory=list)
     groups: dict[str, list[str]] = field(default_factory=dict)
     rate_limit_next: int = 0  # answer this many calls with 429 first
+    refused: dict[str, str] = field(default_factory=dict)  # channel -> chat.postMessage error
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     server: TestServer | None = None
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
@@ -96,6 +97,8 @@ class FakeSlack:
             return web.json_response(
                 {"ok": True, "users": self.groups.get(payload.get("usergroup", ""), [])}
             )
+        if method == "chat.postMessage" and payload.get("channel") in self.refused:
+            return web.json_response({"ok": False, "error": self.refused[payload["channel"]]})
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             ts = payload.get("ts") or f"{int(time.time())}.{next(self._ts):06d}"
             if method == "chat.postMessage":

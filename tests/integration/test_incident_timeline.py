@@ -358,3 +358,36 @@ def _ts(rig: SlackRig, posted: dict[str, Any]) -> str:
         if m["channel"] == posted["channel"] and m["text"] == posted["text"]
     ]
     return str(message["ts"])
+
+
+async def test_a_refused_card_does_not_stop_the_other_incidents_feed(slack: SlackRig) -> None:
+    """The alerts channel refuses the bot (archived, say): the threadless incident is left
+    for a later round, and another incident's timeline still reaches its own thread."""
+    rig = slack
+    svc, client = rig.services, web_client(rig.services)
+    operator = Actor("U_CLI_OPS", "cli")
+    async with rig.pool.acquire() as conn:
+        threadless = await incidents.open_incident(conn, operator, "no card", now=svc.clock())
+        threaded = await incidents.open_incident(conn, operator, "has a thread", now=svc.clock())
+        await incidents.set_thread(conn, threaded.id, "C_INC", "1700000000.000100")
+        await incidents.add_note(
+            conn, operator, "still posted", now=svc.clock(), incident_id=threaded.id
+        )
+    rig.fake.refused["C_ALERTS"] = "is_archived"
+    rig.clock.advance(timedelta(seconds=31))
+
+    await feed_round(svc, client)
+
+    current = await incidents.get(rig.pool, threadless.id)
+    assert current is not None
+    assert current.slack_thread_ts is None  # tried, refused, left for a later round
+    assert any(
+        p.get("channel") == "C_ALERTS" and "no card" in p.get("text", "")
+        for p in rig.fake.of("chat.postMessage")
+    )
+    in_thread = [
+        p["text"]
+        for p in rig.fake.of("chat.postMessage")
+        if p.get("thread_ts") == "1700000000.000100"
+    ]
+    assert any("still posted" in text for text in in_thread), in_thread
