@@ -21,6 +21,7 @@ from payops import cli, restore
 from payops.pgtools import SnapshotError, dsn_with_database, libpq_target
 from payops.restore import open_snapshot, restore_command
 from payops.snapshot import LedgerTotals, Manifest, ledger_totals, sha256_file, take_snapshot
+from tests.e2e.procs import wait_until
 from tests.support import (
     ScriptedVerifier,
     api_client,
@@ -437,7 +438,17 @@ async def test_a_restore_waits_for_a_running_migration_without_blocking_its_inde
         restoring = asyncio.create_task(
             restore_command(database_url, path, yes=True, operator="U_OPS", force=True)
         )
-        await asyncio.sleep(1.5)  # the restore is waiting for the lock by now
+
+        async def restore_polls_the_lock() -> bool:
+            return bool(
+                await migration.fetchval(
+                    """SELECT count(*) FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()
+                         AND query LIKE '%pg_try_advisory_lock%'"""
+                )
+            )
+
+        await wait_until(restore_polls_the_lock, "the restore polling the lock", within=20)
         async with asyncio.timeout(20):
             await migration.execute(
                 "CREATE INDEX CONCURRENTLY migration_probe ON ledger_entries (transaction_id)"
