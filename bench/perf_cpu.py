@@ -69,17 +69,7 @@ def postgres_cpu_seconds(pgdata: Path) -> float:
         postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0.0
-    total = _cpu_seconds(postmaster, children=True)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-            total += _cpu_seconds(int(entry.name))
-    return total
+    return tree_cpu_seconds(postmaster)
 
 
 @dataclass
