@@ -125,12 +125,12 @@ def test_flush_at_exit_writes_what_is_waiting(
 ) -> None:
     log, stream, handler = logged
 
-    async def killed_mid_turn() -> None:
+    async def exiting_mid_turn() -> None:
         log.info("last line")
         handler.flush()  # what logging.shutdown does for every handler at exit
         assert stream.lines() == ["payops: info: last line"]
 
-    asyncio.run(killed_mid_turn())
+    asyncio.run(exiting_mid_turn())
     assert stream.lines() == ["payops: info: last line"]
 
 
