@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     rpc_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     rpc_max_retries: int = Field(default=3, ge=0, le=10)
     rpc_max_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Calls made at the same moment (one turn of the event loop) leave as one JSON-RPC batch
+    # of at most this many; 1 sends each call on its own (a provider without batches).
+    rpc_max_batch: int = Field(default=10, ge=1, le=1000)
     token_mint: str | None = None
     token_program: str = TOKEN_PROGRAM
     token_decimals: int = Field(default=6, ge=0, le=18)

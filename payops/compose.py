@@ -85,6 +85,7 @@ async def services(
             timeout_seconds=settings.rpc_timeout_seconds,
             max_retries=settings.rpc_max_retries,
             max_concurrency=settings.rpc_max_concurrency,
+            max_batch=settings.rpc_max_batch,
         )
         try:
             if check_chain:

@@ -13,6 +13,7 @@ reported as set/unset, URLs without credentials or query strings.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -95,12 +96,15 @@ async def chain_checks(settings: Settings, payment: PaymentConfig) -> list[Check
         timeout_seconds=settings.rpc_timeout_seconds,
         max_retries=settings.rpc_max_retries,
         max_concurrency=4,
+        max_batch=min(settings.rpc_max_batch, BATCH_PROBE),
     )
     url = public_url(settings.solana_rpc_url)
     async with rpc:
         try:
             slot = await rpc.get_slot()
             out = [Check(g, "rpc", Status.OK, f"{url} answers (slot {slot}, {rpc.commitment})")]
+            if settings.rpc_max_batch > 1:
+                out.append(await batch_check(settings, rpc))
             mint = await rpc.get_account_info_json_parsed(payment.mint)
             out += mint_checks(settings, payment, mint)
             program, _, problems, _ = judge_mint(payment, mint)
@@ -133,6 +137,24 @@ async def chain_checks(settings: Settings, payment: PaymentConfig) -> list[Check
         treasury_check(payment, treasury, explicit=settings.treasury_token_account is not None)
     )
     return out
+
+
+BATCH_PROBE = 100  # calls in the batch that asks whether the node takes batches, at most
+
+
+async def batch_check(settings: Settings, rpc: SolanaRpc) -> Check:
+    """Whether the node takes a JSON-RPC batch of `PAYOPS_RPC_MAX_BATCH` calls (up to 100)."""
+    size = min(settings.rpc_max_batch, BATCH_PROBE)
+    await asyncio.gather(*(rpc.get_slot() for _ in range(size)))
+    if rpc.stats.batches_refused:
+        return Check(
+            "chain",
+            "rpc_batches",
+            Status.WARN,
+            f"the node refused a JSON-RPC batch of {size} calls: each call will go on its own",
+            "set PAYOPS_RPC_MAX_BATCH=1 (or lower it to what the provider's plan allows)",
+        )
+    return Check("chain", "rpc_batches", Status.OK, f"the node takes batches of {size} calls")
 
 
 async def database_checks(dsn: str) -> list[Check]:

@@ -41,19 +41,28 @@ class Reply:
     raw: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    omit: bool = False  # in a batch: leave this call out of the answer
 
 
 @dataclass
 class FakeNode:
-    """Answers from `script` in order, then from `results` by method."""
+    """Answers from `script` in order, then from `results` by method.
+
+    A batch (a JSON array of calls) takes a reply from `script` for the whole request when
+    that reply is a raw body or a non-200 status, else one reply per call, in order; its
+    answer lists the calls in reverse order when `reverse_batches` (JSON-RPC allows any
+    order), and is `refuse_batches` when that is set (a node that takes no batches)."""
 
     url: str = ""
     script: list[Reply] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # every call, batched or not
+    batches: list[int] = field(default_factory=list)  # the size of each batch request
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    reverse_batches: bool = False
+    refuse_batches: Reply | None = None
 
     def methods(self) -> list[str]:
         return [r["method"] for r in self.requests]
@@ -64,25 +73,52 @@ class FakeNode:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             payload = await request.json()
+            if isinstance(payload, list):
+                return await self._batch(payload)
             self.requests.append(payload)
-            if self.script:
-                reply = self.script.pop(0)
-            elif payload["method"] in self.results:
-                reply = Reply(result=self.results[payload["method"]])
-            else:
-                reply = Reply(error={"code": -32601, "message": "Method not found"})
+            reply = self._next(payload)
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             if reply.raw is not None:
                 return web.Response(status=reply.status, body=reply.raw, headers=reply.headers)
-            envelope: dict[str, Any] = {"jsonrpc": "2.0", "id": payload["id"]}
-            if reply.error is not None:
-                envelope["error"] = reply.error
-            else:
-                envelope["result"] = None if reply.result is _UNSET else reply.result
-            return web.json_response(envelope, status=reply.status, headers=reply.headers)
+            return web.json_response(
+                self._envelope(payload, reply), status=reply.status, headers=reply.headers
+            )
         finally:
             self.in_flight -= 1
+
+    def _next(self, call: dict[str, Any]) -> Reply:
+        if self.script:
+            return self.script.pop(0)
+        if call["method"] in self.results:
+            return Reply(result=self.results[call["method"]])
+        return Reply(error={"code": -32601, "message": "Method not found"})
+
+    @staticmethod
+    def _envelope(call: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        envelope: dict[str, Any] = {"jsonrpc": "2.0", "id": call["id"]}
+        if reply.error is not None:
+            envelope["error"] = reply.error
+        else:
+            envelope["result"] = None if reply.result is _UNSET else reply.result
+        return envelope
+
+    async def _batch(self, calls: list[dict[str, Any]]) -> web.Response:
+        self.batches.append(len(calls))
+        whole = self.refuse_batches
+        if whole is None and self.script and (self.script[0].raw or self.script[0].status != 200):
+            whole = self.script.pop(0)
+        if whole is not None:
+            await asyncio.sleep(whole.delay)
+            if whole.raw is not None:
+                return web.Response(status=whole.status, body=whole.raw, headers=whole.headers)
+            envelope = self._envelope({"id": None}, whole)
+            return web.json_response(envelope, status=whole.status, headers=whole.headers)
+        self.requests.extend(calls)
+        replies = [(call, self._next(call)) for call in calls]
+        await asyncio.sleep(max(reply.delay for _, reply in replies))
+        answers = [self._envelope(call, reply) for call, reply in replies if not reply.omit]
+        return web.json_response(answers[::-1] if self.reverse_batches else answers)
 
 
 @asynccontextmanager

@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import random
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from core.chain.batch import Call, array_items
 
 __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 
@@ -25,6 +29,9 @@ __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 # long-term storage unreachable): asking again shortly can succeed.
 _TRANSIENT_RPC_ERRORS: Final = frozenset({-32004, -32005, -32014, -32016, -32019})
 _HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+MAX_BATCH: Final = 1000  # calls per batch, at most
+
+log = logging.getLogger("payops.chain")
 
 
 class RpcUnavailable(Exception):
@@ -40,11 +47,13 @@ class RpcUnavailable(Exception):
 class RpcStats:
     """Counters for metrics and for tests that assert the node was (not) asked again."""
 
-    requests: Counter[str] = field(default_factory=Counter)  # HTTP attempts, by method
+    requests: Counter[str] = field(default_factory=Counter)  # calls sent, by method
     failures: Counter[str] = field(default_factory=Counter)  # calls ending in RpcUnavailable
     retries: int = 0
     cache_hits: int = 0
     coalesced: int = 0  # getTransaction calls answered by one already in flight
+    batches: int = 0  # HTTP requests that carried several calls (each counted in `requests`)
+    batches_refused: int = 0  # batches the node would not take (then sent call by call)
     waited_seconds: float = 0.0  # total backoff slept, Retry-After included
 
     @property
@@ -63,7 +72,16 @@ class _Retryable(Exception):
 
 class JsonRpc:
     """Calls to one JSON-RPC endpoint, counted in `stats`. Make it in the event loop that
-    uses it (the HTTP session is made on first use); `close()` when done."""
+    uses it (the HTTP session is made on first use); `close()` when done.
+
+    With `max_batch` > 1, the calls made during one turn of the event loop leave together
+    when the turn ends, as one JSON-RPC batch of at most `max_batch` calls (a lone call goes
+    as a plain request, as with `max_batch` = 1). Each call keeps its own answer, retries and
+    failure: a whole batch refused with 429 or 5xx, or cut by the timeout, is a retryable
+    failure of each of its calls, each then asking again on its own schedule; a body that is
+    no JSON fails each call, as it would fail a single one. A node that does not take
+    batches (a client error other than 429, or one JSON-RPC error object instead of an
+    array) has its calls sent one by one, then and from then on, with one warning."""
 
     def __init__(
         self,
@@ -75,6 +93,7 @@ class JsonRpc:
         backoff_base_seconds: float,
         backoff_cap_seconds: float,
         max_concurrency: int,
+        max_batch: int = 1,
     ) -> None:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
@@ -84,6 +103,8 @@ class JsonRpc:
             raise ValueError("need 0 <= backoff_base_seconds <= backoff_cap_seconds")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
         self.stats = stats
         self._timeout = timeout_seconds
         self._max_retries = max_retries
@@ -95,9 +116,17 @@ class JsonRpc:
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None  # made on first use, in the loop
         self._proxy = _proxy_for(url)
+        self._max_batch = max_batch
+        self._queue: list[Call] = []  # this turn's calls, sent when it ends
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def close(self) -> None:
-        """Close the underlying HTTP session."""
+        """Close the underlying HTTP session (calls still waiting for it are cancelled)."""
+        for sending in list(self._sending):
+            sending.cancel()
+        for call in self._queue:
+            call.answer.cancel()
+        self._queue = []
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -153,14 +182,35 @@ class JsonRpc:
         return delay if retry_after is None else max(delay, retry_after)
 
     async def _attempt(self, method: str, params: list[Any] | None) -> tuple[Any, bytes]:
-        request: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
+        if self._max_batch == 1:
+            return await self._exchange_one(method, params)
+        # Calls made in one turn of the loop leave together, as one batch, when it ends.
+        call = Call(method, params, asyncio.get_running_loop().create_future())
+        self._queue.append(call)
+        if len(self._queue) == 1:
+            asyncio.get_running_loop().call_soon(self._send_queued)
+        return await call.answer
+
+    async def _exchange_one(self, method: str, params: list[Any] | None) -> tuple[Any, bytes]:
+        body = json.dumps(self._request(method, params), separators=(",", ":")).encode()
+        status, retry_after, content = await self._post(body, (method,))
+        self._check_status(method, status, retry_after)
+        return self._result(method, self._envelope(method, content)), content
+
+    def _request(self, method: str, params: list[Any] | None, id_: int = 0) -> dict[str, Any]:
+        request: dict[str, Any] = {"jsonrpc": "2.0", "id": id_ or next(self._ids), "method": method}
         if params is not None:
             request["params"] = params
-        body = json.dumps(request, separators=(",", ":")).encode()
+        return request
+
+    async def _post(self, body: bytes, methods: Sequence[str]) -> tuple[int, str | None, bytes]:
+        """One HTTP exchange: its status, `Retry-After` and body; _Retryable when it failed."""
         # The slot is held only while the request is on the wire, not during backoff sleeps,
         # so one struggling call cannot starve the others.
         async with self._semaphore:
-            self.stats.requests[method] += 1
+            self.stats.requests.update(methods)
+            if len(methods) > 1:
+                self.stats.batches += 1
             try:
                 # One bound on the whole exchange: connect, send, headers and body.
                 async with (
@@ -176,21 +226,26 @@ class JsonRpc:
                 raise _Retryable(f"no answer within {self._timeout:g}s") from exc
             except aiohttp.ClientError as exc:
                 raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from exc
-        return self._unwrap(method, status, retry_after, content), content
+        return status, retry_after, content
 
-    def _unwrap(self, method: str, status: int, retry_after: str | None, content: bytes) -> Any:
+    def _check_status(self, method: str, status: int, retry_after: str | None) -> None:
         if status == 429 or status >= 500:
             reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
             raise _Retryable(reason, _parse_retry_after(retry_after))
         if not 200 <= status < 300:
             # A wrong URL, path or API key does not fix itself: fail fast.
             raise self.failed(method, f"HTTP {status}")
+
+    def _envelope(self, method: str, content: bytes) -> dict[str, Any]:
         try:
             envelope = json.loads(content)
         except ValueError:
             raise self.failed(method, f"response is not JSON: {content[:80]!r}") from None
         if not isinstance(envelope, dict):
             raise self.failed(method, f"response is not a JSON-RPC object: {describe(envelope)}")
+        return envelope
+
+    def _result(self, method: str, envelope: dict[str, Any]) -> Any:
         error = envelope.get("error")
         if error is not None:
             code = error.get("code") if isinstance(error, dict) else None
@@ -202,6 +257,83 @@ class JsonRpc:
         if "result" not in envelope:
             raise self.failed(method, "response has neither result nor error")
         return envelope["result"]
+
+    # --- batches: the calls of one turn of the loop in one request ------------------------
+
+    def _send_queued(self) -> None:
+        queued, self._queue = self._queue, []
+        calls = [c for c in queued if not c.answer.done()]  # callers gone before it left
+        size = self._max_batch
+        for start in range(0, len(calls), size):
+            sending = asyncio.ensure_future(self._send(calls[start : start + size]))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[Call]) -> None:
+        """Answers every call: a result, _Retryable (its own loop asks again) or the
+        RpcUnavailable it ends with."""
+        try:
+            if len(calls) > 1:
+                await self._exchange_batch(calls)
+                return
+            call = calls[0]
+            try:
+                call.answer_with(await self._exchange_one(call.method, call.params))
+            except (_Retryable, RpcUnavailable) as exc:
+                call.fail(exc)
+        except BaseException as exc:  # cancelled (closing), or a bug: nobody waits forever
+            for call in calls:
+                call.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _exchange_batch(self, calls: list[Call]) -> None:
+        ids = [next(self._ids) for _ in calls]
+        requests = [self._request(c.method, c.params, i) for c, i in zip(calls, ids, strict=True)]
+        body = json.dumps(requests, separators=(",", ":")).encode()
+        status, retry_after, content = await self._post(body, [c.method for c in calls])
+        if status == 429 or status >= 500:
+            reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
+            for call in calls:
+                call.fail(_Retryable(reason, _parse_retry_after(retry_after)))
+            return
+        items = array_items(content) if 200 <= status < 300 else None
+        transient = _transient_error(content) if items is None else None
+        if transient is not None:  # one error for the whole batch, e.g. "node is unhealthy"
+            for call in calls:
+                call.fail(_Retryable(transient))
+            return
+        if items is None and _refusal(status, content):
+            # A node or plan that does not take batches: one by one, now and from now on.
+            self._refused(len(calls), status, content)
+            await asyncio.gather(*(self._send([call]) for call in calls))
+            return
+        if items is None:  # garbage, as a single call's would be: a broken node or proxy
+            for call in calls:
+                call.fail(self.failed(call.method, f"not a batch answer: {content[:80]!r}"))
+            return
+        by_id = {item.get("id"): (item, raw) for item, raw in items if isinstance(item, dict)}
+        for call, id_ in zip(calls, ids, strict=True):
+            found = by_id.get(id_)
+            if found is None:
+                call.fail(_Retryable("the batch answer has no entry for this call"))
+                continue
+            try:
+                call.answer_with((self._result(call.method, found[0]), found[1].encode()))
+            except (_Retryable, RpcUnavailable) as exc:
+                call.fail(exc)
+
+    def _refused(self, calls: int, status: int, content: bytes) -> None:
+        if self._max_batch > 1:
+            log.warning(
+                "the RPC node refused a batch of %d calls (HTTP %d: %s); sending each call "
+                "on its own from now on (PAYOPS_RPC_MAX_BATCH=1 says so from the start)",
+                calls,
+                status,
+                content[:120].decode(errors="replace"),
+            )
+        self._max_batch = 1
+        self.stats.batches_refused += 1
 
     # --- shape checks: a wrong shape is a broken node, not a verdict ----------------------
 
@@ -219,6 +351,30 @@ class JsonRpc:
         if not isinstance(result, dict) or "value" not in result:
             raise self.failed(method, f"unexpected result shape: {describe(result)}")
         return result["value"]
+
+
+def _transient_error(content: bytes) -> str | None:
+    """The reason of one transient JSON-RPC error object answering a whole batch, if so."""
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict) and error.get("code") in _TRANSIENT_RPC_ERRORS:
+        return f"JSON-RPC error {error.get('code')}: {error.get('message')}"
+    return None
+
+
+def _refusal(status: int, content: bytes) -> bool:
+    """Whether a node said no to a batch as such: a client error other than 429 (a plan
+    without batches, a batch too large), or one JSON-RPC error object instead of an array."""
+    if not 200 <= status < 300:
+        return True
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("error") is not None
 
 
 def _proxy_for(url: str) -> str | None:

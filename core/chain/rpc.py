@@ -3,7 +3,8 @@
 `SolanaRpc` answers the few calls payops needs and hides the unreliable parts of talking to a
 node: a timeout per attempt, bounded retries with exponential backoff and jitter (honouring a
 429's `Retry-After`), a bound on requests in flight, an LRU cache of finalized transactions,
-and one request for concurrent `getTransaction` calls of one signature. Every answer is the
+one request for concurrent `getTransaction` calls of one signature, and (`max_batch` > 1) the
+calls made in one turn of the event loop sent together as one JSON-RPC batch. Every answer is the
 node's own JSON `result`, as plain Python values.
 
 Exceptions:
@@ -80,6 +81,7 @@ class SolanaRpc:
         backoff_base_seconds: float = 0.25,
         backoff_cap_seconds: float = 4.0,
         max_concurrency: int = 16,
+        max_batch: int = 1,
         cache_size: int = 1024,
     ) -> None:
         if cache_size < 0:
@@ -95,6 +97,7 @@ class SolanaRpc:
             backoff_base_seconds=backoff_base_seconds,
             backoff_cap_seconds=backoff_cap_seconds,
             max_concurrency=max_concurrency,
+            max_batch=max_batch,
         )
         self._cache_size = cache_size
         # The node's answer as it came (bytes): parsing it anew on every hit hands each caller

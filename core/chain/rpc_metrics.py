@@ -11,8 +11,10 @@ from core.chain.rpc import SolanaRpc
 
 
 class RpcCollector(Collector):
-    """`payops_rpc_requests_total{method}` (HTTP attempts) and `payops_rpc_errors_total{method,
-    reason}` (calls that ended unavailable after their retries)."""
+    """`payops_rpc_requests_total{method}` (calls sent, each attempt counted, batched or not),
+    `payops_rpc_batches_total` (HTTP requests that carried several calls) and
+    `payops_rpc_errors_total{method, reason}` (calls that ended unavailable after their
+    retries)."""
 
     def __init__(self, rpc: SolanaRpc) -> None:
         self._rpc = rpc
@@ -20,7 +22,7 @@ class RpcCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily]:
         stats = self._rpc.stats
         requests = CounterMetricFamily(
-            "payops_rpc_requests", "Solana RPC HTTP attempts by method", labels=["method"]
+            "payops_rpc_requests", "Solana RPC calls sent (attempts) by method", labels=["method"]
         )
         for method, n in sorted(stats.requests.items()):
             requests.add_metric([method], n)
@@ -31,5 +33,10 @@ class RpcCollector(Collector):
         )
         for method, n in sorted(stats.failures.items()):
             errors.add_metric([method, "unavailable"], n)
+        batches = CounterMetricFamily(
+            "payops_rpc_batches", "Solana RPC HTTP requests that carried several calls"
+        )
+        batches.add_metric([], stats.batches)
         yield requests
+        yield batches
         yield errors

@@ -10,6 +10,10 @@ in the test's own event loop, so the test decides, request by request, what the 
 - **hold**: every `getTransaction` waits at the proxy until `release()` — a verify provably
   in flight at the RPC.
 
+A JSON-RPC batch (several calls in one request) is one request here: the schedule does not
+apply to it, the rate does (a transport fault for the whole request; a transient JSON-RPC
+error answers each call), and its sizes are recorded (`batches`).
+
 The faults (`Kind`): an answer slower than the service's RPC timeout, 429 with Retry-After,
 HTTP 500/502/503, bodies that are no JSON-RPC answer, a transient JSON-RPC error, a dropped
 connection, and a transaction whose view changes between commitments (seen `confirmed` by
@@ -110,6 +114,8 @@ class FaultyRpc:
     seen: list[SeenGetTransaction] = field(default_factory=list)
     passed: set[str] = field(default_factory=set)  # signatures whose getTransaction went through
     held: int = 0  # getTransaction requests waiting at the proxy right now
+    batches: list[int] = field(default_factory=list)  # the size of each batch request
+    batch_faults: int = 0  # faults injected into batch requests
     _released: asyncio.Event = field(default_factory=asyncio.Event)
     _garbage: itertools.count[int] = field(default_factory=itertools.count)
     _session: aiohttp.ClientSession | None = None
@@ -151,6 +157,8 @@ class FaultyRpc:
             payload = json.loads(body)
         except ValueError:
             payload = None
+        if isinstance(payload, list) and payload:
+            return await self._batch(request, body, payload)
         if not isinstance(payload, dict):
             return await self._forward(body, "unparsed")
         method = str(payload.get("method"))
@@ -174,6 +182,33 @@ class FaultyRpc:
             return await self._forward(body, method)
         self.injected[kind.value] += 1
         return await self._inject(kind, request, body, payload, method, signature)
+
+    async def _batch(
+        self, request: web.Request, body: bytes, calls: list[Any]
+    ) -> web.StreamResponse:
+        self.batches.append(len(calls))
+        now = asyncio.get_running_loop().time()
+        fetched = []
+        for call in calls:
+            params = call.get("params") or [] if isinstance(call, dict) else []
+            method = str(call.get("method")) if isinstance(call, dict) else ""
+            signature = self._signature_of(method, params)
+            if method == "getTransaction" and signature is not None:
+                config = params[1] if len(params) > 1 and isinstance(params[1], dict) else {}
+                self.seen.append(SeenGetTransaction(signature, dict(config), now))
+                fetched.append(signature)
+        kind = self._choose("batch", None)
+        if kind is None:
+            self.passed.update(fetched)
+            return await self._forward(body, "batch")
+        self.injected[kind.value] += 1
+        self.batch_faults += 1
+        if kind is Kind.RPC_ERROR:
+            error = {"code": -32005, "message": "Node is unhealthy", "data": {}}
+            return web.json_response(
+                [{"jsonrpc": "2.0", "id": c.get("id"), "error": error} for c in calls]
+            )
+        return await self._inject(kind, request, body, {}, "batch", None)
 
     @staticmethod
     def _signature_of(method: str, params: list[Any]) -> str | None:

@@ -85,7 +85,14 @@ async def test_rpc_faults_keep_intents_pending_and_healing_credits_each_once(
     async with (
         running_faulty_rpc(chain.info.rpc_url, slow_seconds=RPC_TIMEOUT_SECONDS + 0.6) as proxy,
         running_service(
-            chain, database_url, tmp_path / "service", http, PAYOPS_SOLANA_RPC_URL=proxy.url
+            chain,
+            database_url,
+            tmp_path / "service",
+            http,
+            PAYOPS_SOLANA_RPC_URL=proxy.url,
+            # Each request names one signature, so a fault is one payment's: calls on their
+            # own. Faults on batches: test_rpc_faults_on_batches_keep_every_guarantee.
+            PAYOPS_RPC_MAX_BATCH="1",
         ) as service,
         observer(database_url) as pool,
     ):
@@ -161,6 +168,65 @@ async def test_rpc_faults_keep_intents_pending_and_healing_credits_each_once(
             "requests": flaky,
             "credited": len(credited_while_flaky),
         },
+        heavy_phases=HEAVY,
+    )
+
+
+async def test_rpc_faults_on_batches_keep_every_guarantee(
+    rpc_fault_chain: Chain, http: aiohttp.ClientSession, database_url: str, tmp_path: Path
+) -> None:
+    """Batches on (the default): a transport fault on a random half of all requests, batches
+    included, while 16 clients verify; then healed. Never a rejection or a 5xx, credits only
+    of what the node served at `finalized`, then each intent credited exactly once."""
+    started = time.monotonic()
+    chain = rpc_fault_chain
+    async with (
+        running_faulty_rpc(chain.info.rpc_url, slow_seconds=RPC_TIMEOUT_SECONDS + 0.6) as proxy,
+        running_service(
+            chain, database_url, tmp_path / "service", http, PAYOPS_SOLANA_RPC_URL=proxy.url
+        ) as service,
+        observer(database_url) as pool,
+    ):
+        paid = await buy(service, chain, users_for("rpc-batch-fault", scale(24, 60)))
+        tally = Tally()
+        proxy.inject(rate=0.5)  # TRANSPORT_KINDS, seeded
+        requests = await hammer(paid, service, tally, {}, seconds=scale(3, 15))
+        tally.assert_clean()
+        assert proxy.batches, "no batch reached the node: nothing here was tested"
+        assert max(proxy.batches) <= 10  # PAYOPS_RPC_MAX_BATCH's default
+        assert proxy.batch_faults, "no fault hit a batch: nothing here was tested"
+        batched_faults = proxy.batch_faults
+        credited = await pool.fetch(
+            "SELECT tx_signature FROM purchase_intents WHERE id = ANY($1::uuid[]) "
+            "AND status = 'CONFIRMED'",
+            [uuid.UUID(p.id) for p in paid],
+        )
+        assert {r["tx_signature"] for r in credited} <= proxy.passed
+
+        proxy.heal()
+        await wait_ready(service, within=10)
+        await settle(
+            paid,
+            lambda: service,
+            tally,
+            allowed=lambda o: o.settled or still_pending(o),
+            within=scale(30, 120),
+            copies=2,
+        )
+        tally.assert_clean()
+        assert set(tally.credited) == {p.id for p in paid}, "a payment never announced credited"
+        await assert_exactly_once(pool, paid)
+    summary(
+        "rpc_faults_on_batches",
+        started,
+        tally,
+        intents=len(paid),
+        requests=requests,
+        faults_injected=proxy.total_injected,
+        faults_on_batches=batched_faults,
+        faults_by_kind=dict(sorted(proxy.injected.items())),
+        batches=len(proxy.batches),
+        largest_batch=max(proxy.batches),
         heavy_phases=HEAVY,
     )
 

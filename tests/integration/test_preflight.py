@@ -13,12 +13,14 @@ import pytest
 from solders.keypair import Keypair
 
 from core import db
+from core.chain.rpc import SolanaRpc
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from localnet.server import LocalnetInfo, start_localnet
 from payops import cli
-from payops.preflight import Report, preflight, preflight_command
+from payops.preflight import Report, batch_check, preflight, preflight_command
 from payops.preflight_checks import SYSTEM_ACCOUNTS, Status
+from tests.fake_node import Reply, running_node
 from tests.support import JWT_SECRET
 
 pytestmark = pytest.mark.timeout(60)
@@ -73,6 +75,7 @@ async def test_everything_right_is_all_ticks_and_exit_zero(
         "jwt",
         "slack_credentials",
         "rpc",
+        "rpc_batches",
         "token_mint",
         "token_program",
         "token_decimals",
@@ -189,6 +192,26 @@ async def test_a_closed_gate_is_a_warning_not_a_failure(
     assert report.ok
     assert report.by_name("gate").status is Status.WARN
     assert "verify CLOSED by U1: incident 7" in report.by_name("gate").detail
+
+
+async def test_a_node_that_refuses_batches_is_a_warning_with_its_fix() -> None:
+    settings = load_settings(rpc_max_batch=10)
+    async with running_node() as node:
+        node.results["getSlot"] = 5
+        node.refuse_batches = Reply(error={"code": -32600, "message": "batches not supported"})
+        async with SolanaRpc(node.url, max_batch=10) as rpc:
+            check = await batch_check(settings, rpc)
+        assert node.batches == [10]
+        assert len(node.requests) == 10  # then asked one by one, and answered
+    assert check.status is Status.WARN
+    assert "refused a JSON-RPC batch of 10 calls" in check.detail
+    assert "PAYOPS_RPC_MAX_BATCH=1" in check.fix
+
+
+async def test_batches_are_not_checked_when_off(chain: LocalnetInfo, database_url: str) -> None:
+    report = await preflight(production_like(chain, database_url, rpc_max_batch=1))
+    assert "rpc_batches" not in [c.name for c in report.checks]
+    assert report.ok, report.render()
 
 
 async def test_an_unreachable_rpc_is_named(chain: LocalnetInfo, database_url: str) -> None:

@@ -1,0 +1,66 @@
+"""What a JSON-RPC batch needs beyond a single call: the calls waiting for their batch, and
+the items of the node's answer, each with its own text as it came (a finalized transaction is
+cached as the node sent it, batched or not). `core/chain/jsonrpc.py` sends the batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class Call:
+    """A call waiting for its batch: the caller awaits `answer`."""
+
+    method: str
+    params: list[Any] | None
+    answer: asyncio.Future[tuple[Any, bytes]]
+
+    def answer_with(self, value: tuple[Any, bytes]) -> None:
+        if not self.answer.done():  # else its caller gave up
+            self.answer.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        if self.answer.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            self.answer.cancel()
+        else:
+            self.answer.set_exception(exc)
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def array_items(content: bytes) -> list[tuple[Any, str]] | None:
+    """A JSON array's items, each with its own text as it came; None if `content` is not
+    one JSON array."""
+    try:
+        text = content.decode()
+    except UnicodeDecodeError:
+        return None
+    at = _SPACE.match(text).end()  # type: ignore[union-attr]
+    if not text.startswith("[", at):
+        return None
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    items: list[tuple[Any, str]] = []
+    if text.startswith("]", at):
+        return None  # an empty batch answer says nothing about any call
+    while True:
+        try:
+            item, end = _DECODER.raw_decode(text, at)
+        except ValueError:
+            return None
+        items.append((item, text[at:end]))
+        at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if text.startswith(",", at):
+            at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        elif text.startswith("]", at):
+            break
+        else:
+            return None
+    return items if _SPACE.match(text, at + 1).end() == len(text) else None  # type: ignore[union-attr]
