@@ -13,6 +13,7 @@ from aiohttp import web
 
 from api.http import error_response, json_response
 from api.keys import REQUEST_ID, SERVICES
+from core import logs
 from core.errors import PayopsError, Unavailable
 from core.logs import bind
 
@@ -68,12 +69,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             elapsed = time.perf_counter() - started
             method = request.method if request.method in METHODS else "OTHER"
             request.app[SERVICES].metrics.http_request(route, method, status, elapsed)
-            log.info(
-                "%s %s %s",
-                request.method,
-                request.path,
-                status,
-                extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
+            logs.info(
+                log,
+                f"{request.method} {request.path} {status}",
+                {"status": status, "duration_ms": round(elapsed * 1000, 2)},
             )
 
 

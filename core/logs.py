@@ -13,6 +13,7 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -124,11 +125,18 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self._queue(line)  # `Handler.handle` holds the handler's lock around `emit`
+
+    def add(self, line: str) -> None:
+        """Queue a line formatted already (`info`), as `emit` queues a record's."""
+        with self.lock:  # type: ignore[union-attr]
+            self._queue(line)
+
+    def _queue(self, line: str) -> None:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        # `Handler.handle` holds the handler's lock around `emit`.
         if loop is not self._turn:
             if self._lines:  # a loop that stopped before its turn ended left lines behind
                 self._write()
@@ -158,6 +166,60 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
             # As StreamHandler.emit: a broken stream is reported on stderr, never raised into
             # a request or into the event loop.
             self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+
+def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
+    """`logger.info(msg, extra=fields)`, for a line on the hot path (every HTTP request's).
+
+    When payops' JSON handler is the only one the line would reach, with nothing but payops'
+    context filter on the way, the line is built and queued at once: the bytes `logger.info`
+    would write, without a LogRecord, a look at the caller's frame or the handler chain.
+    Anywhere else (a test's capture handler, another handler or filter) it goes through
+    `logging` as any line does."""
+    handler = _sole_turn_handler(logger)
+    if handler is None:
+        logger.info("%s", msg, extra=fields)
+        return
+    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
+    line: dict[str, Any] = {
+        "ts": formatter._timestamp(time.time()),
+        "level": "info",
+        "logger": logger.name,
+        "msg": msg,
+    }
+    line.update(fields)
+    for key, value in _context.get().items():  # as ContextFilter: never over a record's own
+        if key not in fields and key not in _STANDARD:
+            line[key] = value
+    try:
+        text = _encode(line)
+    except Exception:
+        logger.info("%s", msg, extra=fields)  # logging reports what cannot be written
+        return
+    handler.add(text)
+
+
+def _sole_turn_handler(logger: logging.Logger) -> TurnHandler | None:
+    """The TurnHandler writing JSON that is the only handler an INFO line of `logger` reaches
+    through nothing but ContextFilters; None otherwise."""
+    if logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:  # as Logger.callHandlers walks them
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if (
+        type(found) is not TurnHandler
+        or found.level > logging.INFO
+        or type(found.formatter) is not JsonFormatter
+        or any(type(f) is not ContextFilter for f in found.filters)
+    ):
+        return None
+    return found
 
 
 _OURS = (JsonFormatter, HumanFormatter)
