@@ -43,8 +43,18 @@ def status_of(error: PayopsError) -> int:
     return 500
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Built once: `json.dumps`/`json.loads` with options build an encoder/decoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    """`json.dumps(value, separators=(",", ":"), default=str)`."""
+    return _encode(value)
 
 
 def json_response(
@@ -77,8 +87,9 @@ async def read_json(request: web.Request, model: type[Model], max_bytes: int) ->
     if request.content_type != "application/json":
         raise InvalidInput("send the body as application/json", code="unsupported_media_type")
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as exc:
+        # as json.loads reads bytes (UTF-8, -16 or -32), with a decoder built once
+        data = _decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise InvalidInput("the request body is not valid JSON", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise InvalidInput("the request body must be a JSON object", code="invalid_json")
@@ -86,10 +97,6 @@ async def read_json(request: web.Request, model: type[Model], max_bytes: int) ->
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(_describe(exc), code="invalid_request") from exc
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -30,6 +30,7 @@ __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 _TRANSIENT_RPC_ERRORS: Final = frozenset({-32004, -32005, -32014, -32016, -32019})
 _HEADERS: Final = {"Content-Type": "application/json", "Accept": "application/json"}
 MAX_BATCH: Final = 1000  # calls per batch, at most
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # built once, not once a call
 
 log = logging.getLogger("payops.chain")
 
@@ -192,7 +193,7 @@ class JsonRpc:
         return await call.answer
 
     async def _exchange_one(self, method: str, params: list[Any] | None) -> tuple[Any, bytes]:
-        body = json.dumps(self._request(method, params), separators=(",", ":")).encode()
+        body = _encode(self._request(method, params)).encode()
         status, retry_after, content = await self._post(body, (method,))
         self._check_status(method, status, retry_after)
         return self._result(method, self._envelope(method, content)), content
@@ -290,7 +291,7 @@ class JsonRpc:
     async def _exchange_batch(self, calls: list[Call]) -> None:
         ids = [next(self._ids) for _ in calls]
         requests = [self._request(c.method, c.params, i) for c, i in zip(calls, ids, strict=True)]
-        body = json.dumps(requests, separators=(",", ":")).encode()
+        body = _encode(requests).encode()
         status, retry_after, content = await self._post(body, [c.method for c in calls])
         if status == 429 or status >= 500:
             reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"

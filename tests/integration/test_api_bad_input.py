@@ -109,6 +109,8 @@ BAD_CREATE = [
     ),
     ("wallet not 32 bytes", b'{"credits": 1, "wallet": "' + b"z" * 44 + b'"}', "invalid_wallet"),
     ("null body", b"null", "invalid_json"),
+    ("not utf-8", b'{"credits": 1, "wallet": "\xff"}', "invalid_json"),
+    ("lone surrogate", b'{"credits": 1, "wallet": "\xed\xa0\x80"}', "invalid_request"),
     ("deep nesting", b"[" * 100000 + b"]" * 100000, "body_too_large"),
 ]
 
