@@ -9,6 +9,8 @@ import sys
 BENCHMARKS = {
     "perf": "bench.perf",  # verify throughput and latency against PostgreSQL's own limit
     "recon": "bench.recon",
+    "detect": "bench.detect",
+    "rpc_batch": "bench.rpc_batch",  # the RPC client's CPU per call, alone or batched
 }
 
 
