@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +65,28 @@ def array_items(content: bytes) -> list[tuple[Any, str]] | None:
         else:
             return None
     return items if _SPACE.match(text, at + 1).end() == len(text) else None  # type: ignore[union-attr]
+
+
+def transient_error(content: bytes, transient: Collection[int]) -> str | None:
+    """The reason of one JSON-RPC error object answering a whole batch, if its code is one of
+    `transient`."""
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict) and error.get("code") in transient:
+        return f"JSON-RPC error {error.get('code')}: {error.get('message')}"
+    return None
+
+
+def refusal(status: int, content: bytes) -> bool:
+    """Whether a node said no to a batch as such: a client error other than 429 (a plan
+    without batches, a batch too large), or one JSON-RPC error object instead of an array."""
+    if not 200 <= status < 300:
+        return True
+    try:
+        answer = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and answer.get("error") is not None

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from core.chain.batch import Call, array_items
+from core.chain.batch import Call, array_items, refusal, transient_error
 
 __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 
@@ -299,12 +299,12 @@ class JsonRpc:
                 call.fail(_Retryable(reason, _parse_retry_after(retry_after)))
             return
         items = array_items(content) if 200 <= status < 300 else None
-        transient = _transient_error(content) if items is None else None
+        transient = transient_error(content, _TRANSIENT_RPC_ERRORS) if items is None else None
         if transient is not None:  # one error for the whole batch, e.g. "node is unhealthy"
             for call in calls:
                 call.fail(_Retryable(transient))
             return
-        if items is None and _refusal(status, content):
+        if items is None and refusal(status, content):
             # A node or plan that does not take batches: one by one, now and from now on.
             self._refused(len(calls), status, content)
             await asyncio.gather(*(self._send([call]) for call in calls))
@@ -352,30 +352,6 @@ class JsonRpc:
         if not isinstance(result, dict) or "value" not in result:
             raise self.failed(method, f"unexpected result shape: {describe(result)}")
         return result["value"]
-
-
-def _transient_error(content: bytes) -> str | None:
-    """The reason of one transient JSON-RPC error object answering a whole batch, if so."""
-    try:
-        answer = json.loads(content)
-    except ValueError:
-        return None
-    error = answer.get("error") if isinstance(answer, dict) else None
-    if isinstance(error, dict) and error.get("code") in _TRANSIENT_RPC_ERRORS:
-        return f"JSON-RPC error {error.get('code')}: {error.get('message')}"
-    return None
-
-
-def _refusal(status: int, content: bytes) -> bool:
-    """Whether a node said no to a batch as such: a client error other than 429 (a plan
-    without batches, a batch too large), or one JSON-RPC error object instead of an array."""
-    if not 200 <= status < 300:
-        return True
-    try:
-        answer = json.loads(content)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and answer.get("error") is not None
 
 
 def _proxy_for(url: str) -> str | None:
