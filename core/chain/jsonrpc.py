@@ -230,9 +230,8 @@ class JsonRpc:
         return status, retry_after, content
 
     def _check_status(self, method: str, status: int, retry_after: str | None) -> None:
-        if status == 429 or status >= 500:
-            reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
-            raise _Retryable(reason, _parse_retry_after(retry_after))
+        if _retryable(status):
+            raise _status_failure(status, retry_after)
         if not 200 <= status < 300:
             # A wrong URL, path or API key does not fix itself: fail fast.
             raise self.failed(method, f"HTTP {status}")
@@ -293,10 +292,9 @@ class JsonRpc:
         requests = [self._request(c.method, c.params, i) for c, i in zip(calls, ids, strict=True)]
         body = _encode(requests).encode()
         status, retry_after, content = await self._post(body, [c.method for c in calls])
-        if status == 429 or status >= 500:
-            reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
+        if _retryable(status):  # each call's own failure: each asks again on its own
             for call in calls:
-                call.fail(_Retryable(reason, _parse_retry_after(retry_after)))
+                call.fail(_status_failure(status, retry_after))
             return
         items = array_items(content) if 200 <= status < 300 else None
         transient = transient_error(content, _TRANSIENT_RPC_ERRORS) if items is None else None
@@ -360,6 +358,16 @@ def _proxy_for(url: str) -> str | None:
     if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
         return None
     return urllib.request.getproxies().get(parts.scheme)
+
+
+def _retryable(status: int) -> bool:
+    """Rate limited or a server error: asking again may succeed."""
+    return status == 429 or status >= 500
+
+
+def _status_failure(status: int, retry_after: str | None) -> _Retryable:
+    reason = "rate limited (HTTP 429)" if status == 429 else f"HTTP {status}"
+    return _Retryable(reason, _parse_retry_after(retry_after))
 
 
 def _parse_retry_after(header: str | None) -> float | None:

@@ -3,9 +3,9 @@
 `SolanaRpc` answers the few calls payops needs and hides the unreliable parts of talking to a
 node: a timeout per attempt, bounded retries with exponential backoff and jitter (honouring a
 429's `Retry-After`), a bound on requests in flight, an LRU cache of finalized transactions,
-one request for concurrent `getTransaction` calls of one signature, and (`max_batch` > 1) the
-calls made in one turn of the event loop sent together as one JSON-RPC batch. Every answer is the
-node's own JSON `result`, as plain Python values.
+one request for concurrent `getTransaction` calls of one signature, and (`max_batch` > 1)
+the calls made in one turn of the event loop sent together as one JSON-RPC batch. Every
+answer is the node's own JSON `result`, as plain Python values.
 
 Exceptions:
 
