@@ -314,34 +314,42 @@ async def _settle_many(
     for flow in flows:
         assert flow.intent_id is not None
         by_intent.setdefault(flow.intent_id, []).append(flow)
+    if not by_intent:
+        return
+    # Flows are settled by this poll only: what the settled short ones brought in is read
+    # once, and each of this batch's own short ones adds to it as it is settled.
+    paid = await store.partial_totals(svc.pool, list(by_intent))
     limit = asyncio.Semaphore(SETTLE_CONCURRENCY)
 
-    async def one_intent(ordered: list[store.RecordedFlow]) -> None:
+    async def one_intent(intent_id: uuid.UUID, ordered: list[store.RecordedFlow]) -> None:
+        paid_before = paid.get(intent_id, 0)
         async with limit:
             for flow in ordered:
-                await _settle(svc, actor, flow, report)
+                if await _settle(svc, actor, flow, report, paid_before) == "partial":
+                    paid_before += flow.amount
                 if report.stopped is not None:
                     return
 
-    await asyncio.gather(*(one_intent(ordered) for ordered in by_intent.values()))
+    await asyncio.gather(*(one_intent(i, ordered) for i, ordered in by_intent.items()))
 
 
 async def _settle(
-    svc: Services, actor: Actor, flow: store.RecordedFlow, report: PollReport
-) -> None:
-    """Put a bound inflow through the verify; settle it once the outcome is final.
+    svc: Services, actor: Actor, flow: store.RecordedFlow, report: PollReport, paid_before: int
+) -> str | None:
+    """Put a bound inflow through the verify; settle it once the outcome is final, and say
+    which (None: not final yet).
 
-    Earlier payments to the same intent that were valid but short count towards its price:
-    with them this one may complete it (a top-up). A short one is kept as 'partial'."""
+    `paid_before`: what earlier payments to the same intent that were valid but short
+    brought in; with them this one may complete its price (a top-up). A short one is kept
+    as 'partial'."""
     assert flow.intent_id is not None
-    paid_before = await store.partial_total(svc.pool, flow.intent_id, besides=flow.signature)
     try:
         result = await purchases.verify_detected(
             svc, actor, flow.intent_id, flow.signature, paid_before=paid_before
         )
     except VerifyPaused:
         report.stopped = "verify gate closed: detected payments wait for it to reopen"
-        return
+        return None
     except (Conflict, Unprocessable, InvalidInput, NotFound) as exc:
         outcome = f"refused:{exc.code}"
         if exc.code == "underpaid":
@@ -355,7 +363,7 @@ async def _settle(
         )
     else:
         if isinstance(result, purchases.StillPending):
-            return  # not final yet: the next poll takes it up again
+            return None  # not final yet: the next poll takes it up again
         outcome = "duplicate" if result.duplicate else "credited"
         if not result.duplicate:
             report.credited += 1
@@ -365,6 +373,7 @@ async def _settle(
                 svc.metrics.watch_detection.observe(max(0.0, lag))
     await store.settle(svc.pool, flow.signature, outcome)
     report.settled += 1
+    return outcome
 
 
 CHAIN_SLOT_EVERY = 10  # rounds between two reads of the chain's slot (a metric only)

@@ -171,17 +171,18 @@ async def settle(db: asyncpg.Connection | asyncpg.Pool, signature: str, outcome:
     )
 
 
-async def partial_total(
-    db: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID, *, besides: str
-) -> int:
-    """What the intent's valid but short payments (other than `besides`) brought in."""
-    value = await db.fetchval(
-        """SELECT coalesce(sum(amount), 0) FROM treasury_flows
-           WHERE intent_id = $1 AND outcome = 'partial' AND signature <> $2""",
-        intent_id,
-        besides,
+async def partial_totals(
+    db: asyncpg.Connection | asyncpg.Pool, intent_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """What each intent's valid but short payments settled so far brought in (intents with
+    none are left out)."""
+    rows = await db.fetch(
+        """SELECT intent_id, sum(amount) AS paid FROM treasury_flows
+           WHERE intent_id = ANY($1::uuid[]) AND outcome = 'partial'
+           GROUP BY intent_id""",
+        intent_ids,
     )
-    return int(value)
+    return {r["intent_id"]: int(r["paid"]) for r in rows}
 
 
 async def flows_of_intent(

@@ -239,6 +239,30 @@ async def test_two_payments_that_add_up_to_the_price_credit_the_intent_once(rig:
     assert [r["outcome"] for r in outcomes] == ["partial", "credited"]
 
 
+async def test_parts_that_add_up_within_one_poll_credit_the_intent_once(rig: Rig) -> None:
+    await watch.poll(rig.services, rig.rpc)
+    intent = await rig.intent("una", credits=5)
+    first = intent.amount * 30 // 100
+    second = intent.amount * 25 // 100  # not the first's: that would be the same transaction
+    await rig.pay(intent, amount=first)
+    await rig.pay(intent, amount=second)
+    completing = await rig.pay(intent, amount=intent.amount - first - second)
+    report = await watch.poll(rig.services, rig.rpc)  # all three read and settled at once
+
+    assert report.credited == 1
+    facts = await _intent_facts(rig.pool, intent.id)
+    assert (facts["status"], facts["tx_signature"]) == ("CONFIRMED", completing)
+    assert await ledger.balance(rig.pool, "una") == 5
+    received = await rig.pool.fetchval(
+        "SELECT received_amount FROM purchase_intents WHERE id = $1", intent.id
+    )
+    assert received == intent.amount
+    outcomes = await rig.pool.fetch(
+        "SELECT outcome FROM treasury_flows WHERE intent_id = $1 ORDER BY slot", intent.id
+    )
+    assert [r["outcome"] for r in outcomes] == ["partial", "partial", "credited"]
+
+
 async def _dust(rig: Rig, intent: Any, n: int) -> None:
     """One base unit to the treasury carrying `intent`'s reference (and a memo that makes
     each transfer a transaction of its own)."""
