@@ -1,9 +1,9 @@
 """The treasury watcher: the chain side of the books (see `service`)."""
 
+from core.watch.report import PollReport
 from core.watch.rules import Flow, flow_of, intent_ids_in, new_signatures
 from core.watch.service import (
     WATCHER_ACTOR,
-    PollReport,
     TreasuryHistory,
     poll,
     run,

@@ -11,8 +11,8 @@ moved past what was not recorded) and records nothing twice (the flow's primary 
 An inflow bound to an intent (its reference among the account keys, or its id in a memo) is
 then put through the verify rules and the exactly-once credit of a verify
 (`purchases.verify_detected`, attempts with source 'watcher'); once that reaches a final
-outcome the flow is settled. A flow left unsettled (the gate was closed, the process died,
-the payment was not final) is taken up again by the next poll.
+outcome the flow is settled (`settle`). A flow left unsettled (the gate was closed, the
+process died, the payment was not final) is taken up again by the next poll.
 
 `run` keeps one watcher across replicas (`jobs.lead`): a replica polls only while it holds
 the watcher's PostgreSQL advisory lock on a connection of its own; when that replica dies the
@@ -24,29 +24,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
 
-from core import jobs, purchases
+from core import jobs
 from core.audit import Actor
 from core.chain.rpc import RpcUnavailable
 from core.chain.transfers import MalformedTransaction, parse_transaction
-from core.errors import Conflict, InvalidInput, NotFound, Unprocessable, VerifyPaused
 from core.services import Services
-from core.watch import rules, store
+from core.watch import rules, settle, store
+from core.watch.report import PollReport
 
 log = logging.getLogger("payops.watch")
 
 WATCHER_ACTOR = Actor("watcher", "scheduler")
 WATCHER_LOCK = "watcher"
 PAGE = 1000  # getSignaturesForAddress's largest page
-UNSETTLED_BATCH = 100
 RECORD_CHUNK = 100  # transactions recorded per database transaction (and cursor move)
 FETCH_CONCURRENCY = 16
-SETTLE_CONCURRENCY = 8  # intents credited at once
 SIGHT_BATCH = 100  # payments looked at early per poll
 
 
@@ -74,21 +70,6 @@ class TreasuryHistory(Protocol):
     async def get_confirmed_transaction(self, signature: str) -> dict[str, Any] | None: ...
 
 
-@dataclass
-class PollReport:
-    """What one poll did; `stopped` says why it ended before the newest signature."""
-
-    started: bool = False
-    read: int = 0  # signatures read past the cursor
-    recorded: int = 0  # flows recorded
-    credited: int = 0
-    settled: int = 0  # bound inflows taken to a final outcome (credited or refused)
-    stopped: str | None = None
-    cursor_slot: int | None = None
-    seen: int = 0  # payments to intents seen at `confirmed`, not final yet
-    credited_intents: list[str] = field(default_factory=list)
-
-
 async def poll(
     svc: Services,
     rpc: TreasuryHistory,
@@ -108,7 +89,7 @@ async def poll(
         if cursor is None:
             cursor = await _start(svc, rpc, account)
             report.started = True
-        await _settle_unsettled(svc, actor, account, report)
+        await settle.settle_unsettled(svc, actor, account, report)
         if report.stopped is None:
             await _read_new(svc, rpc, actor, cursor, report, page)
         if report.stopped is None and str(rpc.commitment) == "finalized":
@@ -152,7 +133,7 @@ async def _read_new(
         chunk = new[start : start + RECORD_CHUNK]
         fetched = await _fetch_all(rpc, [s for s, failed in chunk if not failed])
         bound = await _record_chunk(svc, cursor.account, chunk, fetched, slots, report)
-        await _settle_many(svc, actor, bound, report)
+        await settle.settle_many(svc, actor, bound, report)
         if report.stopped is not None:
             return
 
@@ -297,83 +278,6 @@ async def _record_one(
         settled=False,
     )
     return tx.slot, recorded
-
-
-async def _settle_unsettled(svc: Services, actor: Actor, account: str, report: PollReport) -> None:
-    await _settle_many(
-        svc, actor, await store.unsettled(svc.pool, account, UNSETTLED_BATCH), report
-    )
-
-
-async def _settle_many(
-    svc: Services, actor: Actor, flows: list[store.RecordedFlow], report: PollReport
-) -> None:
-    """Settle `flows`: one intent's in order (a top-up adds up the earlier parts), different
-    intents concurrently, a bounded number at a time."""
-    by_intent: dict[uuid.UUID, list[store.RecordedFlow]] = {}
-    for flow in flows:
-        assert flow.intent_id is not None
-        by_intent.setdefault(flow.intent_id, []).append(flow)
-    if not by_intent:
-        return
-    # Flows are settled by this poll only: what the settled short ones brought in is read
-    # once, and each of this batch's own short ones adds to it as it is settled.
-    paid = await store.partial_totals(svc.pool, list(by_intent))
-    limit = asyncio.Semaphore(SETTLE_CONCURRENCY)
-
-    async def one_intent(intent_id: uuid.UUID, ordered: list[store.RecordedFlow]) -> None:
-        paid_before = paid.get(intent_id, 0)
-        async with limit:
-            for flow in ordered:
-                if await _settle(svc, actor, flow, report, paid_before) == "partial":
-                    paid_before += flow.amount
-                if report.stopped is not None:
-                    return
-
-    await asyncio.gather(*(one_intent(i, ordered) for i, ordered in by_intent.items()))
-
-
-async def _settle(
-    svc: Services, actor: Actor, flow: store.RecordedFlow, report: PollReport, paid_before: int
-) -> str | None:
-    """Put a bound inflow through the verify; settle it once the outcome is final, and say
-    which (None: not final yet).
-
-    `paid_before`: what earlier payments to the same intent that were valid but short
-    brought in; with them this one may complete its price (a top-up). A short one is kept
-    as 'partial'."""
-    assert flow.intent_id is not None
-    try:
-        result = await purchases.verify_detected(
-            svc, actor, flow.intent_id, flow.signature, paid_before=paid_before
-        )
-    except VerifyPaused:
-        report.stopped = "verify gate closed: detected payments wait for it to reopen"
-        return None
-    except (Conflict, Unprocessable, InvalidInput, NotFound) as exc:
-        outcome = f"refused:{exc.code}"
-        if exc.code == "underpaid":
-            part = await purchases.partial_payment(svc, flow.intent_id, flow.signature)
-            outcome = "partial" if part is not None else outcome
-        log.info(
-            "detected payment not credited: %s (%s)",
-            exc,
-            outcome,
-            extra={"intent_id": str(flow.intent_id), "tx_signature": flow.signature},
-        )
-    else:
-        if isinstance(result, purchases.StillPending):
-            return None  # not final yet: the next poll takes it up again
-        outcome = "duplicate" if result.duplicate else "credited"
-        if not result.duplicate:
-            report.credited += 1
-            report.credited_intents.append(str(flow.intent_id))
-            if flow.block_time is not None:
-                lag = (svc.clock() - flow.block_time).total_seconds()
-                svc.metrics.watch_detection.observe(max(0.0, lag))
-    await store.settle(svc.pool, flow.signature, outcome)
-    report.settled += 1
-    return outcome
 
 
 CHAIN_SLOT_EVERY = 10  # rounds between two reads of the chain's slot (a metric only)
