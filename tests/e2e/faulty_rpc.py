@@ -190,7 +190,7 @@ class FaultyRpc:
         now = asyncio.get_running_loop().time()
         fetched = []
         for call in calls:
-            params = call.get("params") or [] if isinstance(call, dict) else []
+            params = (call.get("params") or []) if isinstance(call, dict) else []
             method = str(call.get("method")) if isinstance(call, dict) else ""
             signature = self._signature_of(method, params)
             if method == "getTransaction" and signature is not None:
