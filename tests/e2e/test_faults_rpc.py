@@ -175,9 +175,10 @@ async def test_rpc_faults_keep_intents_pending_and_healing_credits_each_once(
 async def test_rpc_faults_on_batches_keep_every_guarantee(
     rpc_fault_chain: Chain, http: aiohttp.ClientSession, database_url: str, tmp_path: Path
 ) -> None:
-    """Batches on (the default): a transport fault on a random half of all requests, batches
-    included, while 16 clients verify; then healed. Never a rejection or a 5xx, credits only
-    of what the node served at `finalized`, then each intent credited exactly once."""
+    """Batches on (the default): a transport fault on every request, then on a random half of
+    them, batches included, while 16 clients verify; then healed. Never a rejection or a
+    5xx, nothing credited while every request fails, credits only of what the node served at
+    `finalized`, then each intent credited exactly once."""
     started = time.monotonic()
     chain = rpc_fault_chain
     async with (
@@ -189,19 +190,21 @@ async def test_rpc_faults_on_batches_keep_every_guarantee(
     ):
         paid = await buy(service, chain, users_for("rpc-batch-fault", scale(24, 60)))
         tally = Tally()
-        proxy.inject(rate=0.5)  # TRANSPORT_KINDS, seeded
-        requests = await hammer(paid, service, tally, {}, seconds=scale(3, 15))
+        # Every request fails (TRANSPORT_KINDS, seeded): every verify asks the node, so the
+        # 16 clients' calls meet in batches, and every batch fails.
+        proxy.inject(rate=1.0)
+        requests = await hammer(paid, service, tally, {}, seconds=scale(2, 5))
         tally.assert_clean()
+        assert not tally.credited
+        assert await confirmed(pool, paid) == set()
         assert proxy.batches, "no batch reached the node: nothing here was tested"
+        assert proxy.batch_faults == len(proxy.batches)
+        proxy.inject(rate=0.5)
+        requests += await hammer(paid, service, tally, {}, seconds=scale(3, 15))
+        tally.assert_clean()
         assert max(proxy.batches) <= 10  # PAYOPS_RPC_MAX_BATCH's default
-        assert proxy.batch_faults, "no fault hit a batch: nothing here was tested"
         batched_faults = proxy.batch_faults
-        credited = await pool.fetch(
-            "SELECT tx_signature FROM purchase_intents WHERE id = ANY($1::uuid[]) "
-            "AND status = 'CONFIRMED'",
-            [uuid.UUID(p.id) for p in paid],
-        )
-        assert {r["tx_signature"] for r in credited} <= proxy.passed
+        assert await confirmed(pool, paid) <= proxy.passed
 
         proxy.heal()
         await wait_ready(service, within=10)
@@ -229,6 +232,16 @@ async def test_rpc_faults_on_batches_keep_every_guarantee(
         largest_batch=max(proxy.batches),
         heavy_phases=HEAVY,
     )
+
+
+async def confirmed(pool: asyncpg.Pool, paid: list[Paid]) -> set[str]:
+    """The signatures that confirmed any of `paid`'s intents."""
+    rows = await pool.fetch(
+        "SELECT tx_signature FROM purchase_intents WHERE id = ANY($1::uuid[]) "
+        "AND status = 'CONFIRMED'",
+        [uuid.UUID(p.id) for p in paid],
+    )
+    return {r["tx_signature"] for r in rows}
 
 
 async def hammer(
