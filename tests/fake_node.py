@@ -23,6 +23,13 @@ OTHER_SIG = (
 )
 _UNSET: Any = object()
 TX: dict[str, Any] = {"slot": 5, "transaction": {"signatures": [SIG]}, "meta": {"err": None}}
+# SolanaRpc options for tests: failures found in milliseconds, not seconds
+FAST: dict[str, Any] = {
+    "timeout_seconds": 2.0,
+    "max_retries": 2,
+    "backoff_base_seconds": 0.01,
+    "backoff_cap_seconds": 0.05,
+}
 
 
 def load_fixture_result(name: str) -> dict[str, Any]:

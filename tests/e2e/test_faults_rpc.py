@@ -51,6 +51,7 @@ from tests.e2e.faulty_rpc import (
     COMMITMENT_KINDS,
     EXPECTED_REASON,
     TRANSPORT_KINDS,
+    FaultyRpc,
     Kind,
     SeenGetTransaction,
     running_faulty_rpc,
@@ -140,21 +141,9 @@ async def test_rpc_faults_keep_intents_pending_and_healing_credits_each_once(
         assert not set(kept) & proxy.passed
 
         # 3. Healed: verifying again credits every payment, each exactly once.
-        proxy.heal()
         credited_before = set(tally.credited)
-        await wait_ready(service, within=10)
-        await settle(
-            paid,
-            lambda: service,
-            tally,
-            allowed=lambda o: o.settled or still_pending(o),
-            within=scale(30, 120),
-            copies=2,
-        )
-        tally.assert_clean()
-        assert set(tally.credited) == {p.id for p in paid}, "a payment never announced credited"
+        await heal_and_settle(proxy, service, pool, paid, tally)
         assert not credited_before & {p.id for p in paid[::2]}
-        await assert_exactly_once(pool, paid)
     summary(
         "rpc_faults",
         started,
@@ -206,19 +195,7 @@ async def test_rpc_faults_on_batches_keep_every_guarantee(
         batched_faults = proxy.batch_faults
         assert await confirmed(pool, paid) <= proxy.passed
 
-        proxy.heal()
-        await wait_ready(service, within=10)
-        await settle(
-            paid,
-            lambda: service,
-            tally,
-            allowed=lambda o: o.settled or still_pending(o),
-            within=scale(30, 120),
-            copies=2,
-        )
-        tally.assert_clean()
-        assert set(tally.credited) == {p.id for p in paid}, "a payment never announced credited"
-        await assert_exactly_once(pool, paid)
+        await heal_and_settle(proxy, service, pool, paid, tally)
     summary(
         "rpc_faults_on_batches",
         started,
@@ -232,6 +209,26 @@ async def test_rpc_faults_on_batches_keep_every_guarantee(
         largest_batch=max(proxy.batches),
         heavy_phases=HEAVY,
     )
+
+
+async def heal_and_settle(
+    proxy: FaultyRpc, service: Service, pool: asyncpg.Pool, paid: list[Paid], tally: Tally
+) -> None:
+    """Heal the proxy, then verify every payment again (two clients per intent) until each is
+    credited: every one announced credited once, and credited exactly once in the books."""
+    proxy.heal()
+    await wait_ready(service, within=10)
+    await settle(
+        paid,
+        lambda: service,
+        tally,
+        allowed=lambda o: o.settled or still_pending(o),
+        within=scale(30, 120),
+        copies=2,
+    )
+    tally.assert_clean()
+    assert set(tally.credited) == {p.id for p in paid}, "a payment never announced credited"
+    await assert_exactly_once(pool, paid)
 
 
 async def confirmed(pool: asyncpg.Pool, paid: list[Paid]) -> set[str]:

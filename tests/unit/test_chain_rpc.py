@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from tests.fake_node import (
+    FAST,
     OTHER_SIG,
     SIG,
     SPL_FIXTURE,
@@ -20,38 +21,9 @@ from tests.fake_node import (
     Reply,
     load_fixture_result,
     refused_url,
-    running_node,
 )
 from tests.fixtures import SOLANA_FIXTURES
-
-MakeRpc = Callable[..., SolanaRpc]
-FAST: dict[str, Any] = {
-    "timeout_seconds": 2.0,
-    "max_retries": 2,
-    "backoff_base_seconds": 0.01,
-    "backoff_cap_seconds": 0.05,
-}
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[FakeNode]:
-    async with running_node() as served:
-        yield served
-
-
-@pytest.fixture
-async def make_rpc(node: FakeNode) -> AsyncIterator[MakeRpc]:
-    made: list[SolanaRpc] = []
-
-    def make(**overrides: Any) -> SolanaRpc:
-        options = {"url": node.url, **FAST, **overrides}
-        rpc = SolanaRpc(**options)
-        made.append(rpc)
-        return rpc
-
-    yield make
-    for rpc in made:
-        await rpc.close()
+from tests.unit.conftest import MakeRpc
 
 
 async def raises_unavailable(call: Awaitable[Any]) -> RpcUnavailable:

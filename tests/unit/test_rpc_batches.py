@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -14,36 +13,13 @@ import pytest
 from core.chain.batch import array_items
 from core.chain.rpc import RpcUnavailable, SolanaRpc
 from tests.fake_node import OTHER_SIG, SIG, SPL_FIXTURE, FakeNode, Reply, load_fixture_result
-from tests.fake_node import running_node as running_node
-
-MakeRpc = Callable[..., SolanaRpc]
-FAST: dict[str, Any] = {
-    "timeout_seconds": 2.0,
-    "max_retries": 2,
-    "backoff_base_seconds": 0.01,
-    "backoff_cap_seconds": 0.05,
-    "max_batch": 10,
-}
+from tests.unit.conftest import MakeRpc
 
 
 @pytest.fixture
-async def node() -> AsyncIterator[FakeNode]:
-    async with running_node() as served:
-        yield served
-
-
-@pytest.fixture
-async def make_rpc(node: FakeNode) -> AsyncIterator[MakeRpc]:
-    made: list[SolanaRpc] = []
-
-    def make(**overrides: Any) -> SolanaRpc:
-        rpc = SolanaRpc(**{"url": node.url, **FAST, **overrides})
-        made.append(rpc)
-        return rpc
-
-    yield make
-    for rpc in made:
-        await rpc.close()
+def batching(make_rpc: MakeRpc) -> MakeRpc:
+    """`make_rpc` with batches of up to 10 calls (`PAYOPS_RPC_MAX_BATCH`'s default)."""
+    return lambda **overrides: make_rpc(**{"max_batch": 10, **overrides})
 
 
 def tx(n: int) -> dict[str, Any]:
@@ -51,11 +27,11 @@ def tx(n: int) -> dict[str, Any]:
 
 
 async def test_calls_made_together_leave_in_one_request_and_each_gets_its_own_answer(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     node.reverse_batches = True  # JSON-RPC lets a node answer a batch in any order
     node.script = [Reply(result=tx(n)) for n in range(4)]
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(4)))
     assert node.batches == [4]
     assert [a["slot"] for a in answers] == [0, 1, 2, 3]
@@ -64,9 +40,9 @@ async def test_calls_made_together_leave_in_one_request_and_each_gets_its_own_an
     assert rpc.stats.batches == 1
 
 
-async def test_a_lone_call_is_a_plain_request(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_a_lone_call_is_a_plain_request(node: FakeNode, batching: MakeRpc) -> None:
     node.results["getTransaction"] = tx(7)
-    rpc = make_rpc()
+    rpc = batching()
     assert (await rpc.get_transaction(SIG))["slot"] == 7
     assert (await rpc.get_transaction(OTHER_SIG))["slot"] == 7  # a later turn: its own request
     assert node.batches == []
@@ -74,27 +50,27 @@ async def test_a_lone_call_is_a_plain_request(node: FakeNode, make_rpc: MakeRpc)
     assert rpc.stats.batches == 0
 
 
-async def test_a_batch_holds_at_most_max_batch_calls(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_a_batch_holds_at_most_max_batch_calls(node: FakeNode, batching: MakeRpc) -> None:
     node.results["getTransaction"] = tx(1)
-    rpc = make_rpc(max_batch=10)
+    rpc = batching(max_batch=10)
     await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(25)))
     assert sorted(node.batches) == [5, 10, 10]
 
 
-async def test_max_batch_one_never_batches(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_max_batch_one_never_batches(node: FakeNode, batching: MakeRpc) -> None:
     node.results["getTransaction"] = tx(1)
-    rpc = make_rpc(max_batch=1)
+    rpc = batching(max_batch=1)
     await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(5)))
     assert node.batches == []
     assert len(node.requests) == 5
 
 
 async def test_captured_answer_comes_through_a_batch_and_the_cache_unchanged(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     real = load_fixture_result(SPL_FIXTURE)
     node.script = [Reply(result=real), Reply(result=tx(2))]
-    rpc = make_rpc()
+    rpc = batching()
     first, _ = await asyncio.gather(rpc.get_transaction(SIG), rpc.get_transaction(OTHER_SIG))
     assert node.batches == [2]
     assert first == real
@@ -105,13 +81,13 @@ async def test_captured_answer_comes_through_a_batch_and_the_cache_unchanged(
     assert len(node.requests) == 2
 
 
-async def test_one_calls_error_fails_only_that_call(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_one_calls_error_fails_only_that_call(node: FakeNode, batching: MakeRpc) -> None:
     node.script = [
         Reply(result=tx(0)),
         Reply(error={"code": -32602, "message": "Invalid param: WrongSize"}),
         Reply(result=tx(2)),
     ]
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(
         *(rpc.get_transaction(f"sig{n}") for n in range(3)), return_exceptions=True
     )
@@ -123,13 +99,13 @@ async def test_one_calls_error_fails_only_that_call(node: FakeNode, make_rpc: Ma
     assert rpc.stats.failures["getTransaction"] == 1
 
 
-async def test_a_transient_error_retries_only_its_call(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_a_transient_error_retries_only_its_call(node: FakeNode, batching: MakeRpc) -> None:
     node.script = [
         Reply(result=tx(0)),
         Reply(error={"code": -32004, "message": "Block not available for slot"}),
         Reply(result=tx(1)),  # the retry, alone
     ]
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(rpc.get_transaction("sig0"), rpc.get_transaction("sig1"))
     assert [a["slot"] for a in answers] == [0, 1]
     assert node.batches == [2]
@@ -138,19 +114,19 @@ async def test_a_transient_error_retries_only_its_call(node: FakeNode, make_rpc:
 
 
 async def test_a_call_missing_from_the_answer_is_asked_again(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     node.script = [Reply(result=tx(0)), Reply(omit=True), Reply(result=tx(1))]
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(rpc.get_transaction("sig0"), rpc.get_transaction("sig1"))
     assert [a["slot"] for a in answers] == [0, 1]
     assert [r["params"][0] for r in node.requests] == ["sig0", "sig1", "sig1"]
 
 
-async def test_a_rate_limited_batch_retries_each_call(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_a_rate_limited_batch_retries_each_call(node: FakeNode, batching: MakeRpc) -> None:
     node.script = [Reply(status=429, raw=b"slow down", headers={"Retry-After": "0"})]
     node.results["getTransaction"] = tx(3)
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(3)))
     assert [a["slot"] for a in answers] == [3, 3, 3]
     assert node.batches[0] == 3
@@ -159,10 +135,10 @@ async def test_a_rate_limited_batch_retries_each_call(node: FakeNode, make_rpc: 
 
 
 async def test_a_batch_past_the_timeout_fails_each_call_after_its_retries(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     node.script = [Reply(result=tx(0), delay=1.0) for _ in range(12)]
-    rpc = make_rpc(timeout_seconds=0.2, max_retries=1)
+    rpc = batching(timeout_seconds=0.2, max_retries=1)
     answers = await asyncio.gather(
         *(rpc.get_transaction(f"sig{n}") for n in range(2)), return_exceptions=True
     )
@@ -181,11 +157,11 @@ async def test_a_batch_past_the_timeout_fails_each_call_after_its_retries(
     ids=["json-rpc-error", "403", "413"],
 )
 async def test_a_node_that_takes_no_batches_gets_the_calls_one_by_one(
-    node: FakeNode, make_rpc: MakeRpc, refusal: Reply, caplog: pytest.LogCaptureFixture
+    node: FakeNode, batching: MakeRpc, refusal: Reply, caplog: pytest.LogCaptureFixture
 ) -> None:
     node.refuse_batches = refusal
     node.results["getTransaction"] = tx(4)
-    rpc = make_rpc()
+    rpc = batching()
     with caplog.at_level(logging.WARNING, logger="payops.chain"):
         answers = await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(3)))
         assert [a["slot"] for a in answers] == [4, 4, 4]
@@ -202,10 +178,10 @@ async def test_a_node_that_takes_no_batches_gets_the_calls_one_by_one(
 
 
 async def test_a_caller_gone_before_the_turn_ends_is_not_sent(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     node.results["getSlot"] = 9
-    rpc = make_rpc()
+    rpc = batching()
     gone = asyncio.ensure_future(rpc.get_slot())
     kept = asyncio.ensure_future(rpc.get_slot())
     await asyncio.sleep(0)  # both queued for this turn's batch
@@ -215,9 +191,9 @@ async def test_a_caller_gone_before_the_turn_ends_is_not_sent(
     assert gone.cancelled()
 
 
-async def test_close_cancels_calls_still_waiting(node: FakeNode, make_rpc: MakeRpc) -> None:
+async def test_close_cancels_calls_still_waiting(node: FakeNode, batching: MakeRpc) -> None:
     node.script = [Reply(result=tx(0), delay=5.0), Reply(result=tx(1), delay=5.0)]
-    rpc = make_rpc()
+    rpc = batching()
     waiting = asyncio.gather(
         rpc.get_transaction("sig0"), rpc.get_transaction("sig1"), return_exceptions=True
     )
@@ -265,11 +241,11 @@ def test_array_items_refuse_what_is_not_one_array(body: bytes) -> None:
 
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b"[]", b'{"jsonrpc":"2.0"}'])
 async def test_garbage_for_a_batch_fails_its_calls_and_keeps_batching(
-    node: FakeNode, make_rpc: MakeRpc, body: bytes
+    node: FakeNode, batching: MakeRpc, body: bytes
 ) -> None:
     node.script = [Reply(raw=body)]
     node.results["getTransaction"] = tx(5)
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(
         *(rpc.get_transaction(f"sig{n}") for n in range(2)), return_exceptions=True
     )
@@ -282,7 +258,7 @@ async def test_garbage_for_a_batch_fails_its_calls_and_keeps_batching(
 
 
 async def test_one_transient_error_for_a_whole_batch_retries_each_call(
-    node: FakeNode, make_rpc: MakeRpc
+    node: FakeNode, batching: MakeRpc
 ) -> None:
     node.script = [
         Reply(
@@ -290,7 +266,7 @@ async def test_one_transient_error_for_a_whole_batch_retries_each_call(
         )
     ]
     node.results["getTransaction"] = tx(6)
-    rpc = make_rpc()
+    rpc = batching()
     answers = await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(2)))
     assert [a["slot"] for a in answers] == [6, 6]
     assert rpc.stats.retries == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,15 +21,14 @@ from core.chain.verdict import (
     Verdict,
 )
 from tests.fake_node import (
+    FAST,
     SIG,
     SPL_FIXTURE,
     FakeNode,
     Reply,
     load_fixture_result,
     refused_url,
-    running_node,
 )
-from tests.unit.test_chain_rpc import FAST
 
 GRACE = timedelta(minutes=10)
 BLOCK_TIME = datetime.fromtimestamp(1679899845, tz=UTC)  # the SPL fixture's blockTime
@@ -56,12 +54,6 @@ def status(confirmation: str | None, err: Any = None, **extra: Any) -> dict[str,
 
 def statuses(*values: dict[str, Any] | None) -> Reply:
     return Reply(result={"context": {"slot": 11}, "value": list(values)})
-
-
-@pytest.fixture
-async def node() -> AsyncIterator[FakeNode]:
-    async with running_node() as fake:
-        yield fake
 
 
 async def verify(url: str, signature: str = SIG, **options: Any) -> Verdict:
