@@ -80,11 +80,16 @@ def transient_error(content: bytes, transient: Collection[int]) -> str | None:
     return None
 
 
+# Client errors that say the endpoint or its key is wrong, whatever was sent: not about batches.
+NOT_ABOUT_BATCHES = frozenset({401, 404, 407})
+
+
 def refusal(status: int, content: bytes) -> bool:
-    """Whether a node said no to a batch as such: a client error other than 429 (a plan
-    without batches, a batch too large), or one JSON-RPC error object instead of an array."""
+    """Whether a node said no to a batch as such: a client error other than 429 and
+    `NOT_ABOUT_BATCHES` (a plan without batches, a batch too large), or one JSON-RPC error
+    object instead of an array."""
     if not 200 <= status < 300:
-        return True
+        return status not in NOT_ABOUT_BATCHES
     try:
         answer = json.loads(content)
     except ValueError:

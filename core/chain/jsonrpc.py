@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from core.chain.batch import Call, array_items, refusal, transient_error
+from core.chain.batch import NOT_ABOUT_BATCHES, Call, array_items, refusal, transient_error
 
 __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 
@@ -80,9 +80,10 @@ class JsonRpc:
     as a plain request, as with `max_batch` = 1). Each call keeps its own answer, retries and
     failure: a whole batch refused with 429 or 5xx, or cut by the timeout, is a retryable
     failure of each of its calls, each then asking again on its own schedule; a body that is
-    no JSON fails each call, as it would fail a single one. A node that does not take
-    batches (a client error other than 429, or one JSON-RPC error object instead of an
-    array) has its calls sent one by one, then and from then on, with one warning."""
+    no JSON fails each call, as it would fail a single one, and so does a wrong key or URL
+    (401, 404, 407). A node that does not take batches (another client error, or one
+    JSON-RPC error object instead of an array) has its calls sent one by one, then and from
+    then on, with one warning."""
 
     def __init__(
         self,
@@ -301,6 +302,10 @@ class JsonRpc:
         if transient is not None:  # one error for the whole batch, e.g. "node is unhealthy"
             for call in calls:
                 call.fail(_Retryable(transient))
+            return
+        if status in NOT_ABOUT_BATCHES:  # a wrong key or URL: each fails as it would alone
+            for call in calls:
+                call.fail(self.failed(call.method, f"HTTP {status}"))
             return
         if items is None and refusal(status, content):
             # A node or plan that does not take batches: one by one, now and from now on.

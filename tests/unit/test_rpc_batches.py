@@ -177,6 +177,26 @@ async def test_a_node_that_takes_no_batches_gets_the_calls_one_by_one(
     assert "PAYOPS_RPC_MAX_BATCH=1" in warnings[0]
 
 
+@pytest.mark.parametrize("status", [401, 404, 407])
+async def test_a_wrong_key_or_url_fails_each_call_and_keeps_batching(
+    node: FakeNode, batching: MakeRpc, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    node.script = [Reply(status=status, raw=b'{"error":"invalid api key"}')]
+    node.results["getTransaction"] = tx(8)
+    rpc = batching()
+    with caplog.at_level(logging.WARNING, logger="payops.chain"):
+        answers = await asyncio.gather(
+            *(rpc.get_transaction(f"sig{n}") for n in range(2)), return_exceptions=True
+        )
+    assert [a.reason for a in answers] == [f"HTTP {status}"] * 2  # type: ignore[union-attr]
+    assert node.batches == [2]  # not asked again, one by one or otherwise: fail fast
+    assert rpc.stats.batches_refused == 0
+    assert not [r for r in caplog.records if r.name == "payops.chain"]
+    again = await asyncio.gather(*(rpc.get_transaction(f"sig{n}") for n in range(2)))
+    assert [a["slot"] for a in again] == [8, 8]
+    assert node.batches == [2, 2]  # still batching once the key is right
+
+
 async def test_a_caller_gone_before_the_turn_ends_is_not_sent(
     node: FakeNode, batching: MakeRpc
 ) -> None:
