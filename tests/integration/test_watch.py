@@ -229,14 +229,10 @@ async def test_two_payments_that_add_up_to_the_price_credit_the_intent_once(rig:
     assert facts["tx_signature"] == completing
     assert facts["credits"] == 1
     assert await ledger.balance(rig.pool, "ulla") == 5
-    received = await rig.pool.fetchval(
-        "SELECT received_amount FROM purchase_intents WHERE id = $1", intent.id
+    assert await _received_and_outcomes(rig.pool, intent.id) == (
+        intent.amount,
+        ["partial", "credited"],
     )
-    assert received == intent.amount
-    outcomes = await rig.pool.fetch(
-        "SELECT outcome FROM treasury_flows WHERE intent_id = $1 ORDER BY slot", intent.id
-    )
-    assert [r["outcome"] for r in outcomes] == ["partial", "credited"]
 
 
 async def test_parts_that_add_up_within_one_poll_credit_the_intent_once(rig: Rig) -> None:
@@ -253,14 +249,21 @@ async def test_parts_that_add_up_within_one_poll_credit_the_intent_once(rig: Rig
     facts = await _intent_facts(rig.pool, intent.id)
     assert (facts["status"], facts["tx_signature"]) == ("CONFIRMED", completing)
     assert await ledger.balance(rig.pool, "una") == 5
-    received = await rig.pool.fetchval(
-        "SELECT received_amount FROM purchase_intents WHERE id = $1", intent.id
+    assert await _received_and_outcomes(rig.pool, intent.id) == (
+        intent.amount,
+        ["partial", "partial", "credited"],
     )
-    assert received == intent.amount
-    outcomes = await rig.pool.fetch(
-        "SELECT outcome FROM treasury_flows WHERE intent_id = $1 ORDER BY slot", intent.id
+
+
+async def _received_and_outcomes(pool: asyncpg.Pool, intent_id: Any) -> tuple[int, list[str]]:
+    """What the intent records as received, and its flows' outcomes in slot order."""
+    received = await pool.fetchval(
+        "SELECT received_amount FROM purchase_intents WHERE id = $1", intent_id
     )
-    assert [r["outcome"] for r in outcomes] == ["partial", "partial", "credited"]
+    outcomes = await pool.fetch(
+        "SELECT outcome FROM treasury_flows WHERE intent_id = $1 ORDER BY slot", intent_id
+    )
+    return int(received), [r["outcome"] for r in outcomes]
 
 
 async def _dust(rig: Rig, intent: Any, n: int) -> None:
