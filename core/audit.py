@@ -73,6 +73,7 @@ class ChainReport:
     rows: int
     sealed: int
     problems: list[str]
+    unsealed: int = 0  # committed after the last seal: chained by the next one
 
     @property
     def ok(self) -> bool:
@@ -80,13 +81,25 @@ class ChainReport:
 
 
 async def verify_chain(conn: asyncpg.Connection, *, batch: int = 5000) -> ChainReport:
-    """Recompute every row hash (in the database) and the chain (here), in seq order."""
+    """Recompute every row hash (in the database) and the chain (here), in seq order.
+
+    Reads one snapshot, so that `rows` = `sealed` + `unsealed` even while others write: a
+    row committed after the last seal is unsealed (not a problem: the next seal chains it)."""
+    if conn.is_in_transaction():
+        return await _verify_chain(conn, batch)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _verify_chain(conn, batch)
+
+
+async def _verify_chain(conn: asyncpg.Connection, batch: int) -> ChainReport:
     problems: list[str] = []
     bad_rows = await conn.fetch(
         "SELECT id FROM audit_log a WHERE row_hash <> payops_audit_row_hash(a) ORDER BY id LIMIT 20"
     )
     problems += [f"audit row {r['id']} was modified after it was written" for r in bad_rows]
-    total = int(await conn.fetchval("SELECT count(*) FROM audit_log"))
+    total, unsealed = await conn.fetchrow(
+        "SELECT count(*), count(*) FILTER (WHERE seq IS NULL) FROM audit_log"
+    )
     prev = b""
     expected_seq = 1
     sealed = 0
@@ -111,7 +124,9 @@ async def verify_chain(conn: asyncpg.Connection, *, batch: int = 5000) -> ChainR
             expected_seq += 1
             sealed += 1
         last_seq = rows[-1]["seq"]
-    return ChainReport(rows=total, sealed=sealed, problems=problems[:50])
+    return ChainReport(
+        rows=int(total), sealed=sealed, problems=problems[:50], unsealed=int(unsealed)
+    )
 
 
 def canonical_json(value: Any) -> str:

@@ -192,6 +192,7 @@ async def _audit_verify(settings: Settings) -> int:
             {
                 "rows": report.rows,
                 "sealed": report.sealed,
+                "unsealed": report.unsealed,
                 "ok": report.ok,
                 "problems": report.problems,
             }

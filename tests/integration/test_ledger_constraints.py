@@ -234,11 +234,50 @@ async def test_audit_log_is_append_only_and_chain_verifies(pool: asyncpg.Pool) -
         assert await audit.seal(conn) == 5
         report = await audit.verify_chain(conn)
         assert report.ok
-        assert report.sealed == 5
+        assert (report.rows, report.sealed, report.unsealed) == (5, 5, 0)
         with pytest.raises(asyncpg.RestrictViolationError):
             await conn.execute("UPDATE audit_log SET actor = 'mallory' WHERE subject = 's2'")
         with pytest.raises(asyncpg.RestrictViolationError):
             await conn.execute("DELETE FROM audit_log WHERE subject = 's2'")
+
+
+async def test_a_record_written_after_the_seal_is_unsealed_not_a_problem(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        for i in range(3):
+            async with conn.transaction():
+                await audit.record(conn, SYSTEM, action="test", subject=f"s{i}", after={"i": i})
+        assert await audit.seal(conn) == 3
+        async with conn.transaction():
+            await audit.record(conn, SYSTEM, action="test", subject="late", after={})
+        report = await audit.verify_chain(conn)
+        assert report.ok, report.problems
+        assert (report.rows, report.sealed, report.unsealed) == (4, 3, 1)
+        assert await audit.seal(conn) == 1
+        report = await audit.verify_chain(conn)
+        assert (report.rows, report.sealed, report.unsealed) == (4, 4, 0)
+
+
+async def test_the_chain_is_verified_in_one_snapshot(pool: asyncpg.Pool) -> None:
+    """Rows committed by others while the chain is walked do not count: the counts and the
+    walk read the same snapshot (`rows` = `sealed` + `unsealed` whatever others write)."""
+    async with pool.acquire() as conn:
+        for i in range(3):
+            async with conn.transaction():
+                await audit.record(conn, SYSTEM, action="test", subject=f"s{i}", after={"i": i})
+        await audit.seal(conn)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.fetchval("SELECT count(*) FROM audit_log")  # the snapshot starts here
+            async with pool.acquire() as other, other.transaction():
+                await audit.record(other, SYSTEM, action="test", subject="meanwhile", after={})
+            async with pool.acquire() as other:
+                assert await audit.seal(other) == 1
+            report = await audit.verify_chain(conn)
+    assert (report.rows, report.sealed, report.unsealed) == (3, 3, 0)
+    async with pool.acquire() as conn:
+        report = await audit.verify_chain(conn)
+    assert (report.rows, report.sealed, report.unsealed) == (4, 4, 0)
 
 
 async def test_sealing_may_change_nothing_but_the_seal_whatever_the_column(
