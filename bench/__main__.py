@@ -11,6 +11,7 @@ BENCHMARKS = {
     "recon": "bench.recon",
     "detect": "bench.detect",
     "rpc_batch": "bench.rpc_batch",  # the RPC client's CPU per call, alone or batched
+    "profile_shares": "bench.profile_shares",  # a --profile run's samples, by part
 }
 
 

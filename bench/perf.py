@@ -42,7 +42,16 @@ from typing import Any
 
 import asyncpg
 
-from bench import perf_cpu, perf_report, perf_runs, perf_sql, perf_stack, perf_triage, perf_watch
+from bench import (
+    perf_cpu,
+    perf_report,
+    perf_runs,
+    perf_sql,
+    perf_stack,
+    perf_triage,
+    perf_watch,
+    profile_shares,
+)
 from bench.perf_config import Config, parse_args, say
 from bench.perf_duplicates import duplicates
 from bench.perf_slices import Slices
@@ -312,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     chart = perf_report.chart(result, cfg.out_dir / "perf.png")
     say(chart)
+    if cfg.profile:
+        shares = profile_shares.report(cfg.out_dir, result)
+        say(f"profile shares written to {shares}" if shares else "no profile was recorded")
     failed = [name for name, t in result["targets"].items() if t["met"] is False]
     say(f"done in {result['elapsed_s']} s; targets missed: {', '.join(failed) or 'none'}")
     return 0

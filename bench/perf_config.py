@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="record the service with py-spy during each end-to-end run (<out>/profile-*.svg)",
+        help="record the service with py-spy during each end-to-end run (<out>/profile-*.txt, "
+        "summed by part in <out>/profile-shares.md)",
     )
     p.add_argument(
         "--workers",
