@@ -9,9 +9,9 @@ commitment levels. So the chain:
   simulation skip signature checks or replace the blockhash, as `simulateTransaction` allows;
 - lands every transaction in the clock's current slot and snapshots the accounts it names
   before and after, for pre/post balances and token balances;
-- stores only transactions that would land on a real cluster: those that ran (successfully or
-  with an execution error, fee charged). Refused ones (stale blockhash, already processed, fee
-  payer missing) are reported to the caller and forgotten;
+- stores only transactions that would land on a real cluster (`localnet.landing` says which):
+  those that ran (successfully or with an execution error, fee charged). Refused ones (stale
+  blockhash, already processed, fee payer missing) are reported to the caller and forgotten;
 - calls a landed transaction `finalized` unless finality is held back and it landed after the
   hold began; held-back ones are `confirmed`.
 """
@@ -30,26 +30,21 @@ from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
-from solders.message import Message, MessageV0
+from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
-from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
-from solders.transaction_status import (
-    TransactionErrorDuplicateInstruction,
-    TransactionErrorFieldless,
-    TransactionErrorInstructionError,
-    TransactionErrorInsufficientFundsForRent,
-    TransactionErrorType,
-)
+from solders.transaction_metadata import FailedTransactionMetadata
 
 from localnet.clock import ChainClock
-from localnet.errors import (
-    INVALID_PARAMS,
-    SIGNATURE_VERIFICATION_FAILURE,
-    TransactionRejected,
-    describe_error,
+from localnet.landing import (
+    TransactionFailed,
+    checked_message,
+    lands,
+    refusal_of,
+    unpack,
+    with_blockhash,
 )
 from localnet.layouts import parse_mint
 from localnet.records import Execution, TxRecord
@@ -63,38 +58,6 @@ from localnet.snapshots import (
 Commitment = Literal["processed", "confirmed", "finalized"]
 COMMITMENTS: Final = ("processed", "confirmed", "finalized")
 FAUCET_LAMPORTS: Final = 500_000 * 10**9
-
-# Errors of transactions that ran and were charged a fee: they land, with `meta.err` set.
-# (A tuple: solders' error values are comparable but not hashable.)
-_LANDING_FIELDLESS: Final = (
-    TransactionErrorFieldless.InvalidRentPayingAccount,
-    TransactionErrorFieldless.UnbalancedTransaction,
-    TransactionErrorFieldless.ProgramAccountNotFound,
-    TransactionErrorFieldless.InvalidProgramForExecution,
-)
-
-
-def lands(err: TransactionErrorType | None) -> bool:
-    """Whether a transaction with this outcome is recorded in a block."""
-    if err is None:
-        return True
-    if isinstance(
-        err,
-        TransactionErrorInstructionError
-        | TransactionErrorInsufficientFundsForRent
-        | TransactionErrorDuplicateInstruction,
-    ):
-        return True
-    return isinstance(err, TransactionErrorFieldless) and err in _LANDING_FIELDLESS
-
-
-class TransactionFailed(Exception):
-    """A transaction a helper sent did not succeed."""
-
-    def __init__(self, execution: Execution) -> None:
-        assert execution.err is not None
-        super().__init__(f"{describe_error(execution.err)}; logs: {list(execution.logs)}")
-        self.execution = execution
 
 
 class LocalChain:
@@ -271,41 +234,15 @@ class LocalChain:
             found.append(record)
         return found
 
-    def _checked_message(
-        self, tx: VersionedTransaction, verify_signatures: bool
-    ) -> Message | MessageV0:
-        message = tx.message
-        if not isinstance(message, Message | MessageV0):
-            raise TransactionRejected(INVALID_PARAMS, "invalid transaction: unsupported version")
-        try:
-            tx.sanitize()
-        except Exception as exc:  # solders raises its own SanitizeError
-            raise TransactionRejected(INVALID_PARAMS, f"invalid transaction: {exc}") from exc
-        if verify_signatures and not all(tx.verify_with_results()):
-            raise TransactionRejected(
-                SIGNATURE_VERIFICATION_FAILURE, "Transaction signature verification failure"
-            )
-        return message
-
-    def _refusal(
-        self, tx: VersionedTransaction, message: Message | MessageV0
-    ) -> TransactionErrorFieldless | None:
-        # LiteSVM's duplicate check goes with its signature check, which is off: do both here.
-        if tx.signatures[0] in self._seen:
-            return TransactionErrorFieldless.AlreadyProcessed
-        if tx.uses_durable_nonce() or self.clock.is_blockhash_valid(message.recent_blockhash):
-            return None
-        return TransactionErrorFieldless.BlockhashNotFound
-
     def process(
         self, tx: VersionedTransaction, *, verify_signatures: bool = True, record: bool = True
     ) -> TxRecord | Execution:
         """Run `tx` in the current slot. Returns its `TxRecord` if it landed (check
         `execution.err`), else the refused `Execution`. Raises `TransactionRejected` for a
         transaction that is malformed or wrongly signed."""
-        message = self._checked_message(tx, verify_signatures)
+        message = checked_message(tx, verify_signatures)
         loaded = resolve_lookups(message, self.svm.get_account)
-        refusal = self._refusal(tx, message)
+        refusal = refusal_of(tx, message, seen=self._seen, clock=self.clock)
         if refusal is not None:
             return rejected_execution(refusal, loaded)
         slot = self.clock.slot
@@ -313,7 +250,7 @@ class LocalChain:
         keys = [*message.account_keys, *loaded.writable, *loaded.readonly]
         pre = take_snapshot(keys, self.svm.get_account)
         result = self.svm.send_transaction(tx)
-        meta, err = _unpack(result)
+        meta, err = unpack(result)
         if err is not None and not lands(err):
             return rejected_execution(err, loaded)
         self._seen.add(tx.signatures[0])
@@ -348,9 +285,9 @@ class LocalChain:
         after it (only those it writes)."""
         if replace_blockhash:
             tx = with_blockhash(tx, self.latest_blockhash()[0])
-        message = self._checked_message(tx, verify_signatures)
+        message = checked_message(tx, verify_signatures)
         loaded = resolve_lookups(message, self.svm.get_account)
-        refusal = self._refusal(tx, message)
+        refusal = refusal_of(tx, message, seen=self._seen, clock=self.clock)
         if refusal is not None:
             return rejected_execution(refusal, loaded), {}
         self._sync_sysvar_clock(self.clock.slot)
@@ -398,37 +335,3 @@ class LocalChain:
         faucet = self.faucet.pubkey()
         ix = transfer(TransferParams(from_pubkey=faucet, to_pubkey=address, lamports=lamports))
         return self.execute([ix], self.faucet)
-
-
-def with_blockhash(tx: VersionedTransaction, blockhash: Hash) -> VersionedTransaction:
-    """`tx` with its message's blockhash replaced (signatures kept, so no longer valid)."""
-    message = tx.message
-    if isinstance(message, MessageV0):
-        replaced: Message | MessageV0 = MessageV0(
-            message.header,
-            message.account_keys,
-            blockhash,
-            message.instructions,
-            message.address_table_lookups,
-        )
-    elif isinstance(message, Message):
-        header = message.header
-        replaced = Message.new_with_compiled_instructions(
-            header.num_required_signatures,
-            header.num_readonly_signed_accounts,
-            header.num_readonly_unsigned_accounts,
-            message.account_keys,
-            blockhash,
-            message.instructions,
-        )
-    else:
-        return tx
-    return VersionedTransaction.populate(replaced, tx.signatures)
-
-
-def _unpack(
-    result: TransactionMetadata | FailedTransactionMetadata,
-) -> tuple[TransactionMetadata, TransactionErrorType | None]:
-    if isinstance(result, FailedTransactionMetadata):
-        return result.meta(), result.err()
-    return result, None

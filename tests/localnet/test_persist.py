@@ -7,7 +7,8 @@ from pathlib import Path
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
-from localnet.chain import LocalChain, TransactionFailed
+from localnet.chain import LocalChain
+from localnet.landing import TransactionFailed
 from localnet.persist import load_chain, save_chain
 from localnet.server import seed_chain
 
