@@ -23,10 +23,9 @@ before the snapshot and is optional.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +34,6 @@ import asyncpg
 from core import audit, db
 from core.audit import Actor
 from core.config import PaymentConfig
-from core.errors import InvalidInput
 from core.recon import chain as recon_chain
 from core.recon import checks as recon_checks
 from core.recon import scope as recon_sql
@@ -43,6 +41,7 @@ from core.recon import store as recon_store
 from core.recon import treasury as recon_treasury
 from core.recon.chain import NOT_CHECKED, ChainLimits, ChainLookup
 from core.recon.findings import Finding, FindingKind
+from core.recon.reading import Read, Scope, decide_scope, observe_chain, read_scope
 from core.recon.rules import (
     attempt_findings,
     balance_findings,
@@ -55,12 +54,9 @@ from core.recon.rules import (
     tx_findings,
 )
 from core.recon.totals import (
-    Flows,
     ReconRun,
     RunMode,
-    Watermark,
     carried_unchecked,
-    choose_mode,
     judge,
     ordered,
     settle,
@@ -128,31 +124,6 @@ async def run_reconciliation(
                 conn.terminate()
 
 
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """What a run covers, decided before it reads anything."""
-
-    mode: RunMode
-    span: tuple[datetime, datetime] | None  # window runs: intents created in [start, end)
-    since: Watermark | None  # incremental runs: where the previous run stopped
-    base: Flows  # incremental runs: the previous run's flows, which the changes add to
-    cutoff: datetime  # intents created before it and still PENDING are stale
-    pending_sla: timedelta
-    grace: timedelta  # after expiry: with the SLA, when a PENDING intent's time is up
-    ignore: frozenset[str]  # payments never meant to credit (the smoke test's)
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """What the snapshot holds for a run's scope."""
-
-    before: list[Finding]  # open before the run
-    flows: Flows
-    corrections: int
-    correction_credits: int
-    watermark: Watermark | None
-
-
 async def _run(
     conn: asyncpg.Connection,
     pool: asyncpg.Pool,
@@ -171,7 +142,7 @@ async def _run(
     """Scope, observe the chain (outside the snapshot), then read, classify and record in
     one REPEATABLE READ transaction."""
     clock = time.monotonic()
-    scope = await _scope(
+    scope = await decide_scope(
         conn, now=now, full=full, window=window, pending_sla=pending_sla, grace=grace, ignore=ignore
     )
     account = payment.treasury_token_account
@@ -180,10 +151,10 @@ async def _run(
     if chain is not None and watched:
         observation = await recon_treasury.observe_books(conn, chain, account)
     elif chain is not None:
-        observation = await _observe(conn, chain, payment, scope, ignore, limits)
+        observation = await observe_chain(conn, chain, payment, scope, ignore, limits)
     horizon = await recon_sql.horizon(conn)
     async with conn.transaction(isolation="repeatable_read"):
-        read = await _read(conn, pool, scope, horizon)
+        read = await read_scope(conn, pool, scope, horizon)
         found = await _classify(conn, scope, read, observation, now=now, account=account)
         finished = now + timedelta(seconds=time.monotonic() - clock)
         return await _record(
@@ -191,93 +162,10 @@ async def _run(
         )
 
 
-async def _scope(
-    conn: asyncpg.Connection,
-    *,
-    now: datetime,
-    full: bool,
-    window: tuple[datetime | None, datetime | None],
-    pending_sla: timedelta,
-    grace: timedelta,
-    ignore: Collection[str],
-) -> _Scope:
-    previous = await recon_store.last_watermark(conn)
-    mode = choose_mode(full=full, window_start=window[0], has_watermark=previous is not None)
-    span: tuple[datetime, datetime] | None = None
-    if mode is RunMode.WINDOW:
-        assert window[0] is not None
-        span = (window[0], window[1] or now)
-        if span[0] >= span[1]:
-            raise InvalidInput("the window must end after it starts", code="invalid_window")
-    since, base = previous if mode is RunMode.INCREMENTAL and previous else (None, Flows())
-    return _Scope(
-        mode,
-        span,
-        since,
-        base,
-        cutoff=now - pending_sla,
-        pending_sla=pending_sla,
-        grace=grace,
-        ignore=frozenset(ignore),
-    )
-
-
-async def _observe(
-    conn: asyncpg.Connection,
-    chain: ChainLookup,
-    payment: PaymentConfig,
-    scope: _Scope,
-    ignore: Collection[str],
-    limits: ChainLimits,
-) -> recon_chain.ChainObservation:
-    references = await recon_checks.reference_candidates(
-        conn,
-        limit=limits.reference_lookups,
-        changed_since=None if scope.since is None else scope.since.horizon,
-        window=scope.span,
-    )
-    return await recon_chain.observe(
-        chain,
-        payment,
-        references=references,
-        known=functools.partial(recon_checks.known_signatures, conn),
-        ignore=ignore,
-        limits=limits,
-    )
-
-
-async def _read(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, scope: _Scope, horizon: datetime
-) -> _Read:
-    """Take the snapshot and load what the scope covers, plus every finding open before."""
-    snapshot, snapshot_time = await recon_sql.begin(conn)
-    before = await recon_store.open_now(conn)
-    await recon_sql.add_open(conn, before)
-    if scope.mode is RunMode.FULL:
-        flows, _ = await recon_sql.add_full(conn, pool)
-        await recon_sql.add_stale(conn, scope.cutoff)
-    elif scope.mode is RunMode.INCREMENTAL:
-        assert scope.since is not None
-        await recon_sql.add_changed(conn, scope.since.horizon)
-        await recon_sql.add_stale(conn, scope.cutoff)
-        flows = scope.base + await recon_sql.changed_flows(conn, scope.since)
-    else:
-        assert scope.span is not None
-        await recon_sql.add_window(conn, *scope.span)
-        await recon_sql.add_stale(conn, scope.cutoff, scope.span)
-        flows = await recon_sql.window_flows(conn, *scope.span)
-    await recon_sql.add_derived(conn)
-    corrections, correction_credits = await recon_sql.corrections(conn, scope.span)
-    # a window does not cover everything that changed: the next incremental run must not
-    # start from it
-    watermark = None if scope.span else Watermark(horizon, snapshot, snapshot_time)
-    return _Read(before, flows, corrections, correction_credits, watermark)
-
-
 async def _classify(
     conn: asyncpg.Connection,
-    scope: _Scope,
-    read: _Read,
+    scope: Scope,
+    read: Read,
     observation: recon_chain.ChainObservation,
     *,
     now: datetime,
@@ -317,8 +205,8 @@ async def _classify(
 
 async def _record(
     conn: asyncpg.Connection,
-    scope: _Scope,
-    read: _Read,
+    scope: Scope,
+    read: Read,
     found: list[Finding],
     observation: recon_chain.ChainObservation,
     *,
