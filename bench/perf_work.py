@@ -163,7 +163,9 @@ async def credited(dsn: str, intent_ids: list[str]) -> int:
 
 @contextlib.asynccontextmanager
 async def profiled(cfg: Config, pid: int, path: Path) -> AsyncIterator[None]:
-    """py-spy (when --profile) sampling `pid` into `path` as collapsed stacks."""
+    """py-spy (when --profile) sampling `pid` and its children (the workers of
+    `payops serve --workers N`, which serve while their parent waits) into `path` as
+    collapsed stacks."""
     if not cfg.profile:
         yield
         return
@@ -171,7 +173,7 @@ async def profiled(cfg: Config, pid: int, path: Path) -> AsyncIterator[None]:
     beside = Path(sys.executable).with_name("py-spy")  # the venv's, when not on PATH
     exe = str(beside) if beside.exists() else "py-spy"
     spy = await asyncio.create_subprocess_exec(
-        exe, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+        exe, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--format", "raw",
         "--output", str(path), stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
