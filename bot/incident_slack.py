@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.context import OpsContext
@@ -102,16 +103,25 @@ async def open_channel(ctx: OpsContext, client: AsyncWebClient, incident_id: int
     incident = await incidents.get(ctx.services.pool, incident_id)
     if incident is None:
         return
-    name = incidents.channel_name(incident.id, incident.title)
-    created = await client.conversations_create(name=name)
-    channel = str((created.get("channel") or {}).get("id"))
-    async with ctx.services.pool.acquire() as conn:
-        await incidents.set_channel(conn, ctx.actor, incident.id, name, channel)
-        if incident.commander is None:
+    channel = await create_channel(ctx.services.pool, client, ctx.actor, incident)
+    if incident.commander is None:
+        async with ctx.services.pool.acquire() as conn:
             await incidents.set_role(
                 conn, ctx.actor, "commander", ctx.actor.id, incident_id=incident.id
             )
     await client.conversations_invite(channel=channel, users=ctx.actor.id)
+
+
+async def create_channel(
+    pool: asyncpg.Pool, client: AsyncWebClient, actor: Actor, incident: Incident
+) -> str:
+    """Create the incident's own channel, record it (audited, as `actor`) and say in it
+    where the timeline is; its id. Raises SlackApiError when Slack refuses the channel."""
+    name = incidents.channel_name(incident.id, incident.title)
+    created = await client.conversations_create(name=name)
+    channel = str((created.get("channel") or {}).get("id"))
+    async with pool.acquire() as conn:
+        await incidents.set_channel(conn, actor, incident.id, name, channel)
     await client.chat_postMessage(
         channel=channel,
         text=f"Incident #{incident.id}: {incident.title} — the timeline is in its thread in "
@@ -119,6 +129,7 @@ async def open_channel(ctx: OpsContext, client: AsyncWebClient, incident_id: int
         if incident.slack_channel
         else incident_text(incident),
     )
+    return channel
 
 
 def closeout_form(args: list[str]) -> View | None:

@@ -43,6 +43,7 @@ class FakeSlack:
     messages: list[dict[str, Any]] = field(default_factory=list)
     uploads: dict[str, bytes] = field(default_factory=dict)  # file id -> uploaded content
     channels: dict[str, str] = field(default_factory=dict)  # created: name -> id
+    unknown_users: set[str] = field(default_factory=set)  # conversations.invite: user_not_found
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -156,6 +157,8 @@ class FakeSlack:
             self.channels[name] = f"C_{len(self.channels) + 1:04d}"
             return {"ok": True, "channel": {"id": self.channels[name], "name": name}}
         if method == "conversations.invite":
+            if payload.get("users") in self.unknown_users:
+                return {"ok": False, "error": "user_not_found"}
             return {"ok": True, "channel": {"id": channel}}
         if method == "files.getUploadURLExternal":
             file_id = f"F{next(self._ts):06d}"

@@ -350,6 +350,88 @@ async def test_an_incident_opened_on_the_cli_gets_a_thread_with_its_timeline(
     assert not await incidents.adopt_thread(rig.pool, opened.id, "C_OTHER", "1.000001")
 
 
+async def test_with_incident_channels_an_incident_opened_on_the_cli_gets_its_own_channel(
+    pool: asyncpg.Pool,
+) -> None:
+    """Slack was down: the incident was opened on the CLI. Once the grace left to the Slack
+    command has passed, the feed gives it a thread and its own channel, invites the opener
+    and the commander (one Slack does not know leaves the other invited), says in the
+    channel where the timeline is, and records the channel (audited); once only."""
+    async with _rig(pool, incident_channels=True) as rig:
+        svc, client = rig.services, web_client(rig.services)
+        operator = Actor("U_CLI_OPS", "cli")
+        async with pool.acquire() as conn:
+            opened = await incidents.open_incident(conn, operator, "RPC down!", now=svc.clock())
+            await incidents.set_role(conn, operator, "commander", "U_CMDR", incident_id=opened.id)
+        rig.fake.unknown_users.add("U_CLI_OPS")
+
+        await feed_round(svc, client)
+        assert rig.fake.of("conversations.create") == []  # the Slack command's, in its grace
+
+        rig.clock.advance(timedelta(seconds=31))
+        await feed_round(svc, client)
+        assert [c["name"] for c in rig.fake.of("conversations.create")] == ["inc-1-rpc-down"]
+        channel = rig.fake.channels["inc-1-rpc-down"]
+        invited = [(i["channel"], i["users"]) for i in rig.fake.of("conversations.invite")]
+        assert invited == [(channel, "U_CLI_OPS"), (channel, "U_CMDR")]
+        [pointer] = [p for p in rig.fake.of("chat.postMessage") if p["channel"] == channel]
+        text = "Incident #1: RPC down! — the timeline is in its thread in <#C_ALERTS>"
+        assert pointer["text"] == text
+        current = await incidents.get(pool, opened.id)
+        assert current is not None
+        assert current.incident_channel == channel
+        assert current.slack_channel == "C_ALERTS"  # the thread was given in the same round
+        assert current.commander == "U_CMDR"  # the feed names nobody
+        recorded = await pool.fetchrow(
+            "SELECT actor, source, after FROM audit_log WHERE action = 'incident.channel'"
+        )
+        assert (recorded["actor"], recorded["source"]) == ("incident-feed", "scheduler")
+        assert recorded["after"] == {"name": "inc-1-rpc-down", "channel": channel}
+
+        await feed_round(svc, client)
+        assert len(rig.fake.of("conversations.create")) == 1
+
+
+async def test_a_channel_slack_refuses_is_not_asked_for_again_and_the_feed_goes_on(
+    pool: asyncpg.Pool,
+) -> None:
+    """The name is taken (a channel from before a database restore, say): the feed warns,
+    does not ask for that incident's channel again, and still gives the thread and posts
+    the timeline; another incident still gets its channel."""
+    async with _rig(pool, incident_channels=True) as rig:
+        svc, client = rig.services, web_client(rig.services)
+        operator = Actor("U_CLI_OPS", "cli")
+        async with pool.acquire() as conn:
+            taken = await incidents.open_incident(conn, operator, "taken", now=svc.clock())
+            free = await incidents.open_incident(conn, operator, "free", now=svc.clock())
+            await incidents.add_note(
+                conn, operator, "noted on the CLI", now=svc.clock(), incident_id=taken.id
+            )
+        rig.fake.channels["inc-1-taken"] = "C_OLD"
+        rig.clock.advance(timedelta(seconds=31))
+        refused: set[int] = set()
+
+        await feed_round(svc, client, refused=refused)
+        await feed_round(svc, client, refused=refused)
+
+        names = [c["name"] for c in rig.fake.of("conversations.create")]
+        assert names == ["inc-1-taken", "inc-2-free"]  # the taken name asked for once
+        assert refused == {taken.id}
+        current = await incidents.get(pool, taken.id)
+        assert current is not None
+        assert current.incident_channel is None
+        assert current.slack_thread_ts is not None
+        in_thread = [
+            p["text"]
+            for p in rig.fake.of("chat.postMessage")
+            if p.get("thread_ts") == current.slack_thread_ts
+        ]
+        assert any("noted on the CLI" in text for text in in_thread), in_thread
+        other = await incidents.get(pool, free.id)
+        assert other is not None
+        assert other.incident_channel == rig.fake.channels["inc-2-free"]
+
+
 def _ts(rig: SlackRig, posted: dict[str, Any]) -> str:
     """The ts the fake Slack gave a posted message."""
     [message] = [
