@@ -13,7 +13,8 @@ from core.triage.evidence import (
     classify_subject,
 )
 from core.triage.rules import diagnose
-from core.triage.service import gather, triage, triage_window, window_summary
+from core.triage.service import triage, triage_window
+from core.triage.store import gather, window_summary
 from core.triage.window import (
     AttemptSummaryRow,
     FailingUsers,
