@@ -97,7 +97,7 @@ class Slices:
             pg_rate = max(pg_rate, self._rate(runs["pgbench"][-1]))
             budget = self._budget(pg_rate, clients)
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: HTTP ceiling")
-            runs["ceiling"].append(await self.ceiling(clients, budget))
+            runs["ceiling"].append(await self.ceiling(clients, budget, r))
             ceiling_rate = max(ceiling_rate, self._rate(runs["ceiling"][-1]))
             say(f"c={clients}: round {r + 1}/{cfg.rounds}: core credit path")
             runs["core"].append(await self.core(clients, budget))
@@ -163,15 +163,23 @@ class Slices:
         )  # fmt: skip
         return Slice(pg.records, cpu)
 
-    async def ceiling(self, clients: int, budget: int) -> Slice:
+    async def ceiling(self, clients: int, budget: int, round_no: int) -> Slice:
         first = self.numbers.take(budget)
         await create_intents(self.dsn, first, budget, self.cfg.users)
         reqs = [
             perf_runs.http_request("POST", f"/credit/{n}", self.ceiling_port)
             for n in range(first, first + budget)
         ]
-        run, cpu = await self._measured(lambda: self._load(self.ceiling_port, reqs, clients))
-        return Slice(run.records, cpu, self._http_extra(run, budget))
+        # --profile: the bare handler too, so that its parts can be set beside the service's
+        profile = self.cfg.out_dir / f"profile-ceiling-c{clients}-r{round_no + 1}.txt"
+        pid = self.meter.pids["ceiling"]
+
+        async def run() -> perf_runs.LoadRun:
+            async with profiled(self.cfg, pid, profile):
+                return await self._load(self.ceiling_port, reqs, clients)
+
+        load_run, cpu = await self._measured(run)
+        return Slice(load_run.records, cpu, self._http_extra(load_run, budget))
 
     async def core(self, clients: int, budget: int) -> Slice:
         first = self.numbers.take(budget)

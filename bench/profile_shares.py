@@ -9,7 +9,9 @@ interpreter and native frames belong to whoever called them: `json` decoding an 
 the RPC exchange, `json` reading a request body is the request's). Parts marked *shared* are
 work the bare handler (`bench/perf_ceiling.py`) does too: its HTTP server, its database
 driver, its event loop. The rest is the verify's own: what the issue's "service CPU per
-verify ÷ the ceiling's" measures.
+verify ÷ the ceiling's" measures. `bench.perf --profile` records the bare handler's slices
+too (`profile-ceiling-c<clients>-r<round>.txt`), so each shared part can be set beside its
+cost there.
 
 With `--cpu-ms` (the service's CPU per transaction in the same run), each share is also
 given in milliseconds.
@@ -63,6 +65,7 @@ PARTS = (
     Part("route and middleware (payops)", False, ("api/",)),
     Part("HTTP server (aiohttp)", True, ("aiohttp/", "multidict/", "yarl/")),
     Part("event loop", True, ("uvloop/", "asyncio/runners.py", "asyncio/events.py")),
+    Part("the bare handler's own", True, ("bench/perf_ceiling.py", "bench/perf_sql.py")),
 )
 
 # A frame from aiohttp's shared modules (its writer, its streams) works for the client when
@@ -148,24 +151,29 @@ def markdown(s: Shares, *, cpu_ms: float | None = None) -> str:
     return "\n".join([*rows, "", own + "."]) + "\n"
 
 
-def _cpu_ms(cpu: dict[str, float] | None) -> float | None:
-    """The service's CPU per transaction, user and kernel (py-spy samples both)."""
+def _cpu_ms(cpu: dict[str, float] | None, process: str = "service") -> float | None:
+    """A process's CPU per transaction, user and kernel (py-spy samples both)."""
     if not cpu:
         return None
-    return float(cpu.get("service", 0.0)) + float(cpu.get("service_kernel", 0.0))
+    return float(cpu.get(process, 0.0)) + float(cpu.get(f"{process}_kernel", 0.0))
 
 
 def report(out_dir: Path, result: dict[str, Any]) -> str | None:
     """`<out>/profile-shares.md`: the shares of a `bench.perf --profile` run's end-to-end
-    slices (per concurrency) and steady duplicates, in ms with that run's CPU figures.
+    slices and the bare handler's (per concurrency) and the steady duplicates', in ms with
+    that run's CPU figures.
     Returns the file's path, or None when the run left no profile."""
     sections: list[str] = []
     for level, modes in sorted(result.get("levels", {}).items(), key=lambda kv: int(kv[0])):
-        files = sorted(out_dir.glob(f"profile-e2e-c{level}-r*.txt"))
-        s = read(files) if files else None
-        if s and s.samples:
-            cpu = _cpu_ms(modes.get("e2e", {}).get("cpu_ms_per_tx"))
-            sections.append(f"## End-to-end verify, {level} clients\n\n{markdown(s, cpu_ms=cpu)}")
+        for mode, title, process in (
+            ("e2e", "End-to-end verify", "service"),
+            ("ceiling", "The bare handler (the HTTP ceiling)", "ceiling"),
+        ):
+            files = sorted(out_dir.glob(f"profile-{mode}-c{level}-r*.txt"))
+            s = read(files) if files else None
+            if s and s.samples:
+                cpu = _cpu_ms(modes.get(mode, {}).get("cpu_ms_per_tx"), process)
+                sections.append(f"## {title}, {level} clients\n\n{markdown(s, cpu_ms=cpu)}")
     duplicates = out_dir / "profile-duplicates.txt"
     s = read([duplicates]) if duplicates.exists() else None
     if s and s.samples:
@@ -177,7 +185,7 @@ def report(out_dir: Path, result: dict[str, Any]) -> str | None:
     path = out_dir / "profile-shares.md"
     path.write_text(
         "# Where the service's samples went (`python -m bench.profile_shares`)\n\n"
-        "ms: the share of the service's CPU per transaction (user and kernel) in this run.\n\n"
+        "ms: the share of the process's CPU per transaction (user and kernel) in this run.\n\n"
         + "\n".join(sections)
     )
     return str(path)

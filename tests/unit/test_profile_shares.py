@@ -88,11 +88,26 @@ def test_the_run_report_uses_that_run_s_cpu_per_transaction(tmp_path: Path) -> N
     (tmp_path / "profile-e2e-c16-r2.txt").write_text(
         f"{ROOT};Runner.run (asyncio/runners.py:118) 4\n"
     )
-    result = {"levels": {"16": {"e2e": {"cpu_ms_per_tx": {"service": 0.7, "service_kernel": 0.1}}}}}
+    (tmp_path / "profile-ceiling-c16-r1.txt").write_text(
+        f"{ROOT};credit (bench/perf_ceiling.py:33);fetchrow (asyncpg/connection.py:775) 3\n"
+        f"{ROOT};credit (bench/perf_ceiling.py:33);json_body (bench/perf_sql.py:20) 1\n"
+    )
+    result = {
+        "levels": {
+            "16": {
+                "e2e": {"cpu_ms_per_tx": {"service": 0.7, "service_kernel": 0.1}},
+                "ceiling": {"cpu_ms_per_tx": {"ceiling": 0.3, "ceiling_kernel": 0.1}},
+            }
+        }
+    }
     path = profile_shares.report(tmp_path, result)
     assert path == str(tmp_path / "profile-shares.md")
     text = Path(path).read_text()
     assert "## End-to-end verify, 16 clients" in text
     assert "| chain rules | - | 4 | 50.0 % | 0.400 |" in text
     assert "Steady duplicates" not in text  # no profile of them in this run
+    ceiling = text[text.index("## The bare handler") :]
+    assert "| database driver (asyncpg) | yes | 3 | 75.0 % | 0.300 |" in ceiling
+    assert "| the bare handler's own | yes | 1 | 25.0 % | 0.100 |" in ceiling
+    assert "The verify's own work (not shared): 0.0 %" in ceiling
     assert profile_shares.report(tmp_path / "empty", {"levels": {}}) is None
