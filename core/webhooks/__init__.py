@@ -11,7 +11,7 @@ from core.webhooks.rules import (
     sign,
     verify,
 )
-from core.webhooks.service import DeliveryReport, Sender, deliver, run, sender_for
+from core.webhooks.service import BATCH, DeliveryReport, Sender, deliver, run, sender_for
 from core.webhooks.store import (
     Delivery,
     counts,
@@ -26,6 +26,7 @@ from core.webhooks.store import (
 )
 
 __all__ = [
+    "BATCH",
     "EVENT_ID_HEADER",
     "SIGNATURE_HEADER",
     "Delivery",

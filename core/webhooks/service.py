@@ -2,11 +2,13 @@
 
 `deliver` makes one round: for each enabled endpoint, the due deliveries (each the oldest
 undelivered event of its subject, so one intent's events arrive in order) are POSTed
-concurrently, each signed (`rules.sign`). A 2xx answer marks it delivered; anything else is
-retried with exponential backoff until `webhook_retry_seconds` after the event was written,
-then given up ('dead': listed by `payops ops webhooks list`, announced in the alerts
-channel, and delivered again by `retry` or `replay`). `run` repeats rounds on one replica at
-a time (`jobs.lead`).
+concurrently, each signed (`rules.sign`), `BATCH` at a time; an endpoint that took a whole
+batch gets the next one in the same round (for up to `ROUND_SECONDS`), so a backlog drains
+at the receiver's pace rather than `BATCH` per tick. A 2xx answer marks it delivered;
+anything else is retried with exponential backoff until `webhook_retry_seconds` after the
+event was written, then given up ('dead': listed by `payops ops webhooks list`, announced in
+the alerts channel, and delivered again by `retry` or `replay`). `run` repeats rounds on one
+replica at a time (`jobs.lead`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger("payops.webhooks")
 
 DISPATCH_LOCK = "webhooks"
 BATCH = 100
+ROUND_SECONDS = 2.0  # a round stops starting batches after this long: the next tick goes on
 CONCURRENCY = 8
 
 
@@ -78,12 +81,25 @@ def sender_for(svc: Services) -> Sender | None:
 
 
 async def deliver(svc: Services, sender: Sender) -> DeliveryReport:
-    """One round of deliveries to every enabled endpoint."""
+    """One round of deliveries to every enabled endpoint: a batch each, then another to
+    each endpoint that took every delivery of a full batch, in turn, until none did or the
+    round has lasted `ROUND_SECONDS`. An endpoint that failed one waits for the next tick
+    (its failed deliveries for their backoff)."""
     report = DeliveryReport()
     limit = asyncio.Semaphore(CONCURRENCY)
-    for endpoint in await store.enabled_endpoints(svc.pool):
-        due = await store.due(svc.pool, endpoint, BATCH)
-        await asyncio.gather(*(_deliver_one(svc, sender, d, report, limit) for d in due))
+    deadline = time.monotonic() + ROUND_SECONDS
+    endpoints = await store.enabled_endpoints(svc.pool)
+    while endpoints:
+        more = []
+        for endpoint in endpoints:
+            failed_before = report.failed
+            due = await store.due(svc.pool, endpoint, BATCH)
+            await asyncio.gather(*(_deliver_one(svc, sender, d, report, limit) for d in due))
+            if len(due) == BATCH and report.failed == failed_before:
+                more.append(endpoint)
+        if time.monotonic() >= deadline:
+            break
+        endpoints = more
     return report
 
 

@@ -181,6 +181,45 @@ async def test_a_receiver_down_gets_everything_afterwards_in_order(
     assert receiver.bad_signatures == 0
 
 
+async def _backlog(svc: Services, events: int) -> None:
+    """`events` events of distinct subjects in the outbox at once (a burst of credits)."""
+    async with svc.pool.acquire() as conn, conn.transaction():
+        for n in range(events):
+            await webhooks.enqueue(conn, "intent.confirmed", f"intent:{n}", {"n": n})
+
+
+async def test_a_backlog_drains_in_one_round_while_the_receiver_takes_every_batch(
+    pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    svc = await _services(pool, receiver)
+    await _backlog(svc, 2 * webhooks.BATCH + 50)
+    sender = webhooks.sender_for(svc)
+    assert sender is not None
+    try:
+        report = await webhooks.deliver(svc, sender)
+    finally:
+        await sender.close()
+    assert (report.delivered, report.failed) == (2 * webhooks.BATCH + 50, 0)
+    assert sorted(e["data"]["n"] for e in receiver.got) == list(range(2 * webhooks.BATCH + 50))
+    assert await webhooks.depth(pool) == 0
+
+
+async def test_a_receiver_failing_a_batch_gets_no_more_in_that_round(
+    pool: asyncpg.Pool, receiver: Receiver
+) -> None:
+    svc = await _services(pool, receiver)
+    await _backlog(svc, 2 * webhooks.BATCH + 50)
+    receiver.up = False
+    sender = webhooks.sender_for(svc)
+    assert sender is not None
+    try:
+        report = await webhooks.deliver(svc, sender)
+    finally:
+        await sender.close()
+    assert (report.delivered, report.failed) == (0, webhooks.BATCH)  # one batch, not three
+    assert await webhooks.depth(pool) == 2 * webhooks.BATCH + 50
+
+
 async def test_replay_delivers_the_same_event_ids_again(
     pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
