@@ -85,6 +85,16 @@ async def _buy(svc: Services, user: str, credits: int) -> Any:
     return intent
 
 
+async def _round(svc: Services) -> webhooks.DeliveryReport:
+    """One round of deliveries, with a sender of its own."""
+    sender = webhooks.sender_for(svc)
+    assert sender is not None
+    try:
+        return await webhooks.deliver(svc, sender)
+    finally:
+        await sender.close()
+
+
 async def _drain(svc: Services, rounds: int = 20) -> None:
     sender = webhooks.sender_for(svc)
     assert sender is not None
@@ -158,12 +168,7 @@ async def test_a_receiver_down_gets_everything_afterwards_in_order(
             await ledger.debit(
                 conn, Actor("shop", "api"), user_id="wes", credits=1, reason="", key=f"k{n}"
             )
-    sender = webhooks.sender_for(svc)
-    assert sender is not None
-    try:
-        down = await webhooks.deliver(svc, sender)
-    finally:
-        await sender.close()
+    down = await _round(svc)
     # One head per subject was tried: each intent's event, and the user's first debit.
     assert down.failed == 4
     assert receiver.got == []
@@ -193,12 +198,7 @@ async def test_a_backlog_drains_in_one_round_while_the_receiver_takes_every_batc
 ) -> None:
     svc = await _services(pool, receiver)
     await _backlog(svc, 2 * webhooks.BATCH + 50)
-    sender = webhooks.sender_for(svc)
-    assert sender is not None
-    try:
-        report = await webhooks.deliver(svc, sender)
-    finally:
-        await sender.close()
+    report = await _round(svc)
     assert (report.delivered, report.failed) == (2 * webhooks.BATCH + 50, 0)
     assert sorted(e["data"]["n"] for e in receiver.got) == list(range(2 * webhooks.BATCH + 50))
     assert await webhooks.depth(pool) == 0
@@ -210,12 +210,7 @@ async def test_a_receiver_failing_a_batch_gets_no_more_in_that_round(
     svc = await _services(pool, receiver)
     await _backlog(svc, 2 * webhooks.BATCH + 50)
     receiver.up = False
-    sender = webhooks.sender_for(svc)
-    assert sender is not None
-    try:
-        report = await webhooks.deliver(svc, sender)
-    finally:
-        await sender.close()
+    report = await _round(svc)
     assert (report.delivered, report.failed) == (0, webhooks.BATCH)  # one batch, not three
     assert await webhooks.depth(pool) == 2 * webhooks.BATCH + 50
 
@@ -244,12 +239,7 @@ async def test_an_event_undeliverable_past_the_retry_period_is_dead_until_retrie
     await _buy(svc, "yuri", 1)
     # The event was written a day ago: its retry period is over.
     await pool.execute("UPDATE webhook_events SET created_at = now() - interval '1 day'")
-    sender = webhooks.sender_for(svc)
-    assert sender is not None
-    try:
-        report = await webhooks.deliver(svc, sender)
-    finally:
-        await sender.close()
+    report = await _round(svc)
     assert len(report.dead) == 1
     dead = await webhooks.deliveries(pool, status="dead")
     assert [d.event.type for d in dead] == ["intent.confirmed"]
