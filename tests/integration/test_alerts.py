@@ -27,8 +27,8 @@ from core.audit import Actor
 from core.recon import FindingKind, ReconRun, Severity
 from core.services import Services
 from tests.recon_script import scripted_finding, scripted_run
-from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, action_body, signed_headers
-from tests.support import ScriptedVerifier, build_services
+from tests.slack_fake import FakeSlack, action_body, signed_headers
+from tests.slack_rig import slack_services
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,19 +73,17 @@ async def rig(pool: asyncpg.Pool) -> AsyncIterator[Rig]:
     fake = FakeSlack()
     await fake.start()
     clock = Clock()
-    svc = build_services(
-        pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
-        slack_alerts_channel="C_ALERTS",
-        slack_oncall=ONCALL,
-        slack_managers=f"{MANAGER},S_MANAGERS",
-        alert_escalate_after_seconds=3600,
-    )
     try:
-        yield Rig(fake, replace(svc, clock=clock), pool, clock)
+        svc = slack_services(
+            pool,
+            fake,
+            clock=clock,
+            slack_alerts_channel="C_ALERTS",
+            slack_oncall=ONCALL,
+            slack_managers=f"{MANAGER},S_MANAGERS",
+            alert_escalate_after_seconds=3600,
+        )
+        yield Rig(fake, svc, pool, clock)
     finally:
         await fake.close()
 

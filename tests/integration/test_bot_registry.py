@@ -15,25 +15,22 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from api.app import create_app
 from bot import ops
 from bot.ops import COMMANDS, Command, slash_commands
-from bot.slack_app import add_slack, create_bolt_app
+from bot.slack_app import create_bolt_app
 from bot.slack_ui import Click, SlackEnv, SlackUI
 from core.errors import ConfigError
 from core.services import Services
 from payops.cli_args import parser as _parser
 from tests.slack_fake import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
     FakeSlack,
     action_body,
     command_body,
     signed_headers,
 )
-from tests.support import ScriptedVerifier, build_services
+from tests.slack_rig import slack_app
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
 STRANGER = "U_STRANGER"  # not on call: every handler refuses, so nothing changes
@@ -95,26 +92,8 @@ class Bot:
 
 @pytest.fixture
 async def bot(pool: asyncpg.Pool) -> AsyncIterator[Bot]:
-    fake = FakeSlack()
-    await fake.start()
-    svc = build_services(
-        pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
-        slack_alerts_channel="C_ALERTS",
-        slack_oncall="U_ONCALL",
-    )
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Bot(client, fake, svc)
-    finally:
-        await client.close()
-        await fake.close()
+    async with slack_app(pool, slack_alerts_channel="C_ALERTS", slack_oncall="U_ONCALL") as app:
+        yield Bot(app.client, app.fake, app.services)
 
 
 def _declared(kind: str) -> list[str]:

@@ -6,37 +6,31 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from slack_sdk.models.views import View
 
-from api.app import create_app
 from bot.home import refresh_recent
 from bot.incident_feed import feed_round
-from bot.slack_app import add_slack, web_client
+from bot.slack_app import web_client
 from core import incidents, purchases
 from core.audit import Actor
 from tests.integration.test_slack import MANAGER, ONCALL, MovableClock, SlackRig, _thread_ts
-from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, event_body, signed_headers
-from tests.support import ScriptedVerifier, build_services, signature
+from tests.slack_fake import event_body, signed_headers
+from tests.slack_rig import slack_app
+from tests.support import signature
 
 
 @contextlib.asynccontextmanager
 async def _rig(pool: asyncpg.Pool, **settings: Any) -> AsyncIterator[SlackRig]:
     """The service with its Slack app, against the fake Slack API (as tests/test_slack.py)."""
-    fake = FakeSlack()
-    await fake.start()
-    svc = build_services(
+    clock = MovableClock()
+    async with slack_app(
         pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
+        clock=clock,
         slack_alerts_channel="C_ALERTS",
         slack_approvals_channel="C_APPROVALS",
         slack_oncall=ONCALL,
@@ -45,18 +39,8 @@ async def _rig(pool: asyncpg.Pool, **settings: Any) -> AsyncIterator[SlackRig]:
         smoke_reference="9fhexxTKAQG7ZufTy9A5CzR4Aoc47ZkB4NJdKiKAE8fM",
         smoke_amount=10_000,
         **settings,
-    )
-    clock = MovableClock()
-    svc = replace(svc, clock=clock)
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield SlackRig(client, fake, svc, pool, clock)
-    finally:
-        await client.close()
-        await fake.close()
+    ) as app:
+        yield SlackRig(app.client, app.fake, app.services, pool, clock)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,14 +24,13 @@ from core.ledger import LedgerKind, adjustment_postings
 from core.logs import JsonFormatter, configure
 from core.services import Services
 from tests.slack_fake import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
     FakeSlack,
     action_body,
     command_body,
     signed_headers,
 )
-from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
+from tests.slack_rig import slack_app
+from tests.support import api_client, bearer, signature
 
 ONCALL, MANAGER, MANAGER2, STRANGER = "U_ONCALL", "U_MGR", "U_MGR2", "U_STRANGER"
 
@@ -97,14 +96,10 @@ def json_logs() -> Iterator[None]:
 
 @pytest.fixture
 async def rig(pool: asyncpg.Pool, json_logs: None) -> AsyncIterator[SlackRig]:
-    fake = FakeSlack()
-    await fake.start()
-    svc = build_services(
+    clock = MovableClock()
+    async with slack_app(
         pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
+        clock=clock,
         slack_alerts_channel="C_ALERTS",
         slack_approvals_channel="C_APPROVALS",
         slack_oncall=ONCALL,
@@ -113,18 +108,8 @@ async def rig(pool: asyncpg.Pool, json_logs: None) -> AsyncIterator[SlackRig]:
         smoke_signature=signature(),
         smoke_reference="9fhexxTKAQG7ZufTy9A5CzR4Aoc47ZkB4NJdKiKAE8fM",
         smoke_amount=10_000,
-    )
-    clock = MovableClock()
-    svc = replace(svc, clock=clock)
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield SlackRig(client, fake, svc, pool, clock)
-    finally:
-        await client.close()
-        await fake.close()
+    ) as app:
+        yield SlackRig(app.client, app.fake, app.services, pool, clock)
 
 
 def _valid_blocks(blocks: Any) -> None:
@@ -177,27 +162,13 @@ async def test_unauthorized_user_is_refused_privately(rig: SlackRig) -> None:
 
 
 async def test_user_group_membership_grants_oncall(pool: asyncpg.Pool) -> None:
-    fake = FakeSlack(groups={"S_ONCALL": ["U_IN_GROUP"]})
-    await fake.start()
-    svc = build_services(
-        pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
-        slack_oncall="S_ONCALL",
-    )
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    try:
-        async with TestClient(TestServer(app)) as client:
-            rig = SlackRig(client, fake, svc, pool, MovableClock())
-            await rig.command("/pay-gate", "status", user="U_IN_GROUP", rid="in")
-            assert "Verify gate" in (await rig.reply("in"))["text"]
-            await rig.command("/pay-gate", "status", user="U_OUT", rid="out")
-            assert "not on call" in (await rig.reply("out"))["text"]
-    finally:
-        await fake.close()
+    group = FakeSlack(groups={"S_ONCALL": ["U_IN_GROUP"]})
+    async with slack_app(pool, fake=group, slack_oncall="S_ONCALL") as app:
+        rig = SlackRig(app.client, app.fake, app.services, pool, MovableClock())
+        await rig.command("/pay-gate", "status", user="U_IN_GROUP", rid="in")
+        assert "Verify gate" in (await rig.reply("in"))["text"]
+        await rig.command("/pay-gate", "status", user="U_OUT", rid="out")
+        assert "not on call" in (await rig.reply("out"))["text"]
 
 
 async def test_gate_close_stops_verifies_and_reopening_needs_a_smoke_test(rig: SlackRig) -> None:
@@ -486,48 +457,33 @@ async def test_web_api_rate_limit_is_retried(rig: SlackRig) -> None:
 
 
 async def test_socket_mode_connects_at_start_and_runs_commands(pool: asyncpg.Pool) -> None:
-    fake = FakeSlack()
-    await fake.start()
-    svc = build_services(
-        pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_app_token="xapp-test-token",
-        slack_api_url=fake.api_url(),
-        slack_oncall=ONCALL,
-    )
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    try:
-        async with TestClient(TestServer(app)):
-            await fake.wait_for(lambda: bool(fake.sockets))
-            payload = {
-                "command": "/pay-gate",
-                "text": "status",
-                "user_id": ONCALL,
-                "team_id": "T1",
-                "channel_id": "C_OPS",
-                "response_url": f"{fake.url}response/socket",
-                "trigger_id": "t",
-                "api_app_id": "A1",
+    async with slack_app(pool, slack_app_token="xapp-test-token", slack_oncall=ONCALL) as app:
+        fake = app.fake
+        await fake.wait_for(lambda: bool(fake.sockets))
+        payload = {
+            "command": "/pay-gate",
+            "text": "status",
+            "user_id": ONCALL,
+            "team_id": "T1",
+            "channel_id": "C_OPS",
+            "response_url": f"{fake.url}response/socket",
+            "trigger_id": "t",
+            "api_app_id": "A1",
+        }
+        await fake.sockets[0].send_json(
+            {
+                "envelope_id": "env-1",
+                "type": "slash_commands",
+                "payload": payload,
+                "accepts_response_payload": True,
             }
-            await fake.sockets[0].send_json(
-                {
-                    "envelope_id": "env-1",
-                    "type": "slash_commands",
-                    "payload": payload,
-                    "accepts_response_payload": True,
-                }
-            )
-            await fake.wait_for(
-                lambda: bool(fake.of("socket:ack")) and bool(fake.of("response:socket"))
-            )
-            assert fake.of("socket:ack")[0]["envelope_id"] == "env-1"
-            assert "Verify gate" in fake.of("response:socket")[-1]["text"]
-            assert fake.of("apps.connections.open")
-    finally:
-        await fake.close()
+        )
+        await fake.wait_for(
+            lambda: bool(fake.of("socket:ack")) and bool(fake.of("response:socket"))
+        )
+        assert fake.of("socket:ack")[0]["envelope_id"] == "env-1"
+        assert "Verify gate" in fake.of("response:socket")[-1]["text"]
+        assert fake.of("apps.connections.open")
 
 
 async def _adjustment_count(pool: asyncpg.Pool) -> int:

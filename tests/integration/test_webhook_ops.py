@@ -11,17 +11,16 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from slack_sdk.models.blocks import Block
 
-from api.app import create_app
-from bot.slack_app import add_slack
 from core import webhooks
 from core.config import Settings
 from payops.cli_args import parser as _parser
 from payops.ops_cli import run_ops
-from tests.slack_fake import BOT_TOKEN, SIGNING_SECRET, FakeSlack, command_body, signed_headers
-from tests.support import ScriptedVerifier, build_services, make_settings
+from tests.slack_fake import FakeSlack, command_body, signed_headers
+from tests.slack_rig import slack_app
+from tests.support import make_settings
 
 pytestmark = pytest.mark.timeout(60)
 ONCALL, STRANGER = "U_ONCALL", "U_STRANGER"
@@ -268,26 +267,8 @@ class Slack:
 
 @pytest.fixture
 async def slack(pool: asyncpg.Pool) -> AsyncIterator[Slack]:
-    fake = FakeSlack()
-    await fake.start()
-    svc = build_services(
-        pool,
-        ScriptedVerifier(),
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake.api_url(),
-        slack_alerts_channel="C_ALERTS",
-        slack_oncall=ONCALL,
-    )
-    app = create_app(svc)
-    add_slack(app, svc, rpc=None)
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Slack(client, fake)
-    finally:
-        await client.close()
-        await fake.close()
+    async with slack_app(pool, slack_alerts_channel="C_ALERTS", slack_oncall=ONCALL) as app:
+        yield Slack(app.client, app.fake)
 
 
 async def test_slack_lists_dead_deliveries_in_valid_blocks(slack: Slack, outbox: Outbox) -> None:
