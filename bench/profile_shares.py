@@ -37,20 +37,23 @@ class Part:
     files: tuple[str, ...]  # path fragments of the frames that belong to it
 
 
+RPC = Part(
+    "RPC exchange",
+    False,
+    (
+        "aiohttp/client",
+        "aiohappyeyeballs",
+        "core/chain/jsonrpc.py",
+        "core/chain/batch.py",
+        "core/chain/rpc.py",
+        "core/chain/rpc_metrics.py",
+    ),
+)
+HTTP_SERVER = Part("HTTP server (aiohttp)", True, ("aiohttp/", "multidict/", "yarl/"))
+
 # Innermost match wins; the first part listing a fragment owns it.
 PARTS = (
-    Part(
-        "RPC exchange",
-        False,
-        (
-            "aiohttp/client",
-            "aiohappyeyeballs",
-            "core/chain/jsonrpc.py",
-            "core/chain/batch.py",
-            "core/chain/rpc.py",
-            "core/chain/rpc_metrics.py",
-        ),
-    ),
+    RPC,
     Part("chain rules", False, ("core/chain/",)),
     Part("database driver (asyncpg)", True, ("asyncpg/",)),
     Part(
@@ -63,10 +66,12 @@ PARTS = (
     Part("request and response bodies", False, ("api/http.py", "api/schemas.py", "pydantic")),
     Part("auth and rate limits", False, ("api/auth.py", "api/ratelimit.py", "jwt/")),
     Part("route and middleware (payops)", False, ("api/",)),
-    Part("HTTP server (aiohttp)", True, ("aiohttp/", "multidict/", "yarl/")),
+    HTTP_SERVER,
     Part("event loop", True, ("uvloop/", "asyncio/runners.py", "asyncio/events.py")),
     Part("the bare handler's own", True, ("bench/perf_ceiling.py", "bench/perf_sql.py")),
 )
+
+SHARED = frozenset(p.name for p in PARTS if p.shared)  # work the bare handler does too
 
 # A frame from aiohttp's shared modules (its writer, its streams) works for the client when
 # the client is below it on the stack.
@@ -78,10 +83,8 @@ def part_of(stack: Sequence[str]) -> Part | None:
     for frame in reversed(stack):
         for part in PARTS:
             if any(f in frame for f in part.files):
-                if part.name == "HTTP server (aiohttp)" and any(
-                    c in f for f in stack for c in _CLIENT
-                ):
-                    return PARTS[0]
+                if part is HTTP_SERVER and any(c in f for f in stack for c in _CLIENT):
+                    return RPC
                 return part
     return None
 
@@ -91,14 +94,10 @@ class Shares:
     samples: int
     by_part: dict[str, int]  # part name (or OTHER) -> samples
 
-    def share(self, name: str) -> float:
-        return self.by_part.get(name, 0) / self.samples if self.samples else 0.0
-
     @property
     def own(self) -> float:
         """The share of the samples in work the bare handler does not do."""
-        shared = {p.name for p in PARTS if p.shared}
-        mine = sum(n for name, n in self.by_part.items() if name not in shared and name != OTHER)
+        mine = sum(n for name, n in self.by_part.items() if name not in SHARED and name != OTHER)
         return mine / self.samples if self.samples else 0.0
 
 
@@ -138,9 +137,8 @@ def markdown(s: Shares, *, cpu_ms: float | None = None) -> str:
         head += " ms per transaction |"
         rule += "---:|"
     rows = [head, rule]
-    shared = {p.name: p.shared for p in PARTS}
     for name, n in sorted(s.by_part.items(), key=lambda kv: -kv[1]):
-        mark = "yes" if shared.get(name) else "-"
+        mark = "yes" if name in SHARED else "-"
         row = f"| {name} | {mark} | {n:,} | {100 * n / s.samples:.1f} % |"
         if cpu_ms is not None:
             row += f" {cpu_ms * n / s.samples:.3f} |"
