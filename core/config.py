@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Calls made at the same moment (one turn of the event loop) leave as one JSON-RPC batch
     # of at most this many; 1 sends each call on its own (a provider without batches).
     rpc_max_batch: int = Field(default=10, ge=1, le=1000)
+    # Purchase credits in flight together are committed together, at most this many in one
+    # transaction (core/purchases/grouped.py); 1 commits each credit on its own.
+    credit_group_max: int = Field(default=32, ge=1, le=32)
     token_mint: str | None = None
     token_program: str = TOKEN_PROGRAM
     token_decimals: int = Field(default=6, ge=0, le=18)

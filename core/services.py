@@ -15,7 +15,7 @@ from core.gate import GateReader
 from core.metrics import Metrics
 
 if TYPE_CHECKING:
-    from core.purchases import DuplicateAttempts, FreshIntents, SettledPairs
+    from core.purchases import CreditGroups, DuplicateAttempts, FreshIntents, SettledPairs
 
 
 class ReferenceHistory(Protocol):
@@ -52,6 +52,12 @@ def _duplicate_attempts() -> DuplicateAttempts:
     return DuplicateAttempts()
 
 
+def _credit_groups() -> CreditGroups:
+    from core.purchases import CreditGroups
+
+    return CreditGroups()
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -74,6 +80,8 @@ class Services:
     duplicates: DuplicateAttempts = field(
         default_factory=_duplicate_attempts, compare=False, repr=False
     )
+    # commits purchase credits in flight together in one transaction (core/purchases/grouped.py)
+    credits: CreditGroups = field(default_factory=_credit_groups, compare=False, repr=False)
 
     @property
     def expiry_grace(self) -> timedelta:

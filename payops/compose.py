@@ -30,6 +30,7 @@ from core.config import PaymentConfig, Settings
 from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
+from core.purchases import CreditGroups
 from core.services import Services
 from payops.urls import public_url
 
@@ -100,6 +101,7 @@ async def services(
                 gate=GateReader(pool),
                 chain_health=rpc.health,
                 chain=rpc,
+                credits=CreditGroups(settings.credit_group_max),
             )
             svc.metrics.registry.register(RpcCollector(rpc))
             yield Running(svc, rpc)

@@ -20,6 +20,7 @@ from api.auth import DEBIT_SCOPE, mint_token
 from core.chain.verdict import Confirmed, PaymentExpectation, Verdict
 from core.config import Settings, load_settings
 from core.gate import GateReader
+from core.purchases import CreditGroups
 from core.services import Services
 
 JWT_SECRET = "test-secret-" + base64.b64encode(b"payops tests only").decode()
@@ -77,6 +78,7 @@ def build_services(pool: asyncpg.Pool, verifier: Any, **overrides: Any) -> Servi
         pool=pool,
         verifier=verifier,
         gate=GateReader(pool, ttl=0.0),
+        credits=CreditGroups(settings.credit_group_max),
     )
 
 

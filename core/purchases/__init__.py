@@ -1,5 +1,6 @@
 from core.purchases.credit import CREDIT_UNIQUE_CONSTRAINTS, Credited, credit_in
 from core.purchases.duplicates import DuplicateAttempts
+from core.purchases.grouped import CreditGroups
 from core.purchases.intents import (
     Intent,
     IntentStatus,
@@ -42,6 +43,7 @@ from core.purchases.store import insert
 __all__ = [
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
+    "CreditGroups",
     "Credited",
     "DuplicateAttempts",
     "Flights",

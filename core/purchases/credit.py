@@ -54,10 +54,17 @@ async def credit_in(
     after the credit, balance after, duplicate). Raises NotFound, Conflict (the locked intent
     was settled otherwise: nothing written) and asyncpg.UniqueViolationError when another
     intent already holds the signature."""
+    call = credit_call(actor, intent, signature, verdict)
+    return _outcome(call, await intents_db.credit(conn, call))
+
+
+def credit_call(
+    actor: Actor, intent: Intent, signature: str, verdict: Confirmed
+) -> intents_db.CreditCall:
+    """What `payops_credit_purchase` is given for this credit."""
     flags = ",".join(f for f, on in (("overpaid", verdict.overpaid), ("late", verdict.late)) if on)
-    done = await intents_db.credit(
-        conn,
-        intent,
+    return intents_db.CreditCall(
+        intent=intent,
         received=verdict.received,
         postings=purchase_postings(intent.user_id, intent.credits),
         description=f"purchase of {intent.credits} credits, intent {intent.id}",
@@ -72,10 +79,13 @@ async def credit_in(
         actor=actor,
         facts=_confirmed_facts(intent, signature, verdict),
     )
+
+
+def _outcome(call: intents_db.CreditCall, done: intents_db.CreditRow) -> tuple[Intent, int, bool]:
     if done.intent is None:
         raise NotFound("no such purchase intent", code="intent_not_found")
     if done.outcome == "refused":
-        precheck(done.intent, signature)  # raises the Conflict that says why
+        precheck(done.intent, call.attempt.signature)  # raises the Conflict that says why
         raise RuntimeError(f"credit refused an intent in status {done.intent.status.value}")
     return done.intent, done.balance, done.outcome == "duplicate"
 
@@ -121,26 +131,32 @@ CREDIT_UNIQUE_CONSTRAINTS = frozenset(
 async def _credit_transaction(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> tuple[Intent, int, bool]:
-    """`credit_in` in a transaction of its own (BEGIN, the one call, COMMIT: a process that
+    """The credit with the others in flight (`grouped.py`), or `credit_in` in a transaction
+    of its own (BEGIN, the one call, COMMIT: a process that
     dies before COMMIT leaves nothing, as the server rolls back a transaction whose client
     is gone, even one that had to wait for a lock). A unique violation on anything but the
     credit's own constraints (two first postings of one new user creating
     its account or balance row at the same instant) is a race the retry no longer meets:
     the row exists then. The credit's own constraints are never retried: they are the
     exactly-once."""
-    try:
+    call = credit_call(actor, intent, signature, verdict)
+    grouped = await svc.credits.credit(svc.pool, call)
+    if grouped is not None:  # committed with other credits in flight (`grouped.py`)
+        return _outcome(call, grouped)
+    with svc.credits.alone():
+        try:
+            async with svc.pool.acquire() as conn, conn.transaction():
+                return _outcome(call, await intents_db.credit(conn, call))
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
+                raise
+            log.info(
+                "credit raced on %s; retrying once",
+                exc.constraint_name,
+                extra={"intent_id": str(intent.id), "tx_signature": signature},
+            )
         async with svc.pool.acquire() as conn, conn.transaction():
-            return await credit_in(conn, actor, intent, signature, verdict)
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name in CREDIT_UNIQUE_CONSTRAINTS:
-            raise
-        log.info(
-            "credit raced on %s; retrying once",
-            exc.constraint_name,
-            extra={"intent_id": str(intent.id), "tx_signature": signature},
-        )
-    async with svc.pool.acquire() as conn, conn.transaction():
-        return await credit_in(conn, actor, intent, signature, verdict)
+            return _outcome(call, await intents_db.credit(conn, call))
 
 
 async def _record_credit_failure(

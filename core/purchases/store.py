@@ -169,38 +169,47 @@ class CreditRow:
     balance: int
 
 
-async def credit(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    intent: Intent,
-    *,
-    received: int,
-    postings: list[Posting],
-    description: str,
-    attempt: Attempt,
-    actor: Actor,
-    facts: dict[str, Any],
-) -> CreditRow:
-    """Credit `intent` by `attempt.signature` in one round trip (see `_CREDIT_SQL`), in the
-    caller's transaction. `intent` is the intent as read before
-    (its user and credits, which `postings` and `facts` come from, never change); the
-    returned intent carries the status the locked row had."""
+@dataclass(frozen=True, slots=True)
+class CreditCall:
+    """One purchase's credit, as `payops_credit_purchase` takes it. `intent` is the intent
+    as read before (its user and credits, which `postings` and `facts` come from, never
+    change)."""
+
+    intent: Intent
+    received: int
+    postings: list[Posting]
+    description: str
+    attempt: Attempt
+    actor: Actor
+    facts: dict[str, Any]
+
+
+async def credit(conn: asyncpg.Connection | asyncpg.Pool, call: CreditCall) -> CreditRow:
+    """Credit `call.intent` by `call.attempt.signature` in one round trip (see
+    `_CREDIT_SQL`), in the caller's transaction; the returned intent carries the status the
+    locked row had."""
+    attempt = call.attempt
     row = await conn.fetchrow(
         _CREDIT_SQL,
-        intent.id,
+        call.intent.id,
         attempt.signature,
-        received,
-        [p.account for p in postings],
-        [p.amount for p in postings],
-        description,
-        actor.id,
-        actor.source,
-        facts,
+        call.received,
+        [p.account for p in call.postings],
+        [p.amount for p in call.postings],
+        call.description,
+        call.actor.id,
+        call.actor.source,
+        call.facts,
         attempt.source,
         attempt.code,
         attempt.detail,
         attempt.request_id,
     )
     assert row is not None
+    return _credit_row(call.intent, row)
+
+
+def _credit_row(intent: Intent, row: Any) -> CreditRow:
     if row["outcome"] == "missing":
         return CreditRow("missing", None, 0)
     status = IntentStatus(row["status"])
@@ -213,6 +222,55 @@ async def credit(
         received_amount=None if row["received_amount"] is None else int(row["received_amount"]),
     )
     return CreditRow(str(row["outcome"]), now, int(row["balance"] or 0))
+
+
+# Several credits in one call (`payops_credit_purchases`, migration 0015), each in a
+# subtransaction of its own: one row per call, in order.
+_CREDIT_GROUP_SQL = """SELECT outcome, status, tx_signature, reject_code, received_amount,
+        confirmed_at, balance, error_state, error_constraint, error_message
+    FROM payops_credit_purchases($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    ORDER BY idx"""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditError:
+    """A call of a group that raised in the database: rolled back alone, nothing written."""
+
+    state: str
+    constraint: str | None
+    message: str
+
+
+async def credit_group(
+    conn: asyncpg.Connection, calls: list[CreditCall]
+) -> list[CreditRow | CreditError]:
+    """The credits of `calls` in one round trip, in the caller's transaction: what `credit`
+    would answer for each, or the error that rolled that one back alone."""
+    rows = await conn.fetch(
+        _CREDIT_GROUP_SQL,
+        [c.intent.id for c in calls],
+        [c.attempt.signature for c in calls],
+        [c.received for c in calls],
+        [len(c.postings) for c in calls],
+        [p.account for c in calls for p in c.postings],
+        [p.amount for c in calls for p in c.postings],
+        [c.description for c in calls],
+        [c.actor.id for c in calls],
+        [c.actor.source for c in calls],
+        [c.facts for c in calls],
+        [c.attempt.source for c in calls],
+        [c.attempt.code for c in calls],
+        [c.attempt.detail for c in calls],
+        [c.attempt.request_id for c in calls],
+    )
+    if len(rows) != len(calls):
+        raise RuntimeError(f"a credit group of {len(calls)} answered {len(rows)} rows")
+    return [
+        CreditError(r["error_state"], r["error_constraint"], r["error_message"])
+        if r["outcome"] == "error"
+        else _credit_row(c.intent, r)
+        for c, r in zip(calls, rows, strict=True)
+    ]
 
 
 async def bound_inflows(conn: asyncpg.Connection | asyncpg.Pool, intent_id: uuid.UUID) -> list[str]:
