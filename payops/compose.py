@@ -31,6 +31,7 @@ from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
 from core.purchases import CreditGroups
+from core.purchases.credit_metrics import CreditGroupsCollector
 from core.services import Services
 from payops.urls import public_url
 
@@ -104,6 +105,7 @@ async def services(
                 credits=CreditGroups(settings.credit_group_max),
             )
             svc.metrics.registry.register(RpcCollector(rpc))
+            svc.metrics.registry.register(CreditGroupsCollector(svc.credits))
             yield Running(svc, rpc)
         finally:
             await rpc.close()

@@ -70,6 +70,13 @@ class CreditGroups:
         self.grouped = 0
         self.sent_alone = 0  # credits sent back to be credited on their own
         self._alone_in_flight = 0
+        self._committing = 0  # credits in the group being written
+
+    @property
+    def in_flight(self) -> int:
+        """Credits handed to the database and not answered yet: written on their own, in
+        the group being written, or waiting for the next group."""
+        return self._alone_in_flight + self._committing + len(self._waiting)
 
     async def credit(self, pool: asyncpg.Pool, call: store.CreditCall) -> store.CreditRow | None:
         """`call`'s credit, written with the others in flight and committed; or None: credit
@@ -120,11 +127,15 @@ class CreditGroups:
                     group[0].answer.set_result(None)
                     continue
                 if group:
-                    await self._commit(pool, group)
+                    try:
+                        await self._commit(pool, group)
+                    finally:
+                        self._committing = 0
         finally:
             self._writer = None
 
     async def _commit(self, pool: asyncpg.Pool, group: list[_Waiting]) -> None:
+        self._committing = len(group)
         try:
             async with pool.acquire() as conn, conn.transaction():
                 done = await store.credit_group(conn, [w.call for w in group])

@@ -90,6 +90,14 @@ async def waiting_in_credit(pool: asyncpg.Pool, locker: int) -> list[int]:
     return [int(r["pid"]) for r in rows]
 
 
+async def credits_in_flight(service: Service) -> int:
+    """The service's purchase credits handed to the database and not answered yet."""
+    async with service.session.get(f"{service.url}/metrics") as resp:
+        text = await resp.text()
+    [line] = [x for x in text.splitlines() if x.startswith("payops_credits_in_flight ")]
+    return int(float(line.split()[1]))
+
+
 @dataclass
 class Cluster:
     """The replicas (each behind its own RPC proxy), the clients' tally, what was lost."""
@@ -187,7 +195,10 @@ class Cluster:
             )
 
             async def all_in_credit() -> bool:
-                return len(await waiting_in_credit(self.pool, locker)) == len(held)
+                # Credits in flight together wait in one transaction (group commit): one
+                # backend or several, but every held verify inside the database.
+                waiting = await waiting_in_credit(self.pool, locker)
+                return bool(waiting) and await credits_in_flight(doomed) == len(held)
 
             await wait_until(all_in_credit, "the verifies waiting inside the credit", within=10)
             orphans = await waiting_in_credit(self.pool, locker)

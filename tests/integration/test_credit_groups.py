@@ -20,6 +20,7 @@ from core.ledger import Posting
 from core.purchases import CreditGroups, Intent
 from core.purchases import store as intents_db
 from core.purchases.credit import credit_call
+from core.purchases.credit_metrics import CreditGroupsCollector
 from core.purchases.service import create_intent
 from core.services import Services
 from tests.support import ScriptedVerifier, api_client, bearer, build_services, signature
@@ -237,3 +238,43 @@ async def test_two_processes_grouping_the_same_users_never_deadlock(
     assert [g.sent_alone for g in replicas.values()] == [0, 0]
     assert await pool.fetchval("SELECT min(balance) FROM user_balances") == 6 * 2
     await _ledger_sums_to_zero(pool)
+
+
+async def test_credits_waiting_on_a_lock_are_counted_in_flight_until_answered(
+    pool: asyncpg.Pool,
+) -> None:
+    svc = build_services(pool, ScriptedVerifier())
+    users = ("olga", "pia")
+    for user in users:  # a first purchase each: a balance row to lock
+        first = await _pending(svc, user)
+        async with pool.acquire() as conn, conn.transaction():
+            await intents_db.credit(conn, _call(first))
+    intents = [await _pending(svc, user) for user in users]
+    groups = CreditGroups()
+    collector = CreditGroupsCollector(groups)
+
+    def scraped() -> dict[str, float]:
+        return {s.name: s.value for m in collector.collect() for s in m.samples}
+
+    async with pool.acquire() as locker, locker.transaction():
+        await locker.execute(
+            "SELECT 1 FROM user_balances WHERE user_id = ANY($1) FOR UPDATE", list(users)
+        )
+        with groups.alone():  # one credit in flight already: these two go as a group
+            waiting = asyncio.gather(*(groups.credit(pool, _call(i)) for i in intents))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if await pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0"
+                ):
+                    break
+            assert scraped()["payops_credits_in_flight"] == 3
+            assert not waiting.done()
+    rows = await waiting
+
+    assert [r.outcome for r in rows if r is not None] == ["credited", "credited"]
+    assert scraped() == {
+        "payops_credits_in_flight": 0,
+        "payops_credit_groups_total": 1,
+        "payops_credits_grouped_total": 2,
+    }
