@@ -83,17 +83,26 @@ async def duplicates(
     return out
 
 
-async def service_rpc_requests(port: int) -> int:
-    """The service's own count of RPC requests (`SolanaRpc.stats`, on /metrics as
-    `payops_rpc_requests_total`), or -1 when it does not publish it."""
+async def service_counters(port: int, *names: str) -> dict[str, int]:
+    """The sums of the service's /metrics samples named `names` (any labels), -1 for a
+    name it does not publish. With workers, one worker answers."""
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{port}/metrics") as response,
     ):
         text = await response.text()
-    found = [
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("payops_rpc_requests_total{")
-    ]
-    return int(sum(found)) if found else -1
+    sums = dict.fromkeys(names, -1.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in sums:
+            sums[name] = max(sums[name], 0.0) + float(line.rsplit(" ", 1)[1])
+    return {name: int(value) for name, value in sums.items()}
+
+
+async def service_rpc_requests(port: int) -> int:
+    """The service's own count of RPC requests (`SolanaRpc.stats`, on /metrics as
+    `payops_rpc_requests_total`), or -1 when it does not publish it."""
+    return (await service_counters(port, RPC_REQUESTS))[RPC_REQUESTS]
+
+
+RPC_REQUESTS = "payops_rpc_requests_total"

@@ -147,6 +147,18 @@ def markdown(result: dict[str, Any]) -> str:
             cpu = level[mode].get("cpu_ms_per_tx", {})
             cells = " | ".join(_fmt(cpu.get(side), 2) for side in sides)
             lines.append(f"| {clients} | {mode} | {cells} |")
+    grouped = [
+        f"{clients} clients: {e2e['credits_grouped']:,} of {e2e['credited']:,} credits in "
+        f"{e2e['credit_groups']:,} groups"
+        for clients, level in result.get("levels", {}).items()
+        if (e2e := level["e2e"]).get("credit_groups", -1) >= 0 and e2e.get("credited")
+    ]
+    if grouped:
+        lines += [
+            "",
+            "Group commit in the end-to-end slices (the service's /metrics; the ceiling and "
+            "pgbench commit each credit on its own): " + "; ".join(grouped) + ".",
+        ]
     dup = result.get("duplicates")
     if dup is not None:
         lines += [

@@ -16,6 +16,7 @@ import asyncpg
 
 from bench import perf_cpu, perf_runs, perf_sql, perf_stack
 from bench.perf_config import Config, say
+from bench.perf_duplicates import service_counters
 from bench.perf_stats import Record, summarise, summarise_rounds
 from bench.perf_work import (
     Numbers,
@@ -29,6 +30,10 @@ from bench.perf_work import (
 )
 
 MODES = ("pgbench", "ceiling", "core", "e2e")
+GROUP_COUNTERS = {
+    "payops_credit_groups_total": "credit_groups",
+    "payops_credits_grouped_total": "credits_grouped",
+}
 # Credits per second pgbench cannot exceed here (its intents are prepared before it runs; a
 # client that runs out stops the run with "expected one row, got 0": raise these then).
 PGBENCH_CAP = 6000
@@ -206,7 +211,9 @@ class Slices:
             async with self.rss.sampling(), profiled(cfg, self.service_pid, profile):
                 return await self._load(self.port, reqs, clients)
 
+        groups_before = await service_counters(self.port, *GROUP_COUNTERS)
         load_run, cpu = await self._measured(run)
+        groups_after = await service_counters(self.port, *GROUP_COUNTERS)
         ok = load_run.statuses.get(200, 0)
         # The load generator sends its requests in order: these are the ones it sent.
         self.credited_requests.setdefault(clients, []).extend(reqs[: len(load_run.records)])
@@ -216,6 +223,11 @@ class Slices:
         extra = self._http_extra(load_run, budget) | {
             "rpc_requests": self.chain.requests[0] - rpc_before,
             "credited": credited_now,
+            # group commit (core/purchases/grouped.py), as the worker that answered counts
+            **{
+                key: groups_after[name] - groups_before[name]
+                for name, key in GROUP_COUNTERS.items()
+            },
         }
         return Slice(load_run.records, cpu, extra)
 

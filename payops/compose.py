@@ -30,8 +30,7 @@ from core.config import PaymentConfig, Settings
 from core.embedded_db import embedded_database
 from core.errors import ConfigError
 from core.gate import GateReader
-from core.purchases import CreditGroups
-from core.purchases.credit_metrics import CreditGroupsCollector
+from core.purchases import CreditGroups, CreditGroupsCollector
 from core.services import Services
 from payops.urls import public_url
 

@@ -1,4 +1,5 @@
 from core.purchases.credit import CREDIT_UNIQUE_CONSTRAINTS, Credited, credit_in
+from core.purchases.credit_metrics import CreditGroupsCollector
 from core.purchases.duplicates import DuplicateAttempts
 from core.purchases.grouped import CreditGroups
 from core.purchases.intents import (
@@ -44,6 +45,7 @@ __all__ = [
     "CREDIT_UNIQUE_CONSTRAINTS",
     "RECOVERY_ACTOR",
     "CreditGroups",
+    "CreditGroupsCollector",
     "Credited",
     "DuplicateAttempts",
     "Flights",
