@@ -11,6 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 
 @dataclass(slots=True)
 class Call:
@@ -35,11 +37,35 @@ class Call:
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
+_VALUE = msgspec.json.Decoder()
+_RAW_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def array_items(content: bytes) -> list[tuple[Any, str]] | None:
-    """A JSON array's items, each with its own text as it came; None if `content` is not
-    one JSON array."""
+def loads(content: bytes) -> Any:
+    """`json.loads(content)`, through msgspec's decoder (several times faster on a node's
+    answers) when it takes the text. What it refuses (a lone surrogate, a byte-order mark,
+    UTF-16, an integer of over 4,300 digits, anything malformed) goes to `json.loads`,
+    whose value or error stands: the answer is always the standard library's
+    (tests/unit/test_rpc_json.py)."""
+    try:
+        return _VALUE.decode(content)
+    except msgspec.MsgspecError:
+        return json.loads(content)
+
+
+def array_items(content: bytes) -> list[tuple[Any, bytes]] | None:
+    """A JSON array's items, each with its own bytes as they came; None if `content` is not
+    one non-empty JSON array. Through msgspec when it takes the text, as `loads`."""
+    try:
+        raws = _RAW_ITEMS.decode(content)
+        items = [(_VALUE.decode(raw), bytes(raw)) for raw in raws]
+    except msgspec.MsgspecError:
+        return _array_items(content)
+    return items or None  # an empty batch answer says nothing about any call
+
+
+def _array_items(content: bytes) -> list[tuple[Any, bytes]] | None:
+    """`array_items` by the standard library's decoder, item by item."""
     try:
         text = content.decode()
     except UnicodeDecodeError:
@@ -48,7 +74,7 @@ def array_items(content: bytes) -> list[tuple[Any, str]] | None:
     if not text.startswith("[", at):
         return None
     at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
-    items: list[tuple[Any, str]] = []
+    items: list[tuple[Any, bytes]] = []
     if text.startswith("]", at):
         return None  # an empty batch answer says nothing about any call
     while True:
@@ -56,7 +82,7 @@ def array_items(content: bytes) -> list[tuple[Any, str]] | None:
             item, end = _DECODER.raw_decode(text, at)
         except ValueError:
             return None
-        items.append((item, text[at:end]))
+        items.append((item, text[at:end].encode()))
         at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
         if text.startswith(",", at):
             at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
@@ -71,7 +97,7 @@ def transient_error(content: bytes, transient: Collection[int]) -> str | None:
     """The reason of one JSON-RPC error object answering a whole batch, if its code is one of
     `transient`."""
     try:
-        answer = json.loads(content)
+        answer = loads(content)
     except ValueError:
         return None
     error = answer.get("error") if isinstance(answer, dict) else None
@@ -91,7 +117,7 @@ def refusal(status: int, content: bytes) -> bool:
     if not 200 <= status < 300:
         return status not in NOT_ABOUT_BATCHES
     try:
-        answer = json.loads(content)
+        answer = loads(content)
     except ValueError:
         return False
     return isinstance(answer, dict) and answer.get("error") is not None

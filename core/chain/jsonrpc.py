@@ -20,7 +20,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from core.chain.batch import NOT_ABOUT_BATCHES, Call, array_items, refusal, transient_error
+from core.chain.batch import (
+    NOT_ABOUT_BATCHES,
+    Call,
+    array_items,
+    loads,
+    refusal,
+    transient_error,
+)
 
 __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 
@@ -239,7 +246,7 @@ class JsonRpc:
 
     def _envelope(self, method: str, content: bytes) -> dict[str, Any]:
         try:
-            envelope = json.loads(content)
+            envelope = loads(content)
         except ValueError:
             raise self.failed(method, f"response is not JSON: {content[:80]!r}") from None
         if not isinstance(envelope, dict):
@@ -323,7 +330,7 @@ class JsonRpc:
                 call.fail(_Retryable("the batch answer has no entry for this call"))
                 continue
             try:
-                call.answer_with((self._result(call.method, found[0]), found[1].encode()))
+                call.answer_with((self._result(call.method, found[0]), found[1]))
             except (_Retryable, RpcUnavailable) as exc:
                 call.fail(exc)
 

@@ -36,7 +36,6 @@ RpcUnavailable instead of a stuck verify.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from types import TracebackType
@@ -44,6 +43,7 @@ from typing import Any, Final, Self
 
 from solana.rpc.commitment import Commitment
 
+from core.chain.batch import loads
 from core.chain.jsonrpc import JsonRpc, RpcStats, RpcUnavailable, describe
 
 __all__ = ["RpcStats", "RpcUnavailable", "SolanaRpc"]
@@ -153,7 +153,7 @@ class SolanaRpc:
             if parsed is not None:
                 return parsed
             raw = fetched.raw
-        return self._rpc.expect_dict("getTransaction", json.loads(raw)["result"])
+        return self._rpc.expect_dict("getTransaction", loads(raw)["result"])
 
     def _fetched(self, signature: str, fetch: asyncio.Future[_Fetched | None]) -> None:
         self._in_flight.pop(signature, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -212,14 +212,28 @@ async def credit(conn: asyncpg.Connection | asyncpg.Pool, call: CreditCall) -> C
 def _credit_row(intent: Intent, row: Any) -> CreditRow:
     if row["outcome"] == "missing":
         return CreditRow("missing", None, 0)
-    status = IntentStatus(row["status"])
-    now = replace(
-        intent,
-        status=status,
+    received = row["received_amount"]
+    # `replace(intent, ...)` spelled out: it looks up the fields on every call, on the path
+    # of every credit
+    now = Intent(
+        id=intent.id,
+        user_id=intent.user_id,
+        credits=intent.credits,
+        amount=intent.amount,
+        mint=intent.mint,
+        token_program=intent.token_program,
+        recipient=intent.recipient,
+        recipient_token_account=intent.recipient_token_account,
+        reference=intent.reference,
+        memo=intent.memo,
+        wallet=intent.wallet,
+        status=IntentStatus(row["status"]),
         tx_signature=row["tx_signature"],
+        received_amount=None if received is None else int(received),
         reject_code=row["reject_code"],
+        created_at=intent.created_at,
+        expires_at=intent.expires_at,
         confirmed_at=row["confirmed_at"],
-        received_amount=None if row["received_amount"] is None else int(row["received_amount"]),
     )
     return CreditRow(str(row["outcome"]), now, int(row["balance"] or 0))
 

@@ -234,11 +234,11 @@ def test_max_batch_is_bounded() -> None:
 # --- the answer's items, each with its own text -------------------------------------------
 
 
-def test_array_items_keep_each_items_text() -> None:
+def test_array_items_keep_each_items_bytes() -> None:
     body = b' [ {"id":1,"result":{"a":[1,2]}} ,\n{"id":2,"result":null}\t] \n'
     assert array_items(body) == [
-        ({"id": 1, "result": {"a": [1, 2]}}, '{"id":1,"result":{"a":[1,2]}}'),
-        ({"id": 2, "result": None}, '{"id":2,"result":null}'),
+        ({"id": 1, "result": {"a": [1, 2]}}, b'{"id":1,"result":{"a":[1,2]}}'),
+        ({"id": 2, "result": None}, b'{"id":2,"result":null}'),
     ]
 
 
