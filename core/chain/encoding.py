@@ -65,6 +65,8 @@ class DecodedMessage:
 
 def as_mapping(value: object, where: str) -> Mapping[str, object]:
     """`value` as a JSON object, else `MalformedTransaction` naming `where`."""
+    if type(value) is dict:  # what a decoded answer holds, without the ABC's look-up
+        return value
     if not isinstance(value, Mapping):
         raise MalformedTransaction(f"{where}: expected an object, got {_kind(value)}")
     return value
@@ -98,6 +100,43 @@ def field(obj: Mapping[str, object], key: str, where: str) -> object:
     if key not in obj:
         raise MalformedTransaction(f"{where}: missing field {key!r}")
     return obj[key]
+
+
+# Typed required fields, `as_x(field(obj, key, where), f"{where}.{key}")` in one call: the
+# path of an error is built only for an error (the checks run on every verify, on every
+# entry of an answer), and the errors are those of `field` and `as_x`.
+_ABSENT = object()
+
+
+def str_field(obj: Mapping[str, object], key: str, where: str) -> str:
+    value = obj.get(key, _ABSENT)
+    if type(value) is str:
+        return value
+    return as_str(field(obj, key, where), f"{where}.{key}")
+
+
+def int_field(
+    obj: Mapping[str, object], key: str, where: str, *, low: int = 0, high: int = _U64_MAX
+) -> int:
+    value = obj.get(key, _ABSENT)
+    if type(value) is int and low <= value <= high:
+        return value
+    return as_int(field(obj, key, where), f"{where}.{key}", low=low, high=high)
+
+
+def mapping_field(obj: Mapping[str, object], key: str, where: str) -> Mapping[str, object]:
+    value = obj.get(key, _ABSENT)
+    if type(value) is dict:
+        return value
+    return as_mapping(field(obj, key, where), f"{where}.{key}")
+
+
+def u64_field(obj: Mapping[str, object], key: str, where: str) -> int:
+    """`parse_u64(field(obj, key, where), f"{where}.{key}")`."""
+    value = obj.get(key, _ABSENT)
+    if type(value) is str and _U64_DIGITS.fullmatch(value) and int(value) <= _U64_MAX:
+        return int(value)
+    return parse_u64(field(obj, key, where), f"{where}.{key}")
 
 
 def parse_u64(value: object, where: str) -> int:
@@ -166,13 +205,13 @@ def read_instruction(value: object, where: str) -> RawInstruction:
     """
     ix = as_mapping(value, where)
     data = ix.get("data")
-    if data is not None:
+    if data is not None and type(data) is not str:
         data = as_str(data, f"{where}.data")
     if "programIdIndex" in ix:
-        index = as_int(ix["programIdIndex"], f"{where}.programIdIndex")
+        index = int_field(ix, "programIdIndex", where)
         return RawInstruction(program_id=None, program_index=index, data=data)
     if "programId" in ix:
-        program = as_str(ix["programId"], f"{where}.programId")
+        program = str_field(ix, "programId", where)
         return RawInstruction(
             program_id=program, program_index=None, data=data, parsed=ix.get("parsed")
         )
@@ -195,6 +234,13 @@ def _json_keys(raw_keys: Sequence[object]) -> tuple[tuple[str, ...], bool]:
     keys: list[str] = []
     includes_loaded = False
     for i, raw in enumerate(raw_keys):
+        if type(raw) is str:
+            keys.append(raw)
+            continue
+        if type(raw) is dict and type(pubkey := raw.get("pubkey")) is str:
+            keys.append(pubkey)
+            includes_loaded = includes_loaded or raw.get("source") == "lookupTable"
+            continue
         where = f"transaction.message.accountKeys[{i}]"
         if isinstance(raw, Mapping):
             keys.append(as_str(field(raw, "pubkey", where), f"{where}.pubkey"))

@@ -29,8 +29,11 @@ from core.chain.encoding import (
     b58decode,
     decode_message,
     field,
-    parse_u64,
+    int_field,
+    mapping_field,
     read_instruction,
+    str_field,
+    u64_field,
 )
 
 __all__ = [
@@ -297,24 +300,19 @@ def _balances(meta: Mapping[str, object], key: str, keys: Sequence[str]) -> dict
     for i, entry_value in enumerate(entries):
         where = f"meta.{key}[{i}]"
         entry = as_mapping(entry_value, where)
-        index = as_int(field(entry, "accountIndex", where), f"{where}.accountIndex")
-        _key_at(keys, index, f"{where}.accountIndex")
+        index = int_field(entry, "accountIndex", where)
+        if not 0 <= index < len(keys):
+            _key_at(keys, index, f"{where}.accountIndex")  # raises
         if index in balances:
             raise MalformedTransaction(f"{where}: account index {index} listed twice")
-        ui_amount = as_mapping(field(entry, "uiTokenAmount", where), f"{where}.uiTokenAmount")
+        ui_amount = mapping_field(entry, "uiTokenAmount", where)
         program = entry.get("programId")
+        ui_where = f"{where}.uiTokenAmount"
         balances[index] = _Balance(
-            mint=as_str(field(entry, "mint", where), f"{where}.mint"),
-            owner=as_str(field(entry, "owner", where), f"{where}.owner"),
+            mint=str_field(entry, "mint", where),
+            owner=str_field(entry, "owner", where),
             program=None if program is None else as_str(program, f"{where}.programId"),
-            decimals=as_int(
-                field(ui_amount, "decimals", f"{where}.uiTokenAmount"),
-                f"{where}.uiTokenAmount.decimals",
-                high=255,
-            ),
-            amount=parse_u64(
-                field(ui_amount, "amount", f"{where}.uiTokenAmount"),
-                f"{where}.uiTokenAmount.amount",
-            ),
+            decimals=int_field(ui_amount, "decimals", ui_where, high=255),
+            amount=u64_field(ui_amount, "amount", ui_where),
         )
     return balances
