@@ -122,9 +122,14 @@ class CreditGroups:
         try:
             while self._waiting:
                 group = self._next_group()
-                if len(group) == 1:  # no one to share with: on its own, as before
-                    self.sent_alone += 1
-                    group[0].answer.set_result(None)
+                if len(group) == 1:
+                    # One user's credits only (a group takes one per user): each goes on
+                    # its own, as before, all at once rather than one scan of the queue each.
+                    for w in [*group, *self._waiting]:
+                        if not w.answer.done():
+                            self.sent_alone += 1
+                            w.answer.set_result(None)
+                    self._waiting = []
                     continue
                 if group:
                     try:

@@ -278,3 +278,19 @@ async def test_credits_waiting_on_a_lock_are_counted_in_flight_until_answered(
         "payops_credit_groups_total": 1,
         "payops_credits_grouped_total": 2,
     }
+
+
+async def test_one_users_credits_in_flight_together_each_go_on_their_own(
+    pool: asyncpg.Pool,
+) -> None:
+    """A group takes one credit per user: a burst of one user's credits has no one to share
+    with, so each is credited on its own, and the queue is let go in one pass."""
+    svc = build_services(pool, ScriptedVerifier())
+    intents = [await _pending(svc, "quinn") for _ in range(40)]
+    groups = CreditGroups()
+
+    with groups.alone():
+        answers = await asyncio.gather(*(groups.credit(pool, _call(i)) for i in intents))
+
+    assert answers == [None] * 40
+    assert (groups.groups, groups.sent_alone, groups.in_flight) == (0, 40, 0)
