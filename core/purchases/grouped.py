@@ -41,10 +41,12 @@ log = logging.getLogger("payops.purchases")
 
 MAX_GROUP = 32  # credits per group: below the 64 subtransactions a backend keeps in memory
 
-# Errors that mean the connection or the server went away: the group's outcome is the
-# database's, not one credit's, and each credit hears it as it would alone.
+# Errors that mean the connection or the server went away, or gave no answer in time: the
+# group's outcome is the database's, not one credit's, and each credit hears it as it would
+# alone (asking again, one by one, would wait as long again).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
+    TimeoutError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
