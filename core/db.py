@@ -108,8 +108,11 @@ async def session(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
                     conn.terminate()
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """The service's pool. Connections speak UTC and decode jsonb to Python values."""
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, command_timeout: float = 30
+) -> asyncpg.Pool:
+    """The service's pool. Connections speak UTC and decode jsonb to Python values; a
+    statement without an answer in `command_timeout` seconds raises TimeoutError."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -117,7 +120,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
         init=_init_connection,
         reset=_reset,
         server_settings={"timezone": "UTC", "application_name": "payops"},
-        command_timeout=30,
+        command_timeout=command_timeout,
     )
     assert pool is not None
     return pool

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from core import db
 from core.audit import Actor
 from core.chain.verdict import Confirmed
 from core.ledger import Posting
@@ -294,3 +295,31 @@ async def test_one_users_credits_in_flight_together_each_go_on_their_own(
 
     assert answers == [None] * 40
     assert (groups.groups, groups.sent_alone, groups.in_flight) == (0, 40, 0)
+
+
+async def test_a_group_that_times_out_reaches_each_credit_as_the_timeout(
+    database_url: str, pool: asyncpg.Pool
+) -> None:
+    """Asking again one by one would wait as long again: each credit hears the timeout, as
+    alone, and nothing of the group is written."""
+    svc = build_services(pool, ScriptedVerifier())
+    held = await _pending(svc, "rosa")
+    async with pool.acquire() as conn, conn.transaction():
+        await intents_db.credit(conn, _call(held))  # her balance row, to lock
+    intents = [await _pending(svc, user) for user in ("rosa", "sam")]
+    impatient = await db.create_pool(database_url, min_size=1, max_size=2, command_timeout=0.3)
+    groups = CreditGroups()
+    try:
+        async with pool.acquire() as locker, locker.transaction():
+            await locker.execute("SELECT 1 FROM user_balances WHERE user_id = 'rosa' FOR UPDATE")
+            with groups.alone():
+                results = await asyncio.gather(
+                    *(groups.credit(impatient, _call(i)) for i in intents), return_exceptions=True
+                )
+    finally:
+        await impatient.close()
+
+    assert [type(r) for r in results] == [TimeoutError, TimeoutError]
+    assert groups.sent_alone == 0
+    for intent in intents:
+        assert await _written(pool, intent.id) == ("PENDING", 0, 0, 0)
