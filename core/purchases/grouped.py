@@ -46,7 +46,7 @@ MAX_GROUP = 32  # credits per group: below the 64 subtransactions a backend keep
 # alone (asking again, one by one, would wait as long again).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
-    TimeoutError,
+    TimeoutError,  # an OSError too; named for the reader (asyncpg's command timeout)
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
