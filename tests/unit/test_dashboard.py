@@ -13,6 +13,7 @@ import pytest
 from core.chain.rpc import SolanaRpc
 from core.chain.rpc_metrics import RpcCollector
 from core.metrics import Metrics
+from core.purchases import CreditGroups, CreditGroupsCollector
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 _SUFFIXES = {
@@ -40,9 +41,10 @@ def exprs(dashboard: dict[str, Any]) -> list[str]:
 
 def exported() -> dict[str, str]:
     """Every sample name payops' registry can export -> its metric family (the RPC client's
-    counters included, registered as `payops serve` registers them)."""
+    and group commit's included, registered as `payops serve` registers them)."""
     registry = Metrics().registry
     registry.register(RpcCollector(SolanaRpc("http://127.0.0.1:1/")))
+    registry.register(CreditGroupsCollector(CreditGroups()))
     names = {}
     for family in registry.collect():
         for suffix in _SUFFIXES.get(family.type, ("",)):
