@@ -1,8 +1,9 @@
 """The credit: exactly once, and the verification attempt each verify leaves.
 
 `credit` runs `credit_in` in a transaction of its own (BEGIN, one call of
-`payops_credit_purchase`, COMMIT: migration 0013) and turns the database's answer into the
-verify's: the pair is then settled for good (`Services.settled`). A repeat of a credited
+`payops_credit_purchase`, COMMIT: migration 0013), or, under load, with the other credits in
+flight in one transaction (`grouped.py`), and turns the database's answer into the verify's:
+the pair is then settled for good (`Services.settled`). A repeat of a credited
 pair records its attempt with other duplicates' (`core/purchases/duplicates.py`).
 """
 
@@ -132,9 +133,9 @@ async def _credit_transaction(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> tuple[Intent, int, bool]:
     """The credit with the others in flight (`grouped.py`), or `credit_in` in a transaction
-    of its own (BEGIN, the one call, COMMIT: a process that
-    dies before COMMIT leaves nothing, as the server rolls back a transaction whose client
-    is gone, even one that had to wait for a lock). A unique violation on anything but the
+    of its own (BEGIN, the one call, COMMIT: a process that dies before COMMIT leaves
+    nothing, as the server rolls back a transaction whose client is gone, even one that had
+    to wait for a lock). A unique violation on anything but the
     credit's own constraints (two first postings of one new user creating
     its account or balance row at the same instant) is a race the retry no longer meets:
     the row exists then. The credit's own constraints are never retried: they are the
