@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from core.chain.json_answers import VALUE, loads
+
 
 @dataclass(slots=True)
 class Call:
@@ -37,28 +39,16 @@ class Call:
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-_VALUE = msgspec.json.Decoder()
 _RAW_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-def loads(content: bytes) -> Any:
-    """`json.loads(content)`, through msgspec's decoder (several times faster on a node's
-    answers) when it takes the text. What it refuses (a lone surrogate, a byte-order mark,
-    UTF-16, an integer of over 4,300 digits, anything malformed) goes to `json.loads`,
-    whose value or error stands: the answer is always the standard library's
-    (tests/unit/test_rpc_json.py)."""
-    try:
-        return _VALUE.decode(content)
-    except msgspec.MsgspecError:
-        return json.loads(content)
 
 
 def array_items(content: bytes) -> list[tuple[Any, bytes]] | None:
     """A JSON array's items, each with its own bytes as they came; None if `content` is not
-    one non-empty JSON array. Through msgspec when it takes the text, as `loads`."""
+    one non-empty JSON array. Through msgspec when it takes the text, as `loads`
+    (`core/chain/json_answers.py`)."""
     try:
         raws = _RAW_ITEMS.decode(content)
-        items = [(_VALUE.decode(raw), bytes(raw)) for raw in raws]
+        items = [(VALUE.decode(raw), bytes(raw)) for raw in raws]
     except msgspec.MsgspecError:
         return _array_items(content)
     return items or None  # an empty batch answer says nothing about any call

@@ -24,10 +24,10 @@ from core.chain.batch import (
     NOT_ABOUT_BATCHES,
     Call,
     array_items,
-    loads,
     refusal,
     transient_error,
 )
+from core.chain.json_answers import loads
 
 __all__ = ["JsonRpc", "RpcStats", "RpcUnavailable", "describe"]
 

@@ -43,7 +43,7 @@ from typing import Any, Final, Self
 
 from solana.rpc.commitment import Commitment
 
-from core.chain.batch import loads
+from core.chain.json_answers import loads
 from core.chain.jsonrpc import JsonRpc, RpcStats, RpcUnavailable, describe
 
 __all__ = ["RpcStats", "RpcUnavailable", "SolanaRpc"]

@@ -1,4 +1,4 @@
-"""The RPC client's JSON decoding (`core/chain/batch.py`): msgspec's decoder where it takes
+"""The RPC client's JSON decoding (`core/chain/json_answers.py`, `core/chain/batch.py`): msgspec's decoder where it takes
 the text, the standard library's answer always: the same values, of the same types, and for
 what either refuses, the standard library's verdict."""
 
@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.chain.batch import _array_items, array_items, loads
+from core.chain.batch import _array_items, array_items
+from core.chain.json_answers import loads
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "solana"
 
