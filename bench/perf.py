@@ -234,11 +234,31 @@ async def compare_workers(
         "one": single,
         "many": several,
         "steady_duplicates": steady,
+        "machine_bound": machine_bound(single),
         "throughput_ratio": round(several["throughput"] / max(single["throughput"], 1e-9), 3),
         "service_cpu_ratio": round(
             several["cpu_ms_per_tx"]["service"] / max(single["cpu_ms_per_tx"]["service"], 1e-9),
             3,
         ),
+    }
+
+
+def machine_bound(single: dict[str, Any]) -> dict[str, Any]:
+    """The most verifies a second any number of workers could give on this machine: every
+    CPU busy, each verify costing every process what it cost with one worker (the service,
+    PostgreSQL, the local chain, the load generator). More workers can beat one by at most
+    this bound over one worker's rate, unless they make a verify cheaper somewhere."""
+    cpus = len(os.sched_getaffinity(0))
+    cost = single["cpu_ms_per_tx"]
+    all_processes = sum(v for side, v in cost.items() if not side.endswith("_kernel"))
+    at_most = cpus * 1000 / max(all_processes, 1e-9)
+    used = single["throughput"] * all_processes / 1000
+    return {
+        "cpus": cpus,
+        "cpu_ms_per_verify": round(all_processes, 3),
+        "cpus_busy_with_one_worker": round(used, 2),
+        "verifies_per_s_at_most": round(at_most, 1),
+        "throughput_ratio_at_most": round(at_most / max(single["throughput"], 1e-9), 3),
     }
 
 

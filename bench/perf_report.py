@@ -215,6 +215,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(workers['throughput_ratio'], 2)}, service CPU per verify x"
             f"{_fmt(workers['service_cpu_ratio'], 2)}).",
         ]
+        bound = workers.get("machine_bound")
+        if bound is not None:
+            lines[-1] += (
+                f" With one worker a verify cost all processes "
+                f"{_fmt(bound['cpu_ms_per_verify'], 2)} ms of CPU and kept "
+                f"{_fmt(bound['cpus_busy_with_one_worker'], 2)} of the "
+                f"{bound['cpus']} CPUs busy: at that cost the {bound['cpus']} CPUs give at most "
+                f"{_fmt(bound['verifies_per_s_at_most'])}/s, x"
+                f"{_fmt(bound['throughput_ratio_at_most'], 2)} one worker's rate, whatever the "
+                "number of workers."
+            )
         steady = workers.get("steady_duplicates")
         if steady is not None:
             cpu = steady.get("cpu_ms_per_tx", {})
