@@ -4,7 +4,8 @@
 `payops_credit_purchase`, COMMIT: migration 0013), or, under load, with the other credits in
 flight in one transaction (`grouped.py`), and turns the database's answer into the verify's:
 the pair is then settled for good (`Services.settled`). A repeat of a credited
-pair records its attempt with other duplicates' (`core/purchases/duplicates.py`).
+pair records its attempt with other duplicates' (`core/purchases/duplicates.py`), and
+verifies of one pair in flight together send one credit (`credit`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,26 @@ def _outcome(call: intents_db.CreditCall, done: intents_db.CreditRow) -> tuple[I
 
 
 async def credit(
+    svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
+) -> Credited:
+    """The credit of `intent` paid by `signature` (confirmed by `verdict`), exactly once.
+
+    A pair this process has settled is answered as a duplicate without a transaction; a pair
+    whose credit is in flight here waits for that one and is then answered as a duplicate,
+    or, when it failed, sends its own credit (`settled.py`, *Pairs being credited*)."""
+    in_flight = svc.settled.crediting(intent.id, signature)
+    if in_flight is not None:
+        await in_flight.wait()
+    settled = svc.settled.get(intent.id, signature)
+    if settled is not None:
+        return await already_credited(svc, actor, settled, signature)
+    if in_flight is not None:  # the first one failed: this one goes on its own, as before
+        return await _credit(svc, actor, intent, signature, verdict)
+    with svc.settled.credit_in_flight(intent.id, signature):
+        return await _credit(svc, actor, intent, signature, verdict)
+
+
+async def _credit(
     svc: Services, actor: Actor, intent: Intent, signature: str, verdict: Confirmed
 ) -> Credited:
     try:

@@ -8,6 +8,15 @@ is answered from here without reading the intent again; the cache only ever hold
 as CONFIRMED from the database or credited by a committed transaction, and a miss goes to the
 database as before (which is how replicas share what they know).
 
+**Pairs being credited.** Verifies of one paid intent that arrive together (a wallet and the
+frontend both verifying, a client retrying, a burst) get the chain's answer together and
+would each send the credit: the first would commit it and every other one would find the
+intent confirmed by its signature after a transaction of its own, locking the intent row in
+turn. Instead the first credit of a pair is sent and the others wait for it to end
+(`crediting`, `credit_in_flight`): when it committed, the pair is settled and each of them is
+answered as the duplicate it is; when it failed in any way, each sends its own credit as
+before, so one caller's error is never another's answer.
+
 **Fresh intents.** An intent's terms (owner, credits, amount, mint, treasury, reference,
 times) never change; only its status does. A verify of an intent this process created asks
 the chain with the terms kept here, without reading the intent first: the credit locks the
@@ -26,9 +35,12 @@ read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Generic, TypeVar
 
@@ -71,6 +83,7 @@ class SettledPairs:
 
     def __init__(self, capacity: int = SETTLED_CAPACITY) -> None:
         self._pairs: _Lru[tuple[uuid.UUID, str]] = _Lru(capacity)
+        self._crediting: dict[tuple[uuid.UUID, str], asyncio.Event] = {}
 
     def get(self, intent_id: uuid.UUID, signature: str) -> Intent | None:
         return self._pairs.get((intent_id, signature))
@@ -80,6 +93,23 @@ class SettledPairs:
         if intent.status is not IntentStatus.CONFIRMED or intent.tx_signature is None:
             return
         self._pairs.put((intent.id, intent.tx_signature), _sharing_terms(intent))
+
+    def crediting(self, intent_id: uuid.UUID, signature: str) -> asyncio.Event | None:
+        """The credit of this pair in flight in this process, if any: set when it ends."""
+        return self._crediting.get((intent_id, signature))
+
+    @contextlib.contextmanager
+    def credit_in_flight(self, intent_id: uuid.UUID, signature: str) -> Iterator[None]:
+        """Marks the pair's credit in flight until the block ends, however it ends."""
+        key = (intent_id, signature)
+        ended = asyncio.Event()
+        self._crediting[key] = ended
+        try:
+            yield
+        finally:
+            if self._crediting.get(key) is ended:
+                del self._crediting[key]
+            ended.set()
 
     def __len__(self) -> int:
         return len(self._pairs)

@@ -51,6 +51,88 @@ async def test_200_concurrent_verifies_of_one_intent_credit_exactly_once(
     assert health.ok, health
 
 
+async def _verify_at_once(
+    client: Any, intent: dict[str, Any], sig: str, n: int
+) -> list[tuple[int, dict[str, Any]]]:
+    async def verify() -> tuple[int, dict[str, Any]]:
+        resp = await client.post(
+            f"/v1/purchase-intents/{intent['id']}/verify",
+            json={"signature": sig},
+            headers=bearer("alice"),
+        )
+        return resp.status, await resp.json()
+
+    return list(await asyncio.gather(*(verify() for _ in range(n))))
+
+
+async def _outcomes(pool: asyncpg.Pool) -> dict[tuple[str, bool], int]:
+    """Attempts by (outcome, whether they went through a credit: its detail says what the
+    chain showed)."""
+    rows = await pool.fetch(
+        """SELECT outcome, detail LIKE 'received %' AS sent, count(*) AS n
+           FROM verification_attempts GROUP BY 1, 2"""
+    )
+    return {(r["outcome"], r["sent"]): r["n"] for r in rows}
+
+
+async def test_verifies_of_one_pair_together_send_one_credit_and_the_rest_are_duplicates(
+    pool: asyncpg.Pool,
+) -> None:
+    """All get the chain's answer at once; the first sends the credit, the others wait for
+    it and are answered as duplicates without a transaction of their own."""
+    svc = build_services(pool, ScriptedVerifier(delay=0.01))
+    async with api_client(svc) as client:
+        intent = await _create(client, "alice", credits=7)
+        results = await _verify_at_once(client, intent, signature(), 50)
+
+    assert {status for status, _ in results} == {200}
+    assert sorted(body["already_credited"] for _, body in results) == [False] + [True] * 49
+    assert {body["balance"] for _, body in results} == {7}
+    assert await _outcomes(pool) == {("confirmed", True): 1, ("duplicate", False): 49}
+    assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
+    assert (await ledger.health(pool)).ok
+
+
+# Fails the first ledger entry inserted (not a unique violation: a credit that fails).
+FAIL_FIRST_ENTRY = """
+CREATE SEQUENCE test_fail;
+CREATE FUNCTION test_fail_entry() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('test_fail') = 1 THEN
+        RAISE EXCEPTION 'the first credit fails' USING ERRCODE = 'P0001';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_fail_entry BEFORE INSERT ON ledger_entries
+    FOR EACH ROW EXECUTE FUNCTION test_fail_entry();
+"""
+
+
+async def test_when_the_first_credit_of_a_pair_fails_the_others_send_their_own(
+    pool: asyncpg.Pool,
+) -> None:
+    """One caller's error is never another's answer: those that waited for the failed credit
+    each send theirs, and exactly one of them credits."""
+    await pool.execute(FAIL_FIRST_ENTRY)
+    svc = build_services(pool, ScriptedVerifier(delay=0.01))
+    async with api_client(svc) as client:
+        intent = await _create(client, "alice", credits=7)
+        results = await _verify_at_once(client, intent, signature(), 20)
+
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 19 + [500]
+    credited = [body for status, body in results if status == 200]
+    assert sorted(body["already_credited"] for body in credited) == [False] + [True] * 18
+    assert await _outcomes(pool) == {
+        ("credit_failed", True): 1,
+        ("confirmed", True): 1,
+        ("duplicate", True): 18,  # each sent its own credit and found the pair credited
+    }
+    assert await ledger.balance(pool, "alice") == 7
+    assert await pool.fetchval("SELECT count(*) FROM ledger_transactions") == 1
+    assert (await ledger.health(pool)).ok
+
+
 async def test_signature_used_by_one_intent_is_refused_for_another(pool: asyncpg.Pool) -> None:
     svc = build_services(pool, ScriptedVerifier())
     async with api_client(svc) as client:
