@@ -20,37 +20,6 @@ async def _create(client: Any, user: str, credits: int = 5) -> dict[str, Any]:
     return dict(await resp.json())
 
 
-async def test_200_concurrent_verifies_of_one_intent_credit_exactly_once(
-    pool: asyncpg.Pool,
-) -> None:
-    verifier = ScriptedVerifier(delay=0.01)
-    svc = build_services(pool, verifier)
-    async with api_client(svc) as client:
-        intent = await _create(client, "alice", credits=7)
-        sig = signature()
-
-        async def verify() -> tuple[int, dict[str, Any]]:
-            resp = await client.post(
-                f"/v1/purchase-intents/{intent['id']}/verify",
-                json={"signature": sig},
-                headers=bearer("alice"),
-            )
-            return resp.status, await resp.json()
-
-        results = await asyncio.gather(*(verify() for _ in range(200)))
-
-    assert {status for status, _ in results} == {200}
-    assert sum(1 for _, body in results if not body["already_credited"]) == 1
-    assert {body["balance"] for _, body in results} == {7}
-    assert await ledger.balance(pool, "alice") == 7
-    assert (
-        await pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind='purchase'") == 1
-    )
-    assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == 200
-    health = await ledger.health(pool)
-    assert health.ok, health
-
-
 async def _verify_at_once(
     client: Any, intent: dict[str, Any], sig: str, n: int
 ) -> list[tuple[int, dict[str, Any]]]:
@@ -63,6 +32,27 @@ async def _verify_at_once(
         return resp.status, await resp.json()
 
     return list(await asyncio.gather(*(verify() for _ in range(n))))
+
+
+async def test_200_concurrent_verifies_of_one_intent_credit_exactly_once(
+    pool: asyncpg.Pool,
+) -> None:
+    verifier = ScriptedVerifier(delay=0.01)
+    svc = build_services(pool, verifier)
+    async with api_client(svc) as client:
+        intent = await _create(client, "alice", credits=7)
+        results = await _verify_at_once(client, intent, signature(), 200)
+
+    assert {status for status, _ in results} == {200}
+    assert sum(1 for _, body in results if not body["already_credited"]) == 1
+    assert {body["balance"] for _, body in results} == {7}
+    assert await ledger.balance(pool, "alice") == 7
+    assert (
+        await pool.fetchval("SELECT count(*) FROM ledger_transactions WHERE kind='purchase'") == 1
+    )
+    assert await pool.fetchval("SELECT count(*) FROM verification_attempts") == 200
+    health = await ledger.health(pool)
+    assert health.ok, health
 
 
 async def _outcomes(pool: asyncpg.Pool) -> dict[tuple[str, bool], int]:
