@@ -25,9 +25,11 @@ so the read before the chain decides nothing the credit depends on. Whenever the
 not confirm the payment or the credit finds the intent settled otherwise, the verify reads
 the intent and goes on as if it had read it first (`service.verify_intent`).
 
-Both are bounded (LRU), one each per `Services` (`Services.settled`, `Services.fresh`). The
-settled pairs hold 50,000: a minute of credits at the highest rate a 2-CPU machine reaches
-(about 800 a second), so that the repeats of a busy minute are still answered from memory.
+The settled pairs and the fresh intents are bounded (LRU), one each per `Services`
+(`Services.settled`, `Services.fresh`); the pairs being credited are as many as the credits
+in flight. The settled pairs hold 50,000: half a minute to a minute of credits at the rates a
+2-CPU machine reaches (800-1,500 a second in `bench/perf.py`), so that the repeats of a busy
+minute are still answered from memory.
 A pair costs about 920 bytes (46 MB when full): the terms every intent shares (mint, token
 program, treasury and its token account) are kept once (`sys.intern`), not once per row
 read.
