@@ -1,6 +1,6 @@
-"""The RPC client's JSON decoding (`core/chain/json_answers.py`, `core/chain/batch.py`): msgspec's decoder where it takes
-the text, the standard library's answer always: the same values, of the same types, and for
-what either refuses, the standard library's verdict."""
+"""The RPC client's JSON decoding (`core/chain/json_answers.py`, `core/chain/batch.py`):
+msgspec's decoder where it takes the text, the standard library's answer always: the same
+values, of the same types, and for what either refuses, the standard library's verdict."""
 
 from __future__ import annotations
 
